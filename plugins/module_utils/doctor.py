@@ -1,0 +1,75 @@
+"""``vmsan doctor``: what this host needs, checked without changing it."""
+
+import os
+
+from . import addressing as A
+
+
+def _check(name, ok, detail, warn=False):
+    return {"name": name, "status": "ok" if ok else ("warn" if warn else "FAIL"), "detail": detail}
+
+
+def _nft_forward_drop():
+    """A nftables FORWARD chain with policy drop (as Docker hosts have) would
+    drop VM traffic whatever our legacy-table rules accept."""
+    try:
+        from pyroute2 import NFTables   # noqa: F401
+    except Exception:
+        return None
+    try:
+        from pyroute2.nftables.main import NFTables as NFT
+        nft = NFT()
+        try:
+            for chain in nft.get_chains():
+                hook = chain.get_attr("NFTA_CHAIN_HOOK")
+                policy = chain.get_attr("NFTA_CHAIN_POLICY")
+                if hook is not None and hook.get_attr("NFTA_HOOK_HOOKNUM") == 2 and policy == 0:
+                    return "%s %s" % (chain.get_attr("NFTA_CHAIN_TABLE"), chain.get_attr("NFTA_CHAIN_NAME"))
+        finally:
+            nft.close()
+    except Exception:
+        return None
+    return None
+
+
+def run_checks():
+    checks = []
+    checks.append(_check("root", os.geteuid() == 0, "running as uid %d" % os.geteuid()))
+    checks.append(_check("tun", os.path.exists("/dev/net/tun"), "/dev/net/tun"))
+    checks.append(_check("netns", os.path.exists("/proc/self/ns/net"), "network namespaces"))
+    try:
+        import iptc
+        from .iptables_apply import open_table
+        for name in ("filter", "nat", "raw"):
+            open_table(name).close()
+        checks.append(_check("iptables legacy", True, "filter, nat, raw tables through libiptc"))
+    except Exception as exc:
+        checks.append(_check("iptables legacy", False, "python-iptables/libiptc: %s" % exc))
+    try:
+        from .ipsets import SetManager
+        with SetManager() as sets:
+            sets.names()
+        checks.append(_check("ipset", True, "ip_set through netlink"))
+    except Exception as exc:
+        checks.append(_check("ipset", False, "ipset netlink: %s" % exc))
+    try:
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            ipr.get_qdiscs()
+        checks.append(_check("tc", True, "qdiscs through netlink"))
+    except Exception as exc:
+        checks.append(_check("tc", False, "tc netlink: %s" % exc))
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as handle:
+            fwd = handle.read().strip() == "1"
+        checks.append(_check("forwarding", fwd, "net.ipv4.ip_forward=%s (vmsan create sets it)" % ("1" if fwd else "0"),
+                             warn=True))
+    except OSError as exc:
+        checks.append(_check("forwarding", False, str(exc)))
+    blocker = _nft_forward_drop()
+    checks.append(_check("nft forward", blocker is None,
+                         "no nftables FORWARD chain with policy drop" if blocker is None else
+                         "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
+                         % (blocker, A.VM_RANGE)))
+    ok = all(c["status"] != "FAIL" for c in checks)
+    return {"ok": ok, "checks": checks}

@@ -1,0 +1,270 @@
+"""The desired netfilter state of a VM and of the host, built as data.
+
+Pure: nothing here touches the kernel. A rule is a tuple of iptables-save
+tokens (``("-i", "fhvm3", "-p", "udp", "-m", "udp", "--dport", "53", "-j",
+"DROP")``) so a plan prints the way operators already read rules, and
+``iptables_apply`` turns tokens into libiptc entries.
+
+Layout, in the namespace that holds a VM's TAP (its own, or the host's with
+--no-netns):
+
+* built-in chains jump first to shared chains ``VMSAN-*`` (the hooks);
+* each shared chain holds one jump per VM, tagged ``vmsan:<id>`` (members);
+* per-VM chains ``vmsan-<id>-<role>`` hold the VM's rules (owned):
+  ``spoof`` (raw: anti-spoofing), ``dns`` (nat: DNS to the host resolver),
+  ``out`` (filter: what the guest may send), ``in`` (filter: what the guest may
+  send to the namespace itself), ``to`` (filter: what may reach the guest),
+  ``pub`` (nat: published ports, host namespace).
+
+The host namespace additionally gets ``VMSAN-HOST-*`` chains: the guard that
+keeps guests off the host's own addresses, forwarding for VM traffic, and the
+masquerade towards the default route.
+"""
+
+from collections import namedtuple
+
+from . import addressing as A
+
+TABLES = ("raw", "nat", "filter")
+
+Plan = namedtuple("Plan", "hooks owned members policies")
+# hooks:    {(table, builtin): [rule, ...]}  must head the built-in chain, in order
+# owned:    {(table, chain): [rule, ...]}    whole content of chains we own
+# members:  {(table, shared chain): [rule, ...]} rules tagged for one owner
+# policies: {(table, builtin): "DROP"}       built-in chain policies
+
+SHARED_HOOKS = {
+    ("raw", "PREROUTING"): ["VMSAN-RAW"],
+    ("nat", "PREROUTING"): ["VMSAN-PREROUTING"],
+    ("nat", "OUTPUT"): ["VMSAN-OUTPUT"],
+    ("filter", "INPUT"): ["VMSAN-INPUT"],
+    ("filter", "FORWARD"): ["VMSAN-FORWARD"],
+}
+HOST_HOOKS = {
+    ("nat", "POSTROUTING"): ["VMSAN-HOST-NAT"],
+    ("filter", "INPUT"): ["VMSAN-INPUT", "VMSAN-HOST-IN"],
+    ("filter", "FORWARD"): ["VMSAN-FORWARD", "VMSAN-HOST-FWD"],
+}
+
+VM_NET = str(A.VM_RANGE)
+TRANSIT_NET = str(A.TRANSIT_RANGE)
+LINK_LOCAL_NET = str(A.LINK_LOCAL)
+
+
+def chain_name(vm_id, role):
+    return "vmsan-%s-%s" % (vm_id, role)
+
+
+def set_name(vm_id, role):
+    return "vmsan-%s-%s" % (vm_id, role)
+
+
+def tag(owner):
+    return ("-m", "comment", "--comment", "vmsan:%s" % owner)
+
+
+def _jump(chain):
+    return ("-j", chain)
+
+
+def _hooks(spec):
+    return {key: [_jump(c) for c in chains] for key, chains in spec.items()}
+
+
+def _dns_to_resolver(proto, dst=None):
+    match_dst = ("-d", dst) if dst else ()
+    return match_dst + ("-p", proto, "-m", proto, "--dport", "53", "-j", "DNAT",
+                        "--to-destination", "%s:%d" % (A.RESOLVER_IP, A.RESOLVER_PORT))
+
+
+def _accept_resolver(proto):
+    return ("-d", A.RESOLVER_IP + "/32", "-p", proto, "-m", proto, "--dport", str(A.RESOLVER_PORT),
+            "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT")
+
+
+def _policy_rules(vm_id, policy):
+    """The tail of the ``out`` chain: what the policy lets out."""
+    mode = policy.mode
+    if mode == "allow-all":
+        return [("-d", LINK_LOCAL_NET, "-j", "DROP"), ("-j", "ACCEPT")]
+    if mode == "deny-all":
+        return [("-j", "DROP")]
+    rules = [("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"),
+             ("-p", "udp", "-m", "udp", "--dport", "853", "-j", "DROP")]
+    if policy.denied_cidrs:
+        rules.append(("-m", "set", "--match-set", set_name(vm_id, "deny"), "dst", "-j", "DROP"))
+    if policy.allowed_cidrs:
+        rules.append(("-m", "set", "--match-set", set_name(vm_id, "allow"), "dst", "-j", "ACCEPT"))
+    if policy.allowed_domains:
+        rules.append(("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", "ACCEPT"))
+    rules.append(("-d", LINK_LOCAL_NET, "-j", "DROP"))
+    only_denied = policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains)
+    rules.append(("-j", "ACCEPT") if only_denied else ("-j", "DROP"))
+    return rules
+
+
+def vm_plan(vm, policy, published=(), in_host_namespace=False):
+    """Rules for one VM in the namespace that holds its TAP.
+
+    ``vm`` needs ``id``, ``slot``; ``published`` is a list of PortSpec (the
+    guest side is opened here; the DNAT lives in the host namespace, see
+    ``published_plan``)."""
+    vm_id, slot = vm["id"], vm["slot"]
+    tap, guest, gateway, mac = A.tap_name(slot), A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)
+    t = tag(vm_id)
+    c = lambda role: chain_name(vm_id, role)   # noqa: E731
+
+    members = {
+        ("raw", "VMSAN-RAW"): [("-i", tap) + t + _jump(c("spoof"))],
+        ("nat", "VMSAN-PREROUTING"): [("-i", tap) + t + _jump(c("dns"))],
+        ("filter", "VMSAN-INPUT"): [("-i", tap) + t + _jump(c("in"))],
+        ("filter", "VMSAN-FORWARD"): [("-i", tap) + t + _jump(c("out")),
+                                      ("-o", tap) + t + _jump(c("to"))],
+    }
+    owned = {}
+    # Anti-spoofing before anything else sees the packet (raw PREROUTING).
+    owned[("raw", c("spoof"))] = [
+        ("!", "-s", guest + "/32", "-j", "DROP"),
+        ("-m", "mac", "!", "--mac-source", mac.upper(), "-j", "DROP"),
+    ]
+    # DNS: in allow-all only queries to the gateway go to the resolver; in
+    # custom and deny-all every port-53 packet does, whatever its address.
+    if policy.mode == "allow-all":
+        owned[("nat", c("dns"))] = [_dns_to_resolver("udp", gateway + "/32"), _dns_to_resolver("tcp", gateway + "/32")]
+    else:
+        owned[("nat", c("dns"))] = [_dns_to_resolver("udp"), _dns_to_resolver("tcp")]
+    # To the namespace's own addresses (gateway, transit): only redirected DNS
+    # when the resolver is local (--no-netns); nothing else.
+    owned[("filter", c("in"))] = [_accept_resolver("udp"), _accept_resolver("tcp"), ("-j", "DROP")]
+    out = [
+        _accept_resolver("udp"), _accept_resolver("tcp"),
+        # replies on connections the outside opened (published ports)
+        ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT"),
+        ("-d", VM_NET, "-j", "DROP"),
+        ("-d", TRANSIT_NET, "-j", "DROP"),
+    ]
+    owned[("filter", c("out"))] = out + _policy_rules(vm_id, policy)
+    to = [("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")]
+    for port in published:
+        match = ("-p", port.protocol, "-m", port.protocol, "--dport", str(port.guest_port))
+        if in_host_namespace:
+            # the DNAT happened in this namespace: accept only what it rewrote
+            match += ("-m", "conntrack", "--ctstate", "DNAT")
+        to.append(match + ("-j", "ACCEPT"))
+    to.append(("-j", "DROP"))
+    owned[("filter", c("to"))] = to
+
+    policies = {}
+    if not in_host_namespace:
+        # The namespace is the VM's alone: fail closed if rules are flushed.
+        policies = {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
+    return Plan(_hooks(SHARED_HOOKS), owned, members, policies)
+
+
+def published_plan(vm, published):
+    """DNAT of published ports, in the host namespace (PREROUTING for traffic
+    arriving at the host's addresses, OUTPUT for the host's own clients)."""
+    vm_id, guest = vm["id"], A.guest_ip(vm["slot"])
+    if not published:
+        return Plan(_hooks(SHARED_HOOKS), {}, {}, {})
+    t = tag(vm_id)
+    rules = []
+    for port in published:
+        dst = () if port.host_ip == "0.0.0.0" else ("-d", port.host_ip + "/32")
+        rules.append(dst + ("-p", port.protocol, "-m", port.protocol, "--dport", str(port.host_port),
+                            "-j", "DNAT", "--to-destination", "%s:%d" % (guest, port.guest_port)))
+    local = ("-m", "addrtype", "--dst-type", "LOCAL")
+    members = {
+        ("nat", "VMSAN-PREROUTING"): [local + t + _jump(chain_name(vm_id, "pub"))],
+        ("nat", "VMSAN-OUTPUT"): [local + t + _jump(chain_name(vm_id, "pub"))],
+    }
+    return Plan(_hooks(SHARED_HOOKS), {("nat", chain_name(vm_id, "pub")): rules}, members, {})
+
+
+def host_plan():
+    """Host-namespace rules shared by all VMs."""
+    owned = {
+        ("filter", "VMSAN-HOST-IN"): [
+            ("-s", VM_NET, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
+            ("-s", VM_NET, "-d", A.RESOLVER_IP + "/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"),
+            ("-s", VM_NET, "-d", A.RESOLVER_IP + "/32", "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "ACCEPT"),
+            ("-s", VM_NET, "-j", "DROP"),
+        ],
+        ("filter", "VMSAN-HOST-FWD"): [
+            ("-s", VM_NET, "-d", VM_NET, "-j", "DROP"),
+            ("-s", VM_NET, "-j", "ACCEPT"),
+            ("-d", VM_NET, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "ACCEPT"),
+            ("-d", VM_NET, "-j", "DROP"),
+        ],
+        ("nat", "VMSAN-HOST-NAT"): [
+            ("-s", VM_NET, "!", "-d", VM_NET, "-j", "MASQUERADE"),
+            # the host's own clients of a published port (curl 127.0.0.1:PORT)
+            ("-s", "127.0.0.0/8", "-d", VM_NET, "-j", "MASQUERADE"),
+        ],
+    }
+    hooks = _hooks(SHARED_HOOKS)
+    hooks.update(_hooks(HOST_HOOKS))
+    return Plan(hooks, owned, {}, {})
+
+
+def merge(*plans):
+    hooks, owned, members, policies = {}, {}, {}, {}
+    for plan in plans:
+        for key, rules in plan.hooks.items():
+            if len(rules) > len(hooks.get(key, [])):
+                hooks[key] = rules
+        owned.update(plan.owned)
+        for key, rules in plan.members.items():
+            members.setdefault(key, []).extend(rules)
+        policies.update(plan.policies)
+    return Plan(hooks, owned, members, policies)
+
+
+def render(plan):
+    """iptables-save-like text of a plan, for show, check mode and diffs."""
+    lines = []
+    for table in TABLES:
+        block = []
+        for (tbl, chain), rules in sorted(plan.hooks.items()):
+            if tbl == table:
+                block += ["-I %s %s" % (chain, " ".join(r)) for r in rules]
+        for (tbl, chain), rules in sorted(plan.members.items()):
+            if tbl == table:
+                block += ["-A %s %s" % (chain, " ".join(r)) for r in rules]
+        for (tbl, chain), rules in sorted(plan.owned.items()):
+            if tbl == table:
+                block.append(":%s" % chain)
+                block += ["-A %s %s" % (chain, " ".join(r)) for r in rules]
+        for (tbl, chain), pol in sorted(plan.policies.items()):
+            if tbl == table:
+                block.append("-P %s %s" % (chain, pol))
+        if block:
+            lines.append("*" + table)
+            lines += block
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
+    """Whether the ``out`` chain would let a new packet from the guest to
+    DST_IP through (used to decide which tracked connections a policy change
+    cuts). Mirrors ``vm_plan`` and ``_policy_rules`` rule by rule."""
+    import ipaddress
+    addr = ipaddress.IPv4Address(dst_ip)
+    if addr in A.VM_RANGE or addr in A.TRANSIT_RANGE:
+        return False
+    mode = policy.mode
+    if mode == "deny-all":
+        return False
+    if mode == "allow-all":
+        return addr not in A.LINK_LOCAL
+    if protocol in ("tcp", "udp") and dport == 853:
+        return False
+    if any(addr in ipaddress.IPv4Network(n) for n in policy.denied_cidrs):
+        return False
+    if any(addr in ipaddress.IPv4Network(n) for n in policy.allowed_cidrs):
+        return True
+    if policy.allowed_domains and str(addr) in set(learned):
+        return True
+    if addr in A.LINK_LOCAL:
+        return False
+    return bool(policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains))

@@ -1,0 +1,288 @@
+"""Parsing and validation of user input: the one place both faces use.
+
+Every function takes what a user typed (a CLI string, comma-separated, or an
+Ansible list) and returns normalised, immutable values, or raises InputError
+naming the neutral parameter and the accepted form. The CLI and the modules map
+the neutral names to their own spelling (see PARAM_LABELS), so both give the
+same message.
+"""
+
+import ipaddress
+import re
+from collections import namedtuple
+
+from .errors import InputError
+
+POLICIES = ("allow-all", "deny-all", "custom")
+
+# neutral name -> (CLI flag, Ansible parameter)
+PARAM_LABELS = {
+    "id": ("--id", "name"),
+    "vm": ("VM", "vm"),
+    "slot": ("--slot", "slot"),
+    "network_policy": ("--network-policy", "network_policy"),
+    "allowed_domains": ("--allowed-domain", "allowed_domains"),
+    "allowed_cidrs": ("--allowed-cidr", "allowed_cidrs"),
+    "denied_cidrs": ("--denied-cidr", "denied_cidrs"),
+    "published_ports": ("--publish-port", "published_ports"),
+    "bandwidth": ("--bandwidth", "bandwidth"),
+    "bandwidth_in": ("--bandwidth-in", "bandwidth_in"),
+    "tap_owner": ("--tap-owner", "tap_owner"),
+    "upstream": ("--upstream", "upstream"),
+    "host_port": ("host port", "host_port"),
+    "guest_port": ("guest port", "guest_port"),
+    "protocol": ("protocol", "protocol"),
+    "host_ip": ("host ip", "host_ip"),
+}
+
+VM_ID_MAX = 16
+_VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
+_RATE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(kbit|mbit|gbit)$")
+_RATE_UNITS = {"kbit": 1000, "mbit": 1000 ** 2, "gbit": 1000 ** 3}
+RATE_MIN = 8 * 1000             # 8 kbit: below that tc cannot shape sensibly
+RATE_MAX = 100 * 1000 ** 3      # 100 gbit
+
+
+def label(param, face):
+    """The parameter's name as the given face ('cli' or 'ansible') spells it."""
+    cli, ansible = PARAM_LABELS.get(param, (param, param))
+    return cli if face == "cli" else ansible
+
+
+def as_list(param, value):
+    """A comma-separated string or a list of strings -> list of non-empty items."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise InputError(param, "list items must be strings, got %r" % (item,))
+            items.extend(str(item).split(","))
+    else:
+        raise InputError(param, "expected a comma-separated string or a list, got %r" % (value,))
+    items = [i.strip() for i in items]
+    if any(i == "" for i in items) and any(i != "" for i in items):
+        raise InputError(param, "empty item in list %r" % (value,), "comma-separated values without empty items")
+    return [i for i in items if i]
+
+
+def vm_id(value, param="id"):
+    if not isinstance(value, str) or not value:
+        raise InputError(param, "a VM id is required", "1-%d characters of A-Z a-z 0-9 _ -, starting with a letter or digit" % VM_ID_MAX)
+    if len(value) > VM_ID_MAX or not _VM_ID_RE.match(value):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise InputError(param, "invalid VM id %r (%d characters)" % (shown, len(value)),
+                         "1-%d characters of A-Z a-z 0-9 _ -, starting with a letter or digit" % VM_ID_MAX)
+    return value
+
+
+def slot(value):
+    from .addressing import MAX_SLOT
+    if value is None:
+        return None
+    try:
+        number = int(value)
+        if isinstance(value, bool) or str(number) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError("slot", "%r is not a whole number" % (value,), "0-%d" % MAX_SLOT)
+    if not 0 <= number <= MAX_SLOT:
+        raise InputError("slot", "%d is out of range" % number, "0-%d" % MAX_SLOT)
+    return number
+
+
+def cidr(param, text):
+    """One IPv4 network; a bare address means /32. Host bits must be clear."""
+    accepted = "IPv4 CIDRs such as 10.0.0.0/8 or 203.0.113.7"
+    if "/" in text:
+        addr, _, prefix = text.partition("/")
+        if not prefix.isdigit() or int(prefix) > 32:
+            raise InputError(param, "invalid prefix length in %r: must be 0-32" % text, accepted)
+    else:
+        addr, prefix = text, "32"
+    try:
+        ipaddress.IPv4Address(addr)
+    except ValueError:
+        raise InputError(param, "invalid IPv4 address in %r (four octets 0-255)" % text, accepted)
+    try:
+        return str(ipaddress.IPv4Network("%s/%s" % (addr, prefix)))
+    except ValueError:
+        network = ipaddress.IPv4Network("%s/%s" % (addr, prefix), strict=False)
+        raise InputError(param, "%r has host bits set; did you mean %s?" % (text, network), accepted)
+
+
+def cidr_list(param, value):
+    seen = []
+    for item in as_list(param, value):
+        network = cidr(param, item)
+        if network not in seen:
+            seen.append(network)
+    return tuple(seen)
+
+
+def domain(param, text):
+    """An exact name or a ``*.`` wildcard; lower-cased, trailing dot dropped."""
+    accepted = "host names such as api.example.com, or *.example.com for any subdomain"
+    name = text.strip().lower()
+    if name.endswith("."):
+        name = name[:-1]
+    wildcard = name.startswith("*.")
+    body = name[2:] if wildcard else name
+    if "*" in body:
+        raise InputError(param, "%r: a wildcard is only allowed as one leading '*.'" % text, accepted)
+    if not body or len(body) > 253:
+        raise InputError(param, "%r is not a valid domain name (1-253 characters)" % text, accepted)
+    labels = body.split(".")
+    for part in labels:
+        if not 1 <= len(part) <= 63 or not _LABEL_RE.match(part):
+            raise InputError(param, "%r has an invalid label %r (1-63 of a-z 0-9 - _, no leading or trailing -)" % (text, part), accepted)
+    if wildcard and len(labels) < 2:
+        raise InputError(param, "%r: a wildcard must cover a domain with at least two labels" % text, accepted)
+    return ("*." if wildcard else "") + body
+
+
+def domain_list(param, value):
+    seen = []
+    for item in as_list(param, value):
+        name = domain(param, item)
+        if name not in seen:
+            seen.append(name)
+    return tuple(seen)
+
+
+Policy = namedtuple("Policy", "mode allowed_domains allowed_cidrs denied_cidrs")
+
+
+def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None):
+    """Normalise a policy. Lists given with the default policy promote it to
+    ``custom``; ``deny-all`` with any list is an error."""
+    domains = domain_list("allowed_domains", allowed_domains)
+    allowed = cidr_list("allowed_cidrs", allowed_cidrs)
+    denied = cidr_list("denied_cidrs", denied_cidrs)
+    if mode is not None and mode not in POLICIES:
+        raise InputError("network_policy", "unknown policy %r" % (mode,), ", ".join(POLICIES))
+    has_lists = bool(domains or allowed or denied)
+    if mode == "deny-all" and has_lists:
+        raise InputError("network_policy", "deny-all cannot be combined with allowed domains or CIDR lists",
+                         "deny-all alone, or custom with lists")
+    if mode in (None, "allow-all"):
+        mode = "custom" if has_lists else "allow-all"
+    return Policy(mode, domains, allowed, denied)
+
+
+def policy_to_dict(pol):
+    return {"mode": pol.mode, "allowed_domains": list(pol.allowed_domains),
+            "allowed_cidrs": list(pol.allowed_cidrs), "denied_cidrs": list(pol.denied_cidrs)}
+
+
+def policy_from_dict(data):
+    data = data or {}
+    return Policy(data.get("mode", "allow-all"), tuple(data.get("allowed_domains", ())),
+                  tuple(data.get("allowed_cidrs", ())), tuple(data.get("denied_cidrs", ())))
+
+
+PortSpec = namedtuple("PortSpec", "host_ip host_port guest_port protocol")
+PORT_FORM = "[host_ip:]host_port[:guest_port][/tcp|udp], e.g. 8080 or 127.0.0.1:8080:80/tcp"
+
+
+def port_number(param, value):
+    try:
+        number = int(value)
+        if isinstance(value, bool) or str(number) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(param, "%r is not a port number" % (value,), "1-65535")
+    if not 1 <= number <= 65535:
+        raise InputError(param, "port %d is out of range" % number, "1-65535")
+    return number
+
+
+def port_spec(param, text):
+    """One ``[host_ip:]host_port[:guest_port][/tcp|udp]``."""
+    body, _, proto = text.partition("/")
+    proto = proto.lower() or "tcp"
+    if proto not in ("tcp", "udp"):
+        raise InputError(param, "%r: unknown protocol %r" % (text, proto), PORT_FORM)
+    parts = body.split(":")
+    host_ip = "0.0.0.0"
+    if len(parts) >= 2 and "." in parts[0]:
+        host_ip = parts.pop(0)
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InputError(param, "%r: invalid host address %r" % (text, host_ip), PORT_FORM)
+    if not 1 <= len(parts) <= 2 or any(p == "" for p in parts):
+        raise InputError(param, "%r is not a valid port mapping" % text, PORT_FORM)
+    try:
+        host_port = port_number(param, parts[0])
+        guest_port = port_number(param, parts[1]) if len(parts) == 2 else host_port
+    except InputError as err:
+        raise InputError(param, "%r: %s" % (text, err.detail), PORT_FORM)
+    return PortSpec(host_ip, host_port, guest_port, proto)
+
+
+def port_list(param, value):
+    specs = []
+    for item in as_list(param, value):
+        spec = port_spec(param, item)
+        for other in specs:
+            if ports_collide(spec, other):
+                raise InputError(param, "host port %d/%s is given twice" % (spec.host_port, spec.protocol), PORT_FORM)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def ports_collide(a, b):
+    """Two published ports collide if they share protocol and host port and
+    their host addresses overlap (0.0.0.0 overlaps every address)."""
+    return (a.protocol == b.protocol and a.host_port == b.host_port
+            and (a.host_ip == b.host_ip or "0.0.0.0" in (a.host_ip, b.host_ip)))
+
+
+def port_to_text(spec):
+    prefix = "" if spec.host_ip == "0.0.0.0" else spec.host_ip + ":"
+    return "%s%d:%d/%s" % (prefix, spec.host_port, spec.guest_port, spec.protocol)
+
+
+def rate(param, value):
+    """A tc rate like 50mbit -> bits per second; None or 'none' -> no cap."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "none", "0"):
+        return None
+    match = _RATE_RE.match(text)
+    accepted = "a number with kbit, mbit or gbit, e.g. 50mbit; or none"
+    if not match:
+        raise InputError(param, "invalid rate %r" % (value,), accepted)
+    bits = int(float(match.group(1)) * _RATE_UNITS[match.group(2)])
+    if not RATE_MIN <= bits <= RATE_MAX:
+        raise InputError(param, "rate %r is out of range" % (value,), "8kbit to 100gbit")
+    return bits
+
+
+def tap_owner(value):
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if text.isdigit() and int(text) < 2 ** 32 - 1:
+        return int(text)
+    import pwd
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise InputError("tap_owner", "no such user %r" % text, "a numeric uid or an existing user name")
+
+
+def upstream(value):
+    from .errors import InputError as _E
+    host, _, port = str(value).partition(":") if value.count(":") == 1 else (value, "", "")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise _E("upstream", "invalid upstream %r" % value, "an IPv4 address, optionally with :port")
+    return (host, port_number("upstream", port) if port else 53)

@@ -1,0 +1,123 @@
+"""IP sets through pyroute2, in the network namespace of the calling thread.
+
+Per VM (custom policy only): ``vmsan-<id>-allow`` and ``vmsan-<id>-deny``
+(hash:net, the policy's CIDR lists, so 1000 CIDRs cost one lookup) and
+``vmsan-<id>-dns`` (hash:ip with timeouts and comments: addresses the resolver
+learned, each tagged with the name it was learned for).
+"""
+
+import ipaddress
+
+try:
+    from pyroute2 import IPSet
+    from pyroute2.netlink.exceptions import NetlinkError
+    HAS_PYROUTE2 = True
+except Exception:  # pragma: no cover - depends on the target
+    HAS_PYROUTE2 = False
+
+IPSET_ERR_EXIST = 4097          # "set with the same name already exists"
+LEARNED_DEFAULT_TIMEOUT = 300
+
+
+def _entries(msg):
+    adt = msg.get_attr("IPSET_ATTR_ADT")
+    if not adt:
+        return []
+    result = []
+    for data in adt.get_attrs("IPSET_ATTR_DATA"):
+        addr = data.get_attr("IPSET_ATTR_IP_FROM").get_attr("IPSET_ATTR_IPADDR_IPV4")
+        cidr = data.get_attr("IPSET_ATTR_CIDR")
+        item = {"address": addr, "cidr": cidr,
+                "timeout": data.get_attr("IPSET_ATTR_TIMEOUT"),
+                "comment": data.get_attr("IPSET_ATTR_COMMENT")}
+        result.append(item)
+    return result
+
+
+class SetManager(object):
+    """Open while inside the namespace; the socket stays bound to it."""
+
+    def __init__(self):
+        self.ipset = IPSet()
+
+    def close(self):
+        self.ipset.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def names(self):
+        return {msg.get_attr("IPSET_ATTR_SETNAME") for msg in self.ipset.list()}
+
+    def exists(self, name):
+        try:
+            list(self.ipset.headers(name))   # a generator: errors come when read
+            return True
+        except NetlinkError:
+            return False
+
+    def members(self, name):
+        """Entries of set NAME as [{'address', 'cidr', 'timeout', 'comment'}]."""
+        result = []
+        for msg in self.ipset.list(name):
+            result.extend(_entries(msg))
+        return result
+
+    def networks(self, name):
+        """Members of a hash:net set as normalised CIDR strings."""
+        out = set()
+        for item in self.members(name):
+            prefix = item["cidr"] if item["cidr"] is not None else 32
+            out.add(str(ipaddress.IPv4Network("%s/%s" % (item["address"], prefix))))
+        return out
+
+    def create_net_set(self, name):
+        self.ipset.create(name, stype="hash:net", exclusive=False)
+
+    def create_learned_set(self, name):
+        self.ipset.create(name, stype="hash:ip", timeout=LEARNED_DEFAULT_TIMEOUT, comment=True, exclusive=False)
+
+    def replace_networks(self, name, networks):
+        """Make hash:net set NAME hold exactly NETWORKS, atomically for readers:
+        fill a temporary set and swap it in."""
+        temp = name + "~"
+        if self.exists(temp):
+            self.ipset.destroy(temp)
+        self.ipset.create(temp, stype="hash:net")
+        try:
+            for net in networks:
+                self._add_net(temp, net)
+            if not self.exists(name):
+                self.ipset.rename(temp, name)
+                return
+            self.ipset.swap(temp, name)
+        finally:
+            if self.exists(temp):
+                self.ipset.destroy(temp)
+
+    def _add_net(self, name, net):
+        network = ipaddress.IPv4Network(net)
+        if network.prefixlen == 0:
+            # hash:net cannot hold /0: split it into two /1s.
+            for half in network.subnets(1):
+                self._add_net(name, str(half))
+            return
+        self.ipset.add(name, str(network), etype="net", exclusive=False)
+
+    def learn(self, name, address, timeout, comment):
+        self.ipset.add(name, address, etype="ip", timeout=int(timeout), comment=comment[:255], exclusive=False)
+
+    def forget(self, name, address):
+        try:
+            self.ipset.delete(name, address, etype="ip")
+        except NetlinkError:
+            pass
+
+    def destroy(self, name):
+        if self.exists(name):
+            self.ipset.destroy(name)
+            return True
+        return False

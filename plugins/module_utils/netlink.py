@@ -1,0 +1,137 @@
+"""Links, addresses and routes through pyroute2, in the calling thread's
+network namespace. Every ``ensure_*`` compares with the kernel first and returns
+the list of changes it made (or would make, in check mode)."""
+
+import errno
+import os
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    HAS_PYROUTE2 = True
+except Exception:  # pragma: no cover - depends on the target
+    HAS_PYROUTE2 = False
+
+IFF_UP = 0x1
+
+
+class Netlink(object):
+    """An rtnetlink socket bound to the namespace it was opened in."""
+
+    def __init__(self):
+        self.ipr = IPRoute()
+
+    def close(self):
+        self.ipr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- queries ------------------------------------------------------------
+    def link(self, ifname):
+        """The RTM_NEWLINK message of IFNAME, or None."""
+        try:
+            return self.ipr.get_links(ifname=ifname)[0]
+        except (NetlinkError, IndexError):
+            return None
+
+    def index(self, ifname):
+        msg = self.link(ifname)
+        return msg["index"] if msg else None
+
+    def addresses(self, index):
+        return {"%s/%d" % (m.get_attr("IFA_ADDRESS"), m["prefixlen"])
+                for m in self.ipr.get_addr(index=index, family=2)}
+
+    def route_via(self, dst_ip):
+        """(gateway, oif) of the route the kernel would use to DST_IP, or None."""
+        try:
+            msg = self.ipr.route("get", dst=dst_ip)[0]
+        except (NetlinkError, IndexError):
+            return None
+        return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
+
+    def default_route(self):
+        for msg in self.ipr.get_default_routes(family=2):
+            return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
+        return None
+
+    @staticmethod
+    def tun_info(msg):
+        info = msg.get_attr("IFLA_LINKINFO")
+        if not info or info.get_attr("IFLA_INFO_KIND") != "tun":
+            return None
+        data = info.get_attr("IFLA_INFO_DATA")
+        return {"owner": data.get_attr("IFLA_TUN_OWNER") if data else None,
+                "multi_queue": data.get_attr("IFLA_TUN_MULTI_QUEUE") if data else None}
+
+    @staticmethod
+    def kind(msg):
+        info = msg.get_attr("IFLA_LINKINFO")
+        return info.get_attr("IFLA_INFO_KIND") if info else None
+
+    # -- changes ------------------------------------------------------------
+    def ensure_up(self, ifname, check_mode=False):
+        msg = self.link(ifname)
+        if msg is None or msg["flags"] & IFF_UP:
+            return []
+        if not check_mode:
+            self.ipr.link("set", index=msg["index"], state="up")
+        return ["link %s up" % ifname]
+
+    def ensure_address(self, ifname, cidr, check_mode=False, exclusive=True):
+        """IFNAME holds the IPv4 address CIDR (and, if EXCLUSIVE, no other)."""
+        index = self.index(ifname)
+        if index is None:
+            return ["address %s on %s" % (cidr, ifname)] if check_mode else []
+        have = self.addresses(index)
+        changes = []
+        for stale in sorted(have - {cidr}) if exclusive else ():
+            changes.append("remove address %s from %s" % (stale, ifname))
+            if not check_mode:
+                addr, plen = stale.split("/")
+                self.ipr.addr("del", index=index, address=addr, prefixlen=int(plen))
+        if cidr not in have:
+            changes.append("address %s on %s" % (cidr, ifname))
+            if not check_mode:
+                addr, plen = cidr.split("/")
+                self.ipr.addr("add", index=index, address=addr, prefixlen=int(plen))
+        return changes
+
+    def ensure_route(self, dst, gateway, probe_ip, ifname, check_mode=False):
+        """A route to DST via GATEWAY (on IFNAME); checked by asking the kernel
+        which route it would use for PROBE_IP (one lookup, not a table dump)."""
+        index = self.index(ifname)
+        current = self.route_via(probe_ip)
+        if index is not None and current == (gateway, index):
+            return []
+        if not check_mode:
+            kwargs = {"dst": dst, "gateway": gateway, "oif": index}
+            try:
+                self.ipr.route("replace", **kwargs)
+            except NetlinkError as exc:
+                raise OSError(exc.code, "route %s via %s: %s" % (dst, gateway, os.strerror(exc.code)))
+        return ["route %s via %s dev %s" % (dst, gateway, ifname)]
+
+    def create_veth(self, host_name, peer_name, peer_netns_fd):
+        peer = {"ifname": peer_name}
+        if peer_netns_fd is not None:
+            peer["net_ns_fd"] = peer_netns_fd
+        self.ipr.link("add", ifname=host_name, kind="veth", peer=peer)
+
+    def delete_link(self, ifname):
+        index = self.index(ifname)
+        if index is None:
+            return False
+        try:
+            self.ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+        return True
+
+    def set_mac(self, ifname, mac):
+        self.ipr.link("set", index=self.index(ifname), address=mac)

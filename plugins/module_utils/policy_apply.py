@@ -1,0 +1,217 @@
+"""The policy's moving parts besides the iptables rules: the VM's IP sets and
+its tracked connections. Functions run in the namespace that holds the VM's
+TAP unless they enter it themselves (``_in_fw_ns``)."""
+
+import socket
+from contextlib import contextmanager
+
+from . import addressing as A
+from . import domains
+from . import firewall_plan as fp
+from . import netns as ns
+from .inputs import policy_from_dict
+from .ipsets import SetManager
+
+try:
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+    HAS_CONNTRACK = True
+except Exception:  # pragma: no cover
+    HAS_CONNTRACK = False
+
+ROLES = ("allow", "deny", "dns")
+
+
+def wanted_sets(policy):
+    if policy.mode != "custom":
+        return {}
+    out = {}
+    if policy.allowed_cidrs:
+        out["allow"] = policy.allowed_cidrs
+    if policy.denied_cidrs:
+        out["deny"] = policy.denied_cidrs
+    if policy.allowed_domains:
+        out["dns"] = None     # filled by the resolver
+    return out
+
+
+@contextmanager
+def _in_fw_ns(record):
+    """Enter the namespace that holds the VM's TAP (the VM's own, or stay in
+    the host's for --no-netns)."""
+    if record["netns"] and not ns.exists(record["netns"]):
+        yield False
+        return
+    with ns.entered(record["netns"]):
+        yield True
+
+
+def apply_sets(record, check_mode):
+    """Create the sets the policy needs and give the CIDR sets their contents
+    (before the rules that reference them)."""
+    policy = policy_from_dict(record["policy"])
+    changes = []
+    with SetManager() as sets:
+        for role, networks in wanted_sets(policy).items():
+            name = fp.set_name(record["id"], role)
+            present = sets.exists(name)
+            if role == "dns":
+                if not present:
+                    changes.append("create ipset %s" % name)
+                    if not check_mode:
+                        sets.create_learned_set(name)
+                continue
+            if not present or sets.networks(name) != set(networks):
+                changes.append("set ipset %s (%d networks)" % (name, len(networks)))
+                if not check_mode:
+                    sets.replace_networks(name, networks)
+    return changes
+
+
+def destroy_unused_sets(record, check_mode):
+    """Destroy the VM's sets the policy no longer uses (after the rules that
+    referenced them are gone)."""
+    policy = policy_from_dict(record["policy"])
+    keep = set(wanted_sets(policy))
+    changes = []
+    with SetManager() as sets:
+        for role in ROLES:
+            name = fp.set_name(record["id"], role)
+            if role not in keep and sets.exists(name):
+                changes.append("destroy ipset %s" % name)
+                if not check_mode:
+                    sets.destroy(name)
+    return changes
+
+
+def destroy_all_sets(record, check_mode):
+    changes = []
+    with SetManager() as sets:
+        for role in ROLES:
+            name = fp.set_name(record["id"], role)
+            if sets.exists(name):
+                changes.append("destroy ipset %s" % name)
+                if not check_mode:
+                    sets.destroy(name)
+    return changes
+
+
+def existing_sets(record):
+    with SetManager() as sets:
+        return [fp.set_name(record["id"], r) for r in ROLES if sets.exists(fp.set_name(record["id"], r))]
+
+
+def learned_addresses(record):
+    """{address: comment} of the VM's learned set (empty if none)."""
+    with _in_fw_ns(record) as present:
+        if not present:
+            return {}
+        with SetManager() as sets:
+            name = fp.set_name(record["id"], "dns")
+            if not sets.exists(name):
+                return {}
+            return {m["address"]: m["comment"] for m in sets.members(name)}
+
+
+def _prune_learned(record, policy, check_mode):
+    """Forget learned addresses whose name the new policy no longer allows."""
+    changes = []
+    name = fp.set_name(record["id"], "dns")
+    with SetManager() as sets:
+        if not sets.exists(name):
+            return changes
+        for member in sets.members(name):
+            learned_for = member["comment"] or ""
+            if not domains.allowed(learned_for, policy.allowed_domains):
+                changes.append("forget %s (learned for %s)" % (member["address"], learned_for or "?"))
+                if not check_mode:
+                    sets.forget(name, member["address"])
+    return changes
+
+
+def _entries_from(guest_ip):
+    ct = Conntrack()
+    try:
+        tuple_orig = NFCTAttrTuple(saddr=guest_ip)
+        return ct, list(ct.dump_entries(tuple_orig=tuple_orig))
+    except Exception:
+        ct.close()
+        raise
+
+
+def _cut_forbidden(record, policy, learned, check_mode):
+    """Delete tracked connections from the guest that POLICY forbids, so their
+    next packet is judged by the new rules (and dropped)."""
+    guest = A.guest_ip(record["slot"])
+    changes = []
+    ct, entries = _entries_from(guest)
+    try:
+        for entry in entries:
+            orig = entry.tuple_orig
+            if orig.saddr != guest:
+                continue
+            reply = entry.tuple_reply
+            if reply is not None and reply.saddr == A.RESOLVER_IP:
+                continue        # DNS redirected to the host resolver
+            proto = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(orig.proto)
+            if fp.outbound_allowed(policy, orig.daddr, proto, orig.dport, learned):
+                continue
+            changes.append("cut connection %s %s:%s -> %s:%s" % (proto or orig.proto, orig.saddr, orig.sport,
+                                                                   orig.daddr, orig.dport))
+            if not check_mode:
+                try:
+                    ct.entry("del", tuple_orig=orig)
+                except Exception:
+                    pass    # already gone
+    finally:
+        ct.close()
+    return changes
+
+
+def after_policy_change(record, check_mode):
+    """Prune learned addresses and cut connections the new policy forbids."""
+    policy = policy_from_dict(record["policy"])
+    with _in_fw_ns(record) as present:
+        if not present:
+            return []
+        changes = _prune_learned(record, policy, check_mode)
+    learned = learned_addresses(record)
+    with _in_fw_ns(record):
+        changes += _cut_forbidden(record, policy, learned, check_mode)
+    return changes
+
+
+def connections(record):
+    """Tracked connections of the guest left in the host namespace."""
+    if record["netns"] is not None:
+        return []
+    guest = A.guest_ip(record["slot"])
+    ct = Conntrack()
+    try:
+        entries = list(ct.dump_entries())
+    finally:
+        ct.close()
+    return [e for e in entries
+            if guest in (e.tuple_orig.saddr, e.tuple_orig.daddr, e.tuple_reply.saddr, e.tuple_reply.daddr)]
+
+
+def forget_connections(record, check_mode):
+    """On removal: delete the guest's tracked connections in the host
+    namespace (the VM's own namespace takes its table with it)."""
+    changes = []
+    entries = connections(record)
+    if not entries:
+        return changes
+    changes.append("delete %d tracked connections of %s" % (len(entries), A.guest_ip(record["slot"])))
+    if check_mode:
+        return changes
+    ct = Conntrack()
+    try:
+        for entry in entries:
+            try:
+                ct.entry("del", tuple_orig=entry.tuple_orig)
+            except Exception:
+                pass
+    finally:
+        ct.close()
+    return changes

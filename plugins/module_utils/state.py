@@ -1,0 +1,160 @@
+"""VM state files and slot allocation.
+
+Layout under VMSAN_HOME (default /var/lib/vmsan):
+
+* ``vms/<id>.json``  one file per VM, schema-versioned, written atomically
+  (temporary file, fsync, rename, fsync of the directory);
+* ``slots/<n>``      a symlink to the VM id holding slot n; creating it is
+  the reservation, so finding a free slot is one directory listing, not a
+  read of every VM file (this keeps the 1000th create as fast as the first);
+* ``lock``           flock(2) held while allocating or changing a VM.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+
+from .errors import NotFoundError, VmsanError, ConflictError
+
+SCHEMA_VERSION = 1
+DEFAULT_HOME = "/var/lib/vmsan"
+
+
+def home(state_dir=None):
+    return state_dir or os.environ.get("VMSAN_HOME") or DEFAULT_HOME
+
+
+class StateStore(object):
+    def __init__(self, state_dir=None):
+        self.root = home(state_dir)
+        self.vms_dir = os.path.join(self.root, "vms")
+        self.slots_dir = os.path.join(self.root, "slots")
+
+    def ensure(self):
+        for d in (self.root, self.vms_dir, self.slots_dir):
+            try:
+                os.makedirs(d, mode=0o750, exist_ok=True)
+            except OSError as exc:
+                raise VmsanError("cannot create state directory %s: %s" % (d, exc.strerror))
+
+    @contextmanager
+    def locked(self):
+        """Exclusive lock over allocation and changes of any VM."""
+        self.ensure()
+        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- VM files ---------------------------------------------------------
+    def path(self, vm_id):
+        return os.path.join(self.vms_dir, vm_id + ".json")
+
+    def exists(self, vm_id):
+        return os.path.exists(self.path(vm_id))
+
+    def load(self, vm_id):
+        try:
+            with open(self.path(vm_id)) as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            raise NotFoundError("no VM with id %r (state directory %s)" % (vm_id, self.root))
+        except ValueError as exc:
+            raise VmsanError("state file %s is corrupt: %s" % (self.path(vm_id), exc))
+        if data.get("schema") != SCHEMA_VERSION:
+            raise VmsanError("state file %s has schema %r; this vmsan reads schema %d"
+                             % (self.path(vm_id), data.get("schema"), SCHEMA_VERSION))
+        return data
+
+    def save(self, data):
+        data = dict(data, schema=SCHEMA_VERSION)
+        self.ensure()
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % data["id"], dir=self.vms_dir)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(tmp, self.path(data["id"]))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dfd = os.open(self.vms_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def delete(self, vm_id):
+        try:
+            os.unlink(self.path(vm_id))
+        except FileNotFoundError:
+            pass
+
+    def ids(self):
+        try:
+            names = os.listdir(self.vms_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def all(self):
+        result = []
+        for vm_id in self.ids():
+            try:
+                result.append(self.load(vm_id))
+            except NotFoundError:
+                continue    # removed while we listed
+        return result
+
+    # -- slots --------------------------------------------------------------
+    def slot_holder(self, slot):
+        try:
+            return os.readlink(os.path.join(self.slots_dir, str(slot)))
+        except FileNotFoundError:
+            return None
+
+    def used_slots(self):
+        try:
+            return {int(n) for n in os.listdir(self.slots_dir) if n.isdigit()}
+        except FileNotFoundError:
+            return set()
+
+    def reserve_slot(self, vm_id, wanted=None, max_slot=None):
+        """Reserve WANTED (or the lowest free slot) for VM_ID. Call under lock."""
+        self.ensure()
+        if wanted is not None:
+            holder = self.slot_holder(wanted)
+            if holder not in (None, vm_id):
+                raise ConflictError("slot %d is held by VM %r" % (wanted, holder))
+            candidates = [wanted]
+        else:
+            used = self.used_slots()
+            candidates = (s for s in range(0, max_slot + 1) if s not in used)
+        for slot in candidates:
+            link = os.path.join(self.slots_dir, str(slot))
+            try:
+                os.symlink(vm_id, link)
+                return slot
+            except FileExistsError:
+                if os.readlink(link) == vm_id:
+                    return slot
+        raise VmsanError("no free slot left (0-%s are all held)" % max_slot)
+
+    def release_slot(self, slot, vm_id):
+        link = os.path.join(self.slots_dir, str(slot))
+        try:
+            if os.readlink(link) == vm_id:
+                os.unlink(link)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
