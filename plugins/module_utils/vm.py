@@ -253,6 +253,8 @@ def teardown(record, check_mode=False):
                 nl.delete_link(A.tap_name(slot))
     if record["netns"] is None:
         changes += policy_apply.destroy_all_sets(record, check_mode)
+    from . import bandwidth
+    changes += bandwidth.teardown(record, check_mode)
     changes += policy_apply.forget_connections(record, check_mode)
     if record["netns"] and ns.exists(record["netns"]):
         changes.append("delete network namespace %s" % record["netns"])
@@ -294,6 +296,8 @@ def leftovers(record):
     if record["netns"] is None:
         found += ["ipset %s" % s for s in policy_apply.existing_sets(record)]
     found += ["conntrack entries of %s" % A.guest_ip(slot)] if policy_apply.connections(record) else []
+    from . import bandwidth
+    found += bandwidth.leftovers(record)
     return found
 
 
