@@ -15,7 +15,9 @@ import ipaddress
 
 SEED_SLOTS = 255                     # slots 0..254 use the seed's scheme
 EXTRA_PER_OCTET = 63                 # /30s at offsets 4..252 of each /24
-MAX_SLOT = SEED_SLOTS + 256 * EXTRA_PER_OCTET - 1   # 16382
+# The VM range would hold 255 + 256*63 slots; the transit range (a /18, 4096
+# /30s, the first reserved for the resolver) is the tighter bound.
+MAX_SLOT = 4094
 
 VM_RANGE = ipaddress.IPv4Network("172.16.0.0/16")
 TRANSIT_RANGE = ipaddress.IPv4Network("169.254.64.0/18")

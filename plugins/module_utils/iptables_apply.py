@@ -55,9 +55,28 @@ def open_table(name):
     return table
 
 
+_ENCODED = {}
+_ENCODED_MAX = 4096
+
+
 def encode(tokens):
-    """iptables-save tokens -> iptc.Rule. Raises on anything it does not
-    understand: a silently dropped match would widen a security rule."""
+    """iptables-save tokens -> iptc.Rule, cached: encoding goes through the
+    xtables parsers and costs far more than comparing. Rules that name an IP
+    set are not cached: the kernel resolves a set name to a per-namespace
+    index when the rule is parsed."""
+    rule = _ENCODED.get(tokens)
+    if rule is None:
+        rule = _encode(tokens)
+        if "--match-set" not in tokens:
+            if len(_ENCODED) >= _ENCODED_MAX:
+                _ENCODED.clear()
+            _ENCODED[tokens] = rule
+    return rule
+
+
+def _encode(tokens):
+    """Raises on anything it does not understand: a silently dropped match
+    would widen a security rule."""
     rule = iptc.Rule()
     current = None
     invert = False

@@ -18,6 +18,7 @@ from . import sysctl
 from .errors import ConflictError, NotRootError, VmsanError
 from .inputs import Policy, policy_from_dict, policy_to_dict, port_spec, port_to_text
 from .netlink import Netlink
+from .netlink_batch import Batch, is_up, link_index
 from .state import StateStore
 
 # The resolver's address lives on the host namespace's loopback: every VM
@@ -103,15 +104,22 @@ def firewall_plans(record):
 # converge pieces
 # --------------------------------------------------------------------------
 def _converge_host(check_mode):
-    """Host-namespace prerequisites shared by every VM."""
+    """Host-namespace prerequisites shared by every VM: forwarding, and the
+    resolver's address on the loopback."""
     changes = []
     change = sysctl.ensure("net.ipv4.ip_forward", 1, check_mode)
     if change:
         changes.append(change)
-    with Netlink() as nl:
-        changes += nl.ensure_up(RESOLVER_LINK, check_mode)
-        changes += nl.ensure_address(RESOLVER_LINK, A.RESOLVER_IP + "/32", check_mode, exclusive=False)
-    return changes
+    batch = Batch()
+    if not is_up(RESOLVER_LINK):
+        batch.up(RESOLVER_LINK)
+    if check_mode:
+        with Netlink() as nl:
+            if A.RESOLVER_IP + "/32" not in nl.addresses(nl.index(RESOLVER_LINK)):
+                changes.append("address %s/32 on %s" % (A.RESOLVER_IP, RESOLVER_LINK))
+        return changes
+    batch.address(RESOLVER_LINK, A.RESOLVER_IP, 32, tolerate_existing=True)
+    return changes + batch.commit()
 
 
 def _converge_tap(nl, record, check_mode):
@@ -145,6 +153,44 @@ def _converge_tap(nl, record, check_mode):
     return changes
 
 
+def _create_vm_netns(record):
+    """Build a VM's namespace from nothing: no queries, since everything is
+    new; the requests of each namespace go out as one netlink batch."""
+    slot, name = record["slot"], record["netns"]
+    host_veth, vm_veth = A.veth_names(slot)
+    transit_host, transit_vm = A.transit(slot)
+    tap = A.tap_name(slot)
+    ns.create(name)
+    changes = ["create network namespace %s" % name]
+    fd = os.open(ns.path(name), os.O_RDONLY)
+    try:
+        batch = Batch()
+        batch.veth(host_veth, vm_veth, fd)
+        changes += batch.commit()
+    finally:
+        os.close(fd)
+    with ns.entered(name):
+        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv4.ip_forward"):
+            sysctl.ensure(key, 1)
+        from .tap import create_persistent
+        create_persistent(tap, record.get("tap_owner"))
+        changes.append("create TAP %s" % tap)
+        batch = Batch()
+        batch.up("lo")
+        batch.address(vm_veth, transit_vm, 30)
+        batch.up(vm_veth)
+        batch.route("0.0.0.0", 0, transit_host, vm_veth)
+        batch.address(tap, A.host_ip(slot), 30)
+        batch.up(tap)
+        changes += ["%s: %s" % (name, c) for c in batch.commit()]
+    sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % host_veth, 1)
+    batch = Batch()
+    batch.address(host_veth, transit_host, 30)
+    batch.up(host_veth)
+    batch.route(str(A.subnet(slot).network_address), 30, transit_vm, host_veth)
+    return changes + batch.commit()
+
+
 def _converge_vm_netns(record, check_mode):
     """Namespace, veth pair with transit addresses and routes (netns mode)."""
     slot, name = record["slot"], record["netns"]
@@ -152,11 +198,13 @@ def _converge_vm_netns(record, check_mode):
     transit_host, transit_vm = A.transit(slot)
     changes = []
     if not ns.exists(name):
-        changes.append("create network namespace %s" % name)
         if check_mode:
-            changes.append("create veth %s/%s, TAP %s and the VM's rules inside %s" % (host_veth, vm_veth, A.tap_name(slot), name))
-            return changes
+            return ["create network namespace %s" % name,
+                    "create veth %s/%s, TAP %s and the VM's rules inside %s" % (host_veth, vm_veth, A.tap_name(slot), name)]
+        if link_index(host_veth) is None:
+            return _create_vm_netns(record)
         ns.create(name)
+        changes.append("create network namespace %s" % name)
     with Netlink() as host_nl:
         host_link = host_nl.link(host_veth)
         with ns.entered(name):
@@ -196,22 +244,27 @@ def _converge_vm_netns(record, check_mode):
     return changes
 
 
-def _converge_firewall(record, check_mode):
+def _converge_firewall(record, check_mode, fresh=False):
+    """IP sets, then rules, then sets no rule needs any more. FRESH: the
+    VM's namespace was just made, so it has no stale sets to look for."""
     from . import policy_apply
     vm_plan, host_plan = firewall_plans(record)
-    changes = []
+    needs_sets = bool(policy_apply.wanted_sets(record_policy(record)))
+
+    def in_fw_namespace(plan):
+        out = policy_apply.apply_sets(record, check_mode) if needs_sets else []
+        out += iptables_apply.apply(plan, record["id"], check_mode)
+        if not fresh:
+            out += policy_apply.destroy_unused_sets(record, check_mode)
+        return out
+
     if record["netns"] is None:
-        changes += policy_apply.apply_sets(record, check_mode)
-        changes += iptables_apply.apply(host_plan, record["id"], check_mode)
-        changes += policy_apply.destroy_unused_sets(record, check_mode)
-        return changes
-    changes += iptables_apply.apply(host_plan, record["id"], check_mode)
+        return in_fw_namespace(host_plan)
+    changes = iptables_apply.apply(host_plan, record["id"], check_mode)
     if check_mode and not ns.exists(record["netns"]):
         return changes
     with ns.entered(record["netns"]):
-        inner = policy_apply.apply_sets(record, check_mode)
-        inner += iptables_apply.apply(vm_plan, record["id"], check_mode)
-        inner += policy_apply.destroy_unused_sets(record, check_mode)
+        inner = in_fw_namespace(vm_plan)
     return changes + ["%s: %s" % (record["netns"], c) for c in inner]
 
 
@@ -219,12 +272,14 @@ def converge(record, check_mode=False):
     """Make the kernel match RECORD; return the changes (made or planned)."""
     ns.guard_sandbox()
     changes = _converge_host(check_mode)
+    fresh = False
     if record["netns"] is None:
         with Netlink() as nl:
             changes += _converge_tap(nl, record, check_mode)
     else:
+        fresh = not check_mode and not ns.exists(record["netns"])
         changes += _converge_vm_netns(record, check_mode)
-    changes += _converge_firewall(record, check_mode)
+    changes += _converge_firewall(record, check_mode, fresh)
     from . import bandwidth
     changes += bandwidth.converge(record, check_mode)
     return changes

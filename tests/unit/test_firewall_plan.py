@@ -1,0 +1,115 @@
+import pytest
+
+from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
+from ansible_collections.vmsan.network.plugins.module_utils import inputs
+
+VM = {"id": "web1", "slot": 3}
+
+
+def out_chain(policy, **kw):
+    return fp.vm_plan(VM, policy, **kw).owned[("filter", "vmsan-web1-out")]
+
+
+def test_allow_all_tail_and_baseline():
+    rules = out_chain(inputs.policy())
+    assert rules[-2:] == [("-d", "169.254.0.0/16", "-j", "DROP"), ("-j", "ACCEPT")]
+    assert ("-d", "172.16.0.0/16", "-j", "DROP") in rules
+    assert ("-d", "169.254.64.0/18", "-j", "DROP") in rules
+    # baseline drops come before anything that accepts new traffic
+    assert rules.index(("-d", "172.16.0.0/16", "-j", "DROP")) < rules.index(("-j", "ACCEPT"))
+
+
+def test_deny_all_ends_in_drop_and_redirects_all_dns():
+    plan = fp.vm_plan(VM, inputs.policy("deny-all"))
+    rules = plan.owned[("filter", "vmsan-web1-out")]
+    assert rules[-1] == ("-j", "DROP")
+    accepts = [r for r in rules if r[-1] == "ACCEPT"]
+    assert all("--ctstate" in r for r in accepts)      # only resolver DNAT and replies
+    dns = plan.owned[("nat", "vmsan-web1-dns")]
+    assert all("-d" not in r for r in dns)               # any destination
+
+
+def test_allow_all_redirects_only_gateway_dns():
+    dns = fp.vm_plan(VM, inputs.policy()).owned[("nat", "vmsan-web1-dns")]
+    assert all(r[:2] == ("-d", "172.16.3.1/32") for r in dns)
+
+
+def test_custom_precedence_order():
+    pol = inputs.policy(None, "a.example.com", "10.0.0.0/8", "10.1.0.0/16")
+    rules = out_chain(pol)
+    deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
+    allow = rules.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
+    learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT"))
+    dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"))
+    assert dot < deny < allow < learned
+    assert rules[-1] == ("-j", "DROP")
+
+
+def test_custom_only_denied_leaves_rest_open_and_empty_custom_closes():
+    assert out_chain(inputs.policy(None, None, None, "10.0.0.0/8"))[-1] == ("-j", "ACCEPT")
+    assert out_chain(inputs.policy("custom"))[-1] == ("-j", "DROP")
+
+
+def test_anti_spoofing_and_namespace_policies():
+    plan = fp.vm_plan(VM, inputs.policy())
+    spoof = plan.owned[("raw", "vmsan-web1-spoof")]
+    assert ("!", "-s", "172.16.3.2/32", "-j", "DROP") in spoof
+    assert any("--mac-source" in r and "06:00:AC:10:03:02" in r for r in spoof)
+    assert plan.policies == {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
+    assert fp.vm_plan(VM, inputs.policy(), in_host_namespace=True).policies == {}
+
+
+def test_members_are_tagged_with_the_vm():
+    plan = fp.vm_plan(VM, inputs.policy())
+    for rules in plan.members.values():
+        for rule in rules:
+            assert "vmsan:web1" in rule
+
+
+def test_published_ports_plan():
+    ports = inputs.port_list("published_ports", "8080,127.0.0.1:9000:90/udp")
+    plan = fp.published_plan(VM, ports)
+    rules = plan.owned[("nat", "vmsan-web1-pub")]
+    assert ("-p", "tcp", "-m", "tcp", "--dport", "8080", "-j", "DNAT", "--to-destination", "172.16.3.2:8080") in rules
+    assert rules[1][:2] == ("-d", "127.0.0.1/32") and rules[1][-1] == "172.16.3.2:90"
+    to = fp.vm_plan(VM, inputs.policy("deny-all"), ports).owned[("filter", "vmsan-web1-to")]
+    assert ("-p", "udp", "-m", "udp", "--dport", "90", "-j", "ACCEPT") in to
+
+
+@pytest.mark.parametrize("policy,dst,port,learned,expected", [
+    (inputs.policy(), "203.0.113.10", 80, (), True),
+    (inputs.policy(), "169.254.169.254", 80, (), False),
+    (inputs.policy(), "172.16.5.2", 80, (), False),
+    (inputs.policy("deny-all"), "203.0.113.10", 80, (), False),
+    (inputs.policy(None, None, "203.0.113.0/24"), "203.0.113.10", 80, (), True),
+    (inputs.policy(None, None, "203.0.113.0/24"), "192.0.2.10", 80, (), False),
+    (inputs.policy(None, None, "203.0.113.0/24", "203.0.113.128/25"), "203.0.113.200", 80, (), False),
+    (inputs.policy(None, None, None, "203.0.113.128/25"), "192.0.2.10", 80, (), True),
+    (inputs.policy(None, "a.example.test"), "203.0.113.10", 80, ("203.0.113.10",), True),
+    (inputs.policy(None, "a.example.test"), "203.0.113.11", 80, ("203.0.113.10",), False),
+    (inputs.policy(None, "a.example.test", None, "203.0.113.0/24"), "203.0.113.10", 80, ("203.0.113.10",), False),
+    (inputs.policy(None, None, "169.254.0.0/16"), "169.254.169.254", 80, (), True),
+    (inputs.policy(None, None, "0.0.0.0/0"), "169.254.64.5", 80, (), False),
+    (inputs.policy(None, None, "0.0.0.0/0"), "1.1.1.1", 853, (), False),
+])
+def test_outbound_allowed_mirrors_precedence(policy, dst, port, learned, expected):
+    assert fp.outbound_allowed(policy, dst, "tcp", port, learned) is expected
+
+
+def test_render_is_iptables_save_like():
+    text = fp.render(fp.vm_plan(VM, inputs.policy()))
+    assert "*filter" in text and "-A vmsan-web1-out -j ACCEPT" in text and "-P FORWARD DROP" in text
+
+
+def test_every_rule_encodes():
+    iptables_apply = pytest.importorskip(
+        "ansible_collections.vmsan.network.plugins.module_utils.iptables_apply")
+    pol = inputs.policy("deny-all")
+    ports = inputs.port_list("published_ports", "8080,53/udp")
+    plans = [fp.vm_plan(VM, pol, ports), fp.vm_plan(VM, inputs.policy(), ports, in_host_namespace=True),
+             fp.host_plan(), fp.published_plan(VM, ports)]
+    for plan in plans:
+        for group in (plan.owned, plan.members, plan.hooks):
+            for rules in group.values():
+                for rule in rules:
+                    iptables_apply.encode(rule)
