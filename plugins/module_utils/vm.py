@@ -11,6 +11,7 @@ import secrets
 import time
 
 from . import addressing as A
+from . import faults
 from . import firewall_plan as fp
 from . import iptables_apply
 from . import netns as ns
@@ -162,6 +163,7 @@ def _create_vm_netns(record):
     tap = A.tap_name(slot)
     ns.create(name)
     changes = ["create network namespace %s" % name]
+    faults.point("after-netns")
     fd = os.open(ns.path(name), os.O_RDONLY)
     try:
         batch = Batch()
@@ -279,7 +281,11 @@ def converge(record, check_mode=False):
     else:
         fresh = not check_mode and not ns.exists(record["netns"])
         changes += _converge_vm_netns(record, check_mode)
+    if not check_mode:
+        faults.point("after-links")
     changes += _converge_firewall(record, check_mode, fresh)
+    if not check_mode:
+        faults.point("after-firewall")
     from . import bandwidth
     changes += bandwidth.converge(record, check_mode)
     return changes
@@ -458,6 +464,8 @@ class Manager(object):
         finally:
             self.store.delete(record["id"])
             self.store.release_slot(record["slot"], record["id"])
+        if not self.store.ids():
+            teardown_host()
 
     def _update(self, before, after, check_mode):
         """Converge an existing VM to AFTER; policy changes also prune learned

@@ -1,0 +1,25 @@
+"""Failure injection for the tests of rollback and crash recovery.
+
+Only active inside the test sandbox (VMSAN_SANDBOX_ONLY=1): with
+VMSAN_FAIL_AT=<point> the run raises at that point (a failure part-way),
+with VMSAN_FAIL_AT=<point>:kill the process kills itself there (a crash).
+"""
+
+import os
+import signal
+
+from .errors import VmsanError
+
+POINTS = ("after-netns", "after-links", "after-firewall")
+
+
+def point(name):
+    if os.environ.get("VMSAN_SANDBOX_ONLY") != "1":
+        return
+    wanted = os.environ.get("VMSAN_FAIL_AT", "")
+    where, _, how = wanted.partition(":")
+    if where != name:
+        return
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise VmsanError("injected failure at %s (VMSAN_FAIL_AT)" % name)

@@ -1,0 +1,320 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmsan maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: vmsan_vm
+short_description: Create, converge or remove the network of one microVM
+description:
+  - Gives a microVM (Firecracker style) a TAP device with its own /30, by default inside its own network
+    namespace, and makes the host enforce the VM's outbound policy (V(allow-all), V(deny-all) or V(custom)),
+    published ports and bandwidth caps.
+  - Compares the desired state with the kernel (links, addresses, routes, sysctls, iptables, ipsets), not only
+    with the state file, and changes only what differs; a second run reports no change, and drift (flushed
+    rules, a reboot) is repaired.
+  - Options that the task leaves out keep the VM's current value (for a new VM, the defaults below), so this
+    module and M(vmsan.network.vmsan_network_policy) or M(vmsan.network.vmsan_port) do not undo each other.
+    Give every option to describe the VM completely, as the M(vmsan.network.vmsan_vms) role does.
+  - The same core as the C(vmsan create) command: the same checks and the same messages, with the Ansible
+    option names.
+author:
+  - vmsan maintainers (@vmsan)
+version_added: 1.0.0
+requirements:
+  - Linux with network namespaces, C(/dev/net/tun) and the legacy iptables tables (C(iptables-legacy))
+  - pyroute2
+  - python-iptables
+  - dnslib
+  - root privileges
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports the same plan as a real run (the list in RV(changes)) and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the VM's facts before and after and, when the policy or the published ports change, the
+      firewall rules before and after as C(iptables-save)-like text.
+  platform:
+    platforms: posix
+options:
+  name:
+    description:
+      - The VM id (1-16 characters of C(A-Z a-z 0-9 _ -), starting with a letter or digit).
+      - Its network namespace is C(vmsan-<name>).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the VM's network or converges it to the options given.
+      - V(absent) removes every namespace, link, route, rule, chain, set, qdisc and tracked connection of the
+        VM and checks that nothing is left.
+    type: str
+    choices: [present, absent]
+    default: present
+  netns:
+    description:
+      - Put the VM's TAP in its own network namespace C(vmsan-<name>).
+      - V(false) keeps the TAP and its rules in the host namespace (weaker isolation, a warning is given).
+      - A VM cannot move between the two; remove it first.
+    type: bool
+    default: true
+  slot:
+    description:
+      - The VM's slot, which fixes its addresses (slot C(s) below 255 gets C(172.16.s.0/30)).
+      - Default is the lowest free slot. An existing VM cannot change its slot.
+    type: int
+  network_policy:
+    description:
+      - The outbound policy, one of V(allow-all), V(deny-all) or V(custom).
+      - Default for a new VM is V(allow-all); it becomes V(custom) when one of the lists is given.
+      - V(deny-all) with a list is an error.
+      - This option and the three lists describe the policy together; when none of them is given, an existing
+        VM keeps its policy.
+    type: str
+  allowed_domains:
+    description:
+      - Names the guest may resolve and then reach (V(api.example.com) exact, V(*.example.com) any subdomain).
+    type: list
+    elements: str
+  allowed_cidrs:
+    description:
+      - IPv4 networks the guest may reach (V(10.0.0.0/8), or a bare address for a /32).
+    type: list
+    elements: str
+  denied_cidrs:
+    description:
+      - IPv4 networks the guest may never reach, whatever else allows them.
+    type: list
+    elements: str
+  published_ports:
+    description:
+      - Ports published to the host, each in the form C([host_ip:]host_port[:guest_port][/tcp|udp]) of
+        C(vmsan create --publish-port), for example V(8080) or V(127.0.0.1:8080:80/tcp).
+      - Left out, an existing VM keeps its ports; V([]) removes them all.
+    type: list
+    elements: str
+  bandwidth:
+    description:
+      - Cap on what the guest sends, for example V(50mbit) (units kbit, mbit, gbit); V(none) removes the cap.
+    type: str
+  bandwidth_in:
+    description:
+      - Cap on what the guest receives, for example V(50mbit); V(none) removes the cap.
+    type: str
+  tap_owner:
+    description:
+      - A uid or user name that may open the TAP (a jailed, unprivileged VMM).
+    type: str
+  state_dir:
+    description:
+      - Directory of the VM state files.
+      - Default is E(VMSAN_HOME) if set, else C(/var/lib/vmsan).
+    type: path
+notes:
+  - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the M(vmsan.network.vmsan_host)
+    role); domain allowlists need it running.
+seealso:
+  - module: vmsan.network.vmsan_network_policy
+  - module: vmsan.network.vmsan_port
+  - role: vmsan.network.vmsan_vms
+"""
+
+EXAMPLES = r"""
+- name: A VM that may reach only the package mirror and GitHub
+  vmsan.network.vmsan_vm:
+    name: build1
+    allowed_domains:
+      - deb.debian.org
+      - "*.github.com"
+    denied_cidrs:
+      - 10.0.0.0/8
+    published_ports:
+      - "2222:22"
+  register: build1
+
+- name: Boot the guest with the addresses vmsan chose
+  ansible.builtin.debug:
+    msg: "firecracker ... --boot-args '{{ build1.vm.boot_args }}' tap {{ build1.vm.tap }}"
+
+- name: A VM that may send nothing at all
+  vmsan.network.vmsan_vm:
+    name: sandbox7
+    network_policy: deny-all
+
+- name: Remove a VM's network
+  vmsan.network.vmsan_vm:
+    name: sandbox7
+    state: absent
+"""
+
+RETURN = r"""
+changes:
+  description: What the run changed (or, in check mode, would change), one line per change.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - create VM build1 in slot 0
+    - "create network namespace vmsan-build1"
+    - "vmsan-build1: filter: set chain vmsan-build1-out (9 rules)"
+vm:
+  description:
+    - The VM's facts after the run (for V(state=absent), before the removal); empty when there is no such VM.
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The VM id.
+      type: str
+      sample: build1
+    slot:
+      description: The VM's slot.
+      type: int
+      sample: 0
+    tap:
+      description: The TAP device the VMM opens.
+      type: str
+      sample: fhvm0
+    netns:
+      description: The network namespace that holds the TAP; null when it is the host's.
+      type: str
+      sample: vmsan-build1
+    host_ip:
+      description: The host side of the VM's /30 (gateway and DNS server of the guest).
+      type: str
+      sample: 172.16.0.1
+    guest_ip:
+      description: The guest's address.
+      type: str
+      sample: 172.16.0.2
+    subnet:
+      description: The VM's /30.
+      type: str
+      sample: 172.16.0.0/30
+    mac:
+      description: The guest's MAC address (stable per slot, locally administered).
+      type: str
+      sample: "06:00:ac:10:00:02"
+    boot_args:
+      description: The guest kernel's C(ip=) boot argument.
+      type: str
+      sample: "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off:172.16.0.1"
+    firecracker:
+      description: A Firecracker C(network-interfaces) entry for the TAP.
+      type: dict
+      sample: {"iface_id": "eth0", "guest_mac": "06:00:ac:10:00:02", "host_dev_name": "fhvm0"}
+    network_policy:
+      description: The effective policy.
+      type: str
+      sample: custom
+    allowed_domains:
+      description: The domain allowlist.
+      type: list
+      elements: str
+      sample: ["deb.debian.org", "*.github.com"]
+    allowed_cidrs:
+      description: The allowed networks.
+      type: list
+      elements: str
+      sample: []
+    denied_cidrs:
+      description: The denied networks.
+      type: list
+      elements: str
+      sample: ["10.0.0.0/8"]
+    published_ports:
+      description: The published ports in the normal form C([host_ip:]host_port:guest_port/protocol).
+      type: list
+      elements: str
+      sample: ["2222:22/tcp"]
+    bandwidth:
+      description: The cap on what the guest sends, in bit/s; null for none.
+      type: int
+      sample: 50000000
+    bandwidth_in:
+      description: The cap on what the guest receives, in bit/s; null for none.
+      type: int
+      sample: null
+    tap_owner:
+      description: The uid that may open the TAP; null for root only.
+      type: int
+      sample: null
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
+from ansible_collections.vmsan.network.plugins.module_utils import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+
+POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
+
+
+def argument_spec():
+    return dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        netns=dict(type="bool", default=True),
+        slot=dict(type="int"),
+        network_policy=dict(type="str"),
+        allowed_domains=dict(type="list", elements="str"),
+        allowed_cidrs=dict(type="list", elements="str"),
+        denied_cidrs=dict(type="list", elements="str"),
+        published_ports=dict(type="list", elements="str"),
+        bandwidth=dict(type="str"),
+        bandwidth_in=dict(type="str"),
+        tap_owner=dict(type="str"),
+        state_dir=dict(type="path"),
+    )
+
+
+def parse(params):
+    """The task's options as core values (KEEP for what it left out)."""
+    policy = face.KEEP
+    if any(params[k] is not None for k in POLICY_OPTIONS):
+        policy = inputs.policy(params["network_policy"], params["allowed_domains"], params["allowed_cidrs"],
+                               params["denied_cidrs"])
+    return dict(
+        vm_id=inputs.vm_id(params["name"]),
+        slot=inputs.slot(params["slot"]),
+        policy=policy,
+        ports=face.given(params["published_ports"], lambda v: inputs.port_list("published_ports", v)),
+        bandwidth=face.given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
+        bandwidth_in=face.given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
+        tap_owner=face.given(params["tap_owner"], inputs.tap_owner),
+    )
+
+
+def ensure(manager, wanted, use_netns, check_mode):
+    vm_id = wanted["vm_id"]
+    existing = manager.get(vm_id) if manager.store.exists(vm_id) else None
+    settings = face.settings_for(existing, wanted["policy"], wanted["ports"], wanted["bandwidth"],
+                                 wanted["bandwidth_in"], wanted["tap_owner"])
+    return manager.ensure(vm_id, use_netns=use_netns, slot=wanted["slot"], check_mode=check_mode, **settings)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    face.check_libraries(module)
+    params = module.params
+    wanted = face.run(module, lambda: parse(params))
+    face.check_root(module, "vmsan_vm")
+    manager = Manager(params["state_dir"])
+    if params["state"] == "absent":
+        result = face.run(module, lambda: manager.remove(wanted["vm_id"], check_mode=module.check_mode,
+                                                         missing_ok=True))
+    else:
+        result = face.run(module, lambda: ensure(manager, wanted, params["netns"], module.check_mode))
+    face.exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()
