@@ -82,6 +82,12 @@ def _accept_resolver(proto):
             "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT")
 
 
+def explicit_link_local(policy):
+    """Allowed CIDRs that lie inside 169.254.0.0/16."""
+    import ipaddress
+    return [c for c in policy.allowed_cidrs if ipaddress.IPv4Network(c).subnet_of(A.LINK_LOCAL)]
+
+
 def _policy_rules(vm_id, policy):
     """The tail of the ``out`` chain: what the policy lets out."""
     mode = policy.mode
@@ -93,11 +99,15 @@ def _policy_rules(vm_id, policy):
              ("-p", "udp", "-m", "udp", "--dport", "853", "-j", "DROP")]
     if policy.denied_cidrs:
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "deny"), "dst", "-j", "DROP"))
+    # Link-local (cloud metadata) opens only for a CIDR inside 169.254.0.0/16
+    # named explicitly; a wide allow such as 0.0.0.0/0 does not open it.
+    for cidr in explicit_link_local(policy):
+        rules.append(("-d", cidr, "-j", "ACCEPT"))
+    rules.append(("-d", LINK_LOCAL_NET, "-j", "DROP"))
     if policy.allowed_cidrs:
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "allow"), "dst", "-j", "ACCEPT"))
     if policy.allowed_domains:
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", "ACCEPT"))
-    rules.append(("-d", LINK_LOCAL_NET, "-j", "DROP"))
     only_denied = policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains)
     rules.append(("-j", "ACCEPT") if only_denied else ("-j", "DROP"))
     return rules
@@ -135,7 +145,12 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
         owned[("nat", c("dns"))] = [_dns_to_resolver("udp"), _dns_to_resolver("tcp")]
     # To the namespace's own addresses (gateway, transit): only redirected DNS
     # when the resolver is local (--no-netns); nothing else.
-    owned[("filter", c("in"))] = [_accept_resolver("udp"), _accept_resolver("tcp"), ("-j", "DROP")]
+    inbound = [_accept_resolver("udp"), _accept_resolver("tcp")]
+    if in_host_namespace:
+        # --no-netns: the host's own clients of a published port (and of the
+        # guest directly) get their replies here; the guest opens nothing.
+        inbound.append(("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT"))
+    owned[("filter", c("in"))] = inbound + [("-j", "DROP")]
     out = [
         _accept_resolver("udp"), _accept_resolver("tcp"),
         # replies on connections the outside opened (published ports)
@@ -162,11 +177,23 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
 
 
 def published_plan(vm, published):
-    """DNAT of published ports, in the host namespace (PREROUTING for traffic
-    arriving at the host's addresses, OUTPUT for the host's own clients)."""
+    """DNAT of published ports, in the host namespace: PREROUTING for traffic
+    arriving at the host's addresses from elsewhere, OUTPUT for the host's own
+    clients (127.0.0.1 or its own addresses).
+
+    Only packets to a local address are considered (``addrtype LOCAL``), and
+    never packets from a guest: guests reach no published port (that would be
+    VM-to-VM or guest-to-host traffic), and a guest's DNS, redirected to the
+    resolver's local address, must not meet a port published on 0.0.0.0:53.
+
+    Without ports the VM's member lists are given empty, so a run after the
+    last port went removes the jumps (the emptied ``pub`` chain itself is
+    deleted by ``ports.after_ports_change``)."""
     vm_id, guest = vm["id"], A.guest_ip(vm["slot"])
+    pub = chain_name(vm_id, "pub")
     if not published:
-        return Plan(_hooks(SHARED_HOOKS), {}, {}, {})
+        members = {("nat", "VMSAN-PREROUTING"): [], ("nat", "VMSAN-OUTPUT"): []}
+        return Plan(_hooks(SHARED_HOOKS), {}, members, {})
     t = tag(vm_id)
     rules = []
     for port in published:
@@ -175,10 +202,10 @@ def published_plan(vm, published):
                             "-j", "DNAT", "--to-destination", "%s:%d" % (guest, port.guest_port)))
     local = ("-m", "addrtype", "--dst-type", "LOCAL")
     members = {
-        ("nat", "VMSAN-PREROUTING"): [local + t + _jump(chain_name(vm_id, "pub"))],
-        ("nat", "VMSAN-OUTPUT"): [local + t + _jump(chain_name(vm_id, "pub"))],
+        ("nat", "VMSAN-PREROUTING"): [("!", "-s", VM_NET) + local + t + _jump(pub)],
+        ("nat", "VMSAN-OUTPUT"): [local + t + _jump(pub)],
     }
-    return Plan(_hooks(SHARED_HOOKS), {("nat", chain_name(vm_id, "pub")): rules}, members, {})
+    return Plan(_hooks(SHARED_HOOKS), {("nat", pub): rules}, members, {})
 
 
 def host_plan():
@@ -261,10 +288,12 @@ def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
         return False
     if any(addr in ipaddress.IPv4Network(n) for n in policy.denied_cidrs):
         return False
+    if any(addr in ipaddress.IPv4Network(n) for n in explicit_link_local(policy)):
+        return True
+    if addr in A.LINK_LOCAL:
+        return False
     if any(addr in ipaddress.IPv4Network(n) for n in policy.allowed_cidrs):
         return True
     if policy.allowed_domains and str(addr) in set(learned):
         return True
-    if addr in A.LINK_LOCAL:
-        return False
     return bool(policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains))

@@ -41,7 +41,8 @@ def test_custom_precedence_order():
     allow = rules.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
     learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT"))
     dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"))
-    assert dot < deny < allow < learned
+    link_local = rules.index(("-d", "169.254.0.0/16", "-j", "DROP"))
+    assert dot < deny < link_local < allow < learned
     assert rules[-1] == ("-j", "DROP")
 
 
@@ -90,6 +91,8 @@ def test_published_ports_plan():
     (inputs.policy(None, "a.example.test", None, "203.0.113.0/24"), "203.0.113.10", 80, ("203.0.113.10",), False),
     (inputs.policy(None, None, "169.254.0.0/16"), "169.254.169.254", 80, (), True),
     (inputs.policy(None, None, "0.0.0.0/0"), "169.254.64.5", 80, (), False),
+    (inputs.policy(None, None, "0.0.0.0/0"), "169.254.169.254", 80, (), False),
+    (inputs.policy(None, None, "0.0.0.0/0,169.254.169.254"), "169.254.169.254", 80, (), True),
     (inputs.policy(None, None, "0.0.0.0/0"), "1.1.1.1", 853, (), False),
 ])
 def test_outbound_allowed_mirrors_precedence(policy, dst, port, learned, expected):
