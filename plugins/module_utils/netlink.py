@@ -54,6 +54,32 @@ class Netlink(object):
             return None
         return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
 
+    def route_get(self, dst_ip):
+        """(gateway, oif, prefsrc) of the route the kernel would use to DST_IP,
+        or None: one lookup, however large the routing table."""
+        try:
+            msg = self.ipr.route("get", dst=dst_ip)[0]
+        except (NetlinkError, IndexError):
+            return None
+        return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"), msg.get_attr("RTA_PREFSRC"))
+
+    def ensure_connected(self, ifname, local_ip, prefixlen, peer_ip, check_mode=False):
+        """IFNAME holds LOCAL_IP/PREFIXLEN and is up. Checked by asking the
+        kernel how it would reach PEER_IP (directly out of IFNAME from
+        LOCAL_IP), instead of dumping every address of the namespace, which
+        grows with the number of VMs on the host."""
+        from .netlink_batch import is_up, link_index
+        index = link_index(ifname)
+        if index is None:
+            return []
+        up = is_up(ifname)
+        if up and self.route_get(peer_ip) == (None, index, local_ip):
+            return []
+        changes = self.ensure_address(ifname, "%s/%d" % (local_ip, prefixlen), check_mode)
+        if not up:
+            changes += self.ensure_up(ifname, check_mode)
+        return changes
+
     def default_route(self):
         for msg in self.ipr.get_default_routes(family=2):
             return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
@@ -104,9 +130,10 @@ class Netlink(object):
     def ensure_route(self, dst, gateway, probe_ip, ifname, check_mode=False):
         """A route to DST via GATEWAY (on IFNAME); checked by asking the kernel
         which route it would use for PROBE_IP (one lookup, not a table dump)."""
-        index = self.index(ifname)
-        current = self.route_via(probe_ip)
-        if index is not None and current == (gateway, index):
+        from .netlink_batch import link_index
+        index = link_index(ifname)
+        current = self.route_get(probe_ip)
+        if index is not None and current is not None and current[:2] == (gateway, index):
             return []
         if not check_mode:
             kwargs = {"dst": dst, "gateway": gateway, "oif": index}

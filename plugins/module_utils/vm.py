@@ -128,7 +128,7 @@ def _converge_tap(nl, record, check_mode):
     slot = record["slot"]
     tap = A.tap_name(slot)
     changes = []
-    msg = nl.link(tap)
+    msg = nl.link(tap) if link_index(tap) is not None else None
     owner = record.get("tap_owner")
     if msg is not None:
         info = Netlink.tun_info(msg)
@@ -149,8 +149,7 @@ def _converge_tap(nl, record, check_mode):
     change = sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % tap, 1, check_mode)
     if change:
         changes.append(change)
-    changes += nl.ensure_address(tap, "%s/30" % A.host_ip(slot), check_mode)
-    changes += nl.ensure_up(tap, check_mode)
+    changes += nl.ensure_connected(tap, A.host_ip(slot), 30, A.guest_ip(slot), check_mode)
     return changes
 
 
@@ -207,12 +206,10 @@ def _converge_vm_netns(record, check_mode):
             return _create_vm_netns(record)
         ns.create(name)
         changes.append("create network namespace %s" % name)
+    with ns.entered(name):
+        vm_veth_present = link_index(vm_veth) is not None
     with Netlink() as host_nl:
-        host_link = host_nl.link(host_veth)
-        with ns.entered(name):
-            with Netlink() as vm_nl:
-                vm_link = vm_nl.link(vm_veth)
-        if host_link is None or vm_link is None or Netlink.kind(host_link) != "veth":
+        if link_index(host_veth) is None or not vm_veth_present:
             changes.append("create veth pair %s (host) / %s (%s)" % (host_veth, vm_veth, name))
             if not check_mode:
                 host_nl.delete_link(host_veth)
@@ -224,12 +221,11 @@ def _converge_vm_netns(record, check_mode):
                     host_nl.create_veth(host_veth, vm_veth, fd)
                 finally:
                     os.close(fd)
-        if not check_mode or host_link is not None:
+        if not check_mode or link_index(host_veth) is not None:
             change = sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % host_veth, 1, check_mode)
             if change:
                 changes.append(change)
-            changes += host_nl.ensure_address(host_veth, transit_host + "/30", check_mode)
-            changes += host_nl.ensure_up(host_veth, check_mode)
+            changes += host_nl.ensure_connected(host_veth, transit_host, 30, transit_vm, check_mode)
             changes += host_nl.ensure_route(str(A.subnet(slot)), transit_vm, A.guest_ip(slot), host_veth, check_mode)
     with ns.entered(name):
         for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv4.ip_forward"):
@@ -237,10 +233,10 @@ def _converge_vm_netns(record, check_mode):
             if change:
                 changes.append("%s: %s" % (name, change))
         with Netlink() as nl:
-            changes += nl.ensure_up("lo", check_mode)
-            if nl.link(vm_veth) is not None:
-                changes += nl.ensure_address(vm_veth, transit_vm + "/30", check_mode)
-                changes += nl.ensure_up(vm_veth, check_mode)
+            if not is_up("lo"):
+                changes += nl.ensure_up("lo", check_mode)
+            if link_index(vm_veth) is not None:
+                changes += nl.ensure_connected(vm_veth, transit_vm, 30, transit_host, check_mode)
                 changes += nl.ensure_route("0.0.0.0/0", transit_host, "192.0.2.1", vm_veth, check_mode)
             changes += ["%s: %s" % (name, c) for c in _converge_tap(nl, record, check_mode)]
     return changes
@@ -270,12 +266,27 @@ def _converge_firewall(record, check_mode, fresh=False):
     return changes + ["%s: %s" % (record["netns"], c) for c in inner]
 
 
-def converge(record, check_mode=False):
-    """Make the kernel match RECORD; return the changes (made or planned)."""
+def _devices_present(record):
+    """Cheap existence check of the VM's namespace and links (ioctls only)."""
+    slot = record["slot"]
+    if record["netns"] is None:
+        return link_index(A.tap_name(slot)) is not None
+    if not ns.exists(record["netns"]) or link_index(A.veth_names(slot)[0]) is None:
+        return False
+    with ns.entered(record["netns"]):
+        return link_index(A.tap_name(slot)) is not None and link_index(A.veth_names(slot)[1]) is not None
+
+
+def converge(record, check_mode=False, devices=True):
+    """Make the kernel match RECORD; return the changes (made or planned).
+    DEVICES=False (a live policy change) checks the VM's devices only for
+    existence and converges them fully only if one is missing."""
     ns.guard_sandbox()
     changes = _converge_host(check_mode)
     fresh = False
-    if record["netns"] is None:
+    if not devices and _devices_present(record):
+        pass
+    elif record["netns"] is None:
         with Netlink() as nl:
             changes += _converge_tap(nl, record, check_mode)
     else:
@@ -286,6 +297,8 @@ def converge(record, check_mode=False):
     changes += _converge_firewall(record, check_mode, fresh)
     if not check_mode:
         faults.point("after-firewall")
+    from . import ports
+    changes += ports.converge_loopback(record, check_mode)
     from . import bandwidth
     changes += bandwidth.converge(record, check_mode)
     return changes
@@ -467,7 +480,7 @@ class Manager(object):
         if not self.store.ids():
             teardown_host()
 
-    def _update(self, before, after, check_mode):
+    def _update(self, before, after, check_mode, devices=True):
         """Converge an existing VM to AFTER; policy changes also prune learned
         addresses and cut connections the new policy forbids."""
         from . import policy_apply
@@ -477,9 +490,12 @@ class Manager(object):
         if settings_differ:
             changes.append("update settings of VM %s" % after["id"])
         after["status"] = "ready"
-        changes += converge(after, check_mode)
+        changes += converge(after, check_mode, devices=devices)
         if before["policy"] != after["policy"]:
             changes += policy_apply.after_policy_change(after, check_mode)
+        if before.get("published_ports") != after.get("published_ports"):
+            from . import ports
+            changes += ports.after_ports_change(before, after, check_mode)
         if changes and not check_mode:
             self.store.save(after)
         return changes
@@ -501,7 +517,7 @@ class Manager(object):
                 from .ports import check_conflicts
                 check_conflicts(self.store, vm_id, ports)
                 after["published_ports"] = [port_to_text(p) for p in ports]
-            result.changes = self._update(before, after, check_mode)
+            result.changes = self._update(before, after, check_mode, devices=False)
             result.vm = facts(after)
             result.diff = {"before": facts(before), "after": result.vm}
         return result

@@ -17,3 +17,15 @@ def _refuse_root_namespace_changes():
     before = guard.current_netns_inode()
     yield
     assert guard.current_netns_inode() == before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_required():
+    """Under scripts/test.sh (VMSAN_REQUIRE_SANDBOX=1) a sandbox that cannot
+    be built fails the run instead of skipping every integration test."""
+    import os
+    if os.environ.get("VMSAN_REQUIRE_SANDBOX") == "1":
+        from sandbox.fixtures import _why_unusable
+        reason = _why_unusable()
+        if reason:
+            pytest.fail("integration tests required but cannot run: " + reason)
