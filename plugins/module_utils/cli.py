@@ -77,6 +77,8 @@ def build_parser():
     p = sub.add_parser("resolver", help="run the host DNS resolver (foreground)")
     p.add_argument("--upstream", metavar="IP[:PORT]", help="upstream DNS server (default: from /etc/resolv.conf)")
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
+    p.add_argument("--ttl-floor", metavar="SECONDS", help="a learned address stays at least this long (default 30)")
+    p.add_argument("--grace", metavar="SECONDS", help="a learned address stays this much longer than its TTL (default 30)")
     return parser
 
 
@@ -184,7 +186,7 @@ def _run(args):
     if cmd == "resolver":
         from .resolver_daemon import main as resolver_main
         upstream = inputs.upstream(args.upstream) if args.upstream else None
-        return resolver_main(upstream=upstream, listen=args.listen)
+        return resolver_main(upstream=upstream, listen=args.listen, ttl_floor=args.ttl_floor, grace=args.grace)
     raise UsageError("unknown command %r" % cmd)
 
 
@@ -213,4 +215,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

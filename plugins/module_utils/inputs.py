@@ -29,6 +29,9 @@ PARAM_LABELS = {
     "bandwidth_in": ("--bandwidth-in", "bandwidth_in"),
     "tap_owner": ("--tap-owner", "tap_owner"),
     "upstream": ("--upstream", "upstream"),
+    "listen": ("--listen", "listen"),
+    "ttl_floor": ("--ttl-floor", "ttl_floor"),
+    "grace": ("--grace", "grace"),
     "host_port": ("host port", "host_port"),
     "guest_port": ("guest port", "guest_port"),
     "protocol": ("protocol", "protocol"),
@@ -99,7 +102,7 @@ def cidr(param, text):
     """One IPv4 network; a bare address means /32. Host bits must be clear."""
     accepted = "IPv4 CIDRs such as 10.0.0.0/8 or 203.0.113.7"
     if "/" in text:
-        addr, _, prefix = text.partition("/")
+        addr, _unused, prefix = text.partition("/")
         if not prefix.isdigit() or int(prefix) > 32:
             raise InputError(param, "invalid prefix length in %r: must be 0-32" % text, accepted)
     else:
@@ -203,7 +206,7 @@ def port_number(param, value):
 
 def port_spec(param, text):
     """One ``[host_ip:]host_port[:guest_port][/tcp|udp]``."""
-    body, _, proto = text.partition("/")
+    body, _unused, proto = text.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in ("tcp", "udp"):
         raise InputError(param, "%r: unknown protocol %r" % (text, proto), PORT_FORM)
@@ -280,7 +283,7 @@ def tap_owner(value):
 
 def upstream(value):
     from .errors import InputError as _E
-    host, _, port = str(value).partition(":") if value.count(":") == 1 else (value, "", "")
+    host, _unused, port = str(value).partition(":") if value.count(":") == 1 else (value, "", "")
     try:
         ipaddress.IPv4Address(host)
     except ValueError:

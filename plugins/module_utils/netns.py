@@ -45,11 +45,20 @@ def current_inode():
 
 
 def init_inode():
-    """Inode of the init process's network namespace (the machine's own)."""
+    """Inode of the init process's network namespace (the machine's own).
+    Where PID 1 may not be inspected (some containers), kthreadd's (PID 2):
+    kernel threads live in the initial namespaces."""
     try:
         return os.stat("/proc/1/ns/net").st_ino
     except OSError:
-        return None
+        pass
+    try:
+        with open("/proc/2/comm") as handle:
+            if handle.read().strip() == "kthreadd":
+                return os.stat("/proc/2/ns/net").st_ino
+    except OSError:
+        pass
+    return None
 
 
 def guard_sandbox():

@@ -7,6 +7,8 @@ and sends what comes out. Everything a test wants to pin down lives here:
 * reading a guest's query from the wire (``parse_query``) and the short
   replies that need no upstream (``short_reply``: REFUSED, NXDOMAIN, ...);
 * what a VM's policy says about a name (``VmPolicy.decide``);
+* reading an upstream reply (``parse_reply``: names decompressed, so records
+  can be copied into the guest's reply as they are);
 * which parts of an upstream answer a guest may see, and which addresses are
   learned into the VM's address set (``guest_view``), with the rebinding
   filter (``Rebinding``);
@@ -18,19 +20,13 @@ and sends what comes out. Everything a test wants to pin down lives here:
 """
 
 import ipaddress
+import socket
 import struct
 from collections import namedtuple
 
 from . import addressing as A
 from . import domains
 from .errors import InputError
-
-try:
-    from dnslib import QTYPE as _DNSLIB_QTYPE  # noqa: F401  (availability check)
-    from dnslib.label import DNSBuffer, DNSLabel
-    HAS_DNSLIB = True
-except Exception:  # pragma: no cover - depends on the target
-    HAS_DNSLIB = False
 
 # --------------------------------------------------------------------------
 # settings
@@ -124,8 +120,8 @@ _OPT_RR = b"\x00" + struct.pack("!HHIH", T_OPT, EDNS_PAYLOAD, 0, 0)
 class Question(object):
     """A guest's query as read from the wire.
 
-    ``wire`` is the question section exactly as sent (the guest's spelling,
-    echoed back in the reply), ``key`` the same lower-cased (DNS names compare
+    ``wire`` is the question section exactly as sent (name, type and class;
+    the guest's spelling, echoed back in the reply), ``key`` the same lower-cased (DNS names compare
     ASCII case-insensitively) and ``name`` the text form for policy matching,
     or None when a label holds a dot or an unprintable byte (such a name can
     match no pattern)."""
@@ -158,6 +154,8 @@ def parse_query(data):
     response, a runt). Raises BadQuery for what gets an error reply."""
     if len(data) < 12:
         return None
+    if not isinstance(data, bytes):
+        data = bytes(data)
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     if flags & F_QR:
         return None
@@ -238,8 +236,20 @@ def udp_limit(q):
 REFUSE, DENY_NAME, FORWARD = "refuse", "nxdomain", "forward"
 
 
-def _nets(cidrs):
-    return tuple(ipaddress.IPv4Network(c) for c in cidrs)
+def _spans(cidrs):
+    """CIDR strings -> ((first, last) as integers), for quick containment."""
+    out = []
+    for cidr in cidrs:
+        net = ipaddress.IPv4Network(cidr)
+        out.append((int(net.network_address), int(net.broadcast_address)))
+    return tuple(out)
+
+
+def _inside(value, spans):
+    for low, high in spans:
+        if low <= value <= high:
+            return True
+    return False
 
 
 class VmPolicy(object):
@@ -248,7 +258,7 @@ class VmPolicy(object):
     ``identity`` changes when the VM is recreated (new namespace, new sets);
     ``policy_key`` when its policy changes."""
 
-    __slots__ = ("vm_id", "slot", "guest_ip", "netns", "mode", "matcher", "allowed_nets", "denied_nets",
+    __slots__ = ("vm_id", "slot", "guest_ip", "netns", "mode", "matcher", "allowed_spans", "denied_spans",
                  "identity", "policy_key", "_decisions")
 
     def __init__(self, record):
@@ -260,8 +270,8 @@ class VmPolicy(object):
         self.netns = record.get("netns")
         self.mode = policy.mode
         self.matcher = domains.Matcher(policy.allowed_domains)
-        self.allowed_nets = _nets(policy.allowed_cidrs)
-        self.denied_nets = _nets(policy.denied_cidrs)
+        self.allowed_spans = _spans(policy.allowed_cidrs)
+        self.denied_spans = _spans(policy.denied_cidrs)
         self.identity = (self.vm_id, self.slot, self.netns, record.get("created"))
         self.policy_key = (policy.mode, policy.allowed_domains, policy.allowed_cidrs, policy.denied_cidrs)
         self._decisions = {}
@@ -288,9 +298,10 @@ class VmPolicy(object):
             self._decisions[q.name] = pattern
         return (FORWARD, pattern) if pattern else (DENY_NAME, None)
 
-    def may_learn(self, address):
-        """Learning an address the firewall drops anyway opens nothing."""
-        return not any(address in n for n in self.denied_nets)
+    def may_learn(self, value):
+        """Learning an address (an integer) the firewall drops anyway opens
+        nothing: denied CIDRs are not learned."""
+        return not _inside(value, self.denied_spans)
 
 
 def vm_table(records):
@@ -318,6 +329,7 @@ REBINDING_RANGES = tuple(ipaddress.IPv4Network(n) for n in (
     str(A.VM_RANGE),
     str(A.TRANSIT_RANGE),
 ))
+_REBINDING_SPANS = _spans(REBINDING_RANGES)
 
 
 class Rebinding(object):
@@ -326,26 +338,123 @@ class Rebinding(object):
     ``allowed_cidrs`` holds the address."""
 
     def __init__(self, host_addresses=()):
-        self.host = frozenset(ipaddress.IPv4Address(a) for a in host_addresses)
-        self._spans = tuple((int(n.network_address), int(n.broadcast_address)) for n in REBINDING_RANGES)
+        self.host = frozenset(int(ipaddress.IPv4Address(a)) for a in host_addresses)
+
+    def host_addresses(self):
+        return {str(ipaddress.IPv4Address(v)) for v in self.host}
 
     def blocked(self, address, vm):
-        if isinstance(address, str):
-            address = ipaddress.IPv4Address(address)
-        value = int(address)
-        hit = address in self.host or any(lo <= value <= hi for lo, hi in self._spans)
-        if not hit:
+        """ADDRESS: text, or the address as an integer."""
+        value = address if isinstance(address, int) else int(ipaddress.IPv4Address(address))
+        if value not in self.host and not _inside(value, _REBINDING_SPANS):
             return False
-        return not any(address in n for n in vm.allowed_nets)
+        return not _inside(value, vm.allowed_spans)
 
 
 # --------------------------------------------------------------------------
-# upstream answers and what a guest sees of them
+# upstream replies: read at the wire level, names decompressed
 # --------------------------------------------------------------------------
+class BadReply(Exception):
+    pass
+
+
+# Types whose RDATA holds names that may be compressed (RFC 1035, 2782, 6672):
+# (bytes before the first name, number of names, whether bytes follow).
+_NAMES_IN_RDATA = {T_NS: (0, 1), T_CNAME: (0, 1), 12: (0, 1), 39: (0, 1),   # PTR, DNAME
+                   15: (2, 1), 33: (6, 1), T_SOA: (0, 2)}                   # MX, SRV, SOA
+_RR_HEAD = struct.Struct("!HHIH")
+
+
+def _read_name(msg, pos):
+    """(uncompressed wire name, position after the name where it started)."""
+    out, end, jumps = [], None, 0
+    size = len(msg)
+    total = 1
+    while True:
+        if pos >= size:
+            raise BadReply("name runs past the message")
+        length = msg[pos]
+        if length >= 0xC0:
+            if pos + 1 >= size or jumps > 64:
+                raise BadReply("bad compression pointer")
+            if end is None:
+                end = pos + 2
+            pos = ((length & 0x3F) << 8) | msg[pos + 1]
+            jumps += 1
+            continue
+        if length > 63:
+            raise BadReply("unknown label type")
+        if length == 0:
+            out.append(b"\0")
+            return b"".join(out), (end if end is not None else pos + 1)
+        total += length + 1
+        if total > 255 or pos + 1 + length > size:
+            raise BadReply("name too long")
+        out.append(msg[pos:pos + 1 + length])
+        pos += 1 + length
+
+
+def _rdata(msg, rtype, start, length):
+    """RDATA with every name in it decompressed, so it can be copied into
+    another message as it is."""
+    layout = _NAMES_IN_RDATA.get(rtype)
+    if layout is None:
+        return msg[start:start + length]
+    fixed, names = layout
+    parts, pos = [msg[start:start + fixed]], start + fixed
+    for _name in range(names):
+        name, pos = _read_name(msg, pos)
+        parts.append(name)
+    parts.append(msg[pos:start + length])          # SOA's five numbers
+    return b"".join(parts)
+
+
+class Record(object):
+    """One resource record of an upstream answer. ``owner`` is the owner
+    name in uncompressed wire form, ``rdata`` with its names decompressed."""
+
+    __slots__ = ("owner", "rtype", "rclass", "ttl", "rdata")
+
+    def __init__(self, owner, rtype, rclass, ttl, rdata):
+        self.owner, self.rtype, self.rclass, self.ttl, self.rdata = owner, rtype, rclass, ttl, rdata
+
+    def aged(self, ttl):
+        return self if ttl == self.ttl else Record(self.owner, self.rtype, self.rclass, ttl, self.rdata)
+
+    def address(self):
+        """The A record's address as text."""
+        return socket.inet_ntoa(self.rdata)
+
+
+def parse_reply(msg):
+    """(id, flags, answer records, authority records) of an upstream reply.
+    Raises BadReply."""
+    if len(msg) < 12:
+        raise BadReply("short message")
+    qid, flags, qdcount, ancount, nscount, _arcount = _HEADER.unpack_from(msg)
+    pos = 12
+    for _question in range(qdcount):
+        pos = _read_name(msg, pos)[1] + 4
+    sections = ([], [])
+    for index, count in ((0, ancount), (1, nscount)):
+        for _record in range(count):
+            owner, pos = _read_name(msg, pos)
+            if pos + 10 > len(msg):
+                raise BadReply("record runs past the message")
+            rtype, rclass, ttl, length = _RR_HEAD.unpack_from(msg, pos)
+            pos += 10
+            if pos + length > len(msg):
+                raise BadReply("record data runs past the message")
+            if rtype != T_OPT:
+                sections[index].append(Record(owner, rtype, rclass, min(ttl, 0x7FFFFFFF),
+                                              _rdata(msg, rtype, pos, length)))
+            pos += length
+    return qid, flags, sections[0], sections[1]
+
+
 class Answer(object):
     """An upstream reply, kept in the shared cache: rcode, answer and
-    authority records (dnslib RRs), when it was fetched and until when it may
-    be used."""
+    authority records, when it was fetched and until when it may be used."""
 
     __slots__ = ("rcode", "answers", "authority", "fetched", "expires")
 
@@ -354,45 +463,45 @@ class Answer(object):
         self.fetched, self.expires = fetched, fetched + ttl
 
 
+def _soa_minimum(record):
+    return struct.unpack_from("!I", record.rdata, len(record.rdata) - 4)[0] if len(record.rdata) >= 22 else 0
+
+
 def cache_ttl(rcode, answers, authority):
     """Seconds an upstream reply may be served from the cache: the smallest
     TTL of its answer; for NXDOMAIN or an empty answer the SOA's negative
     TTL (not cached without an SOA); errors are not cached."""
     if rcode == NOERROR and answers:
-        return min(min(rr.ttl for rr in answers), MAX_CACHE_TTL)
+        return min(min(r.ttl for r in answers), MAX_CACHE_TTL)
     if rcode in (NOERROR, NXDOMAIN):
-        for rr in authority:
-            if rr.rtype == T_SOA:
-                return min(rr.ttl, rr.rdata.times[-1], MAX_NEGATIVE_TTL)
+        for r in authority:
+            if r.rtype == T_SOA:
+                return min(r.ttl, _soa_minimum(r), MAX_NEGATIVE_TTL)
     return 0
 
 
-def answer_from_reply(reply, now):
-    """An Answer from a parsed upstream reply (dnslib DNSRecord)."""
-    rcode = reply.header.rcode
-    answers = [rr for rr in reply.rr if rr.rtype != T_OPT]
-    authority = [rr for rr in reply.auth if rr.rtype == T_SOA]
+def answer_from_reply(msg, now):
+    """An Answer from the wire bytes of an upstream reply. Raises BadReply."""
+    _qid, flags, answers, authority = parse_reply(msg)
+    rcode = flags & 0xF
+    authority = [r for r in authority if r.rtype == T_SOA]
     return Answer(rcode, answers, authority, now, cache_ttl(rcode, answers, authority))
 
 
-def _lower(label):
-    return str(label).lower().rstrip(".")
-
-
-def chain_names(qname, answers):
-    """The owner names of the answer's CNAME chain starting at QNAME (text,
-    lower case), QNAME first; bounded against loops."""
+def chain_owners(qname_wire, answers):
+    """Owner names (lower-case wire form) of the answer's CNAME chain that
+    starts at QNAME_WIRE, QNAME first; bounded against loops."""
     cname_of = {}
-    for rr in answers:
-        if rr.rtype == T_CNAME:
-            cname_of.setdefault(_lower(rr.rname), _lower(rr.rdata.label))
-    names = [qname]
-    while names[-1] in cname_of and len(names) < 16:
-        nxt = cname_of[names[-1]]
-        if nxt in names:
+    for r in answers:
+        if r.rtype == T_CNAME:
+            cname_of.setdefault(r.owner.lower(), r.rdata.lower())
+    owners = [qname_wire.lower()]
+    while owners[-1] in cname_of and len(owners) < 16:
+        nxt = cname_of[owners[-1]]
+        if nxt in owners:
             break
-        names.append(nxt)
-    return names
+        owners.append(nxt)
+    return owners
 
 
 GuestView = namedtuple("GuestView", "rcode answers authority learn removed")
@@ -404,35 +513,27 @@ def guest_view(answer, q, vm, rebinding, age=0):
     it was fetched: AAAA records go; under ``custom``, records off the CNAME
     chain go, and so do A records that point into the rebinding ranges; the
     remaining A addresses are to be learned. TTLs are aged."""
-    answers, authority, learn, removed = [], [], [], []
     if answer.rcode not in (NOERROR, NXDOMAIN):
         return GuestView(SERVFAIL, [], [], [], [])
+    answers, learn, removed = [], [], []
     custom = vm.mode == "custom"
-    chain = set(chain_names(q.name or "", answer.answers)) if custom else None
-    for rr in answer.answers:
-        if rr.rtype == T_AAAA:
+    chain = set(chain_owners(q.key[:-4], answer.answers)) if custom else None
+    for r in answer.answers:
+        if r.rtype == T_AAAA:
             continue
-        if custom and _lower(rr.rname) not in chain:
+        if custom and r.owner.lower() not in chain:
             continue            # not part of what was asked: never learned, never shown
-        ttl = max(rr.ttl - age, 0)
-        if rr.rtype == T_A and custom:
-            address = str(rr.rdata)
-            if rebinding.blocked(address, vm):
-                removed.append(address)
+        ttl = max(r.ttl - age, 0)
+        if custom and r.rtype == T_A and r.rclass == CLASS_IN and len(r.rdata) == 4:
+            value = int.from_bytes(r.rdata, "big")
+            if rebinding.blocked(value, vm):
+                removed.append(r.address())
                 continue
-            if vm.may_learn(ipaddress.IPv4Address(address)):
-                learn.append((address, ttl))
-        answers.append(_aged(rr, ttl))
-    for rr in answer.authority:
-        authority.append(_aged(rr, max(rr.ttl - age, 0)))
+            if vm.may_learn(value):
+                learn.append((r.address(), ttl))
+        answers.append(r.aged(ttl))
+    authority = [r.aged(max(r.ttl - age, 0)) for r in answer.authority]
     return GuestView(answer.rcode, answers, authority, learn, removed)
-
-
-def _aged(rr, ttl):
-    if rr.ttl == ttl:
-        return rr
-    from dnslib import RR
-    return RR(rr.rname, rr.rtype, rr.rclass, ttl, rr.rdata)
 
 
 # --------------------------------------------------------------------------
@@ -442,13 +543,15 @@ class Rendered(object):
     """A reply without its first two bytes (the query id), with the offsets
     of its TTL fields, so that serving it again later only rewrites those.
 
-    ``expires`` is when the upstream answer it came from runs out."""
+    ``expires`` is when the upstream answer it came from runs out;
+    ``tail`` is right until ``fresh_until`` (then ``at`` re-ages it)."""
 
-    __slots__ = ("tail", "offsets", "ttls", "made", "expires", "age")
+    __slots__ = ("tail", "offsets", "ttls", "made", "expires", "age", "fresh_until")
 
     def __init__(self, tail, offsets, ttls, made, expires):
         self.tail, self.offsets, self.ttls = bytes(tail), offsets, ttls
         self.made, self.expires, self.age = made, expires, 0
+        self.fresh_until = min(made + 1, expires) if offsets else expires
 
     def at(self, now):
         """The tail with TTLs aged to NOW (re-encoded once per second)."""
@@ -458,47 +561,36 @@ class Rendered(object):
             for off, ttl in zip(self.offsets, self.ttls):
                 _TTL.pack_into(buf, off, max(ttl - age, 0))
             self.tail, self.age = bytes(buf), age
+            self.fresh_until = min(self.made + age + 1, self.expires)
         return self.tail
 
 
+_POINTER_TO_QUESTION = b"\xc0\x0c"
+
+
 def render(data, q, view, limit, made, expires):
-    """Encode VIEW as the reply to the query DATA (whose question is Q).
-    Answers larger than LIMIT bytes come back truncated (TC, no records).
-    Returns a Rendered."""
-    buf = DNSBuffer()
-    flags = reply_flags(q.flags, view.rcode)
-    buf.pack("!HHHHHH", 0, flags, 1, len(view.answers), len(view.authority), 1 if q.edns else 0)
-    # Names in the records compress against the question, encoded from the
-    # lower-cased name; the guest's own spelling (same length) goes over it.
-    buf.encode_name(_label_of(q.key))
-    buf.pack("!HH", q.qtype, q.qclass)
+    """Encode VIEW as the reply to the query DATA (whose question is Q),
+    echoing the guest's question as sent. Owner names equal to the question
+    point to it; other names go uncompressed. Answers larger than LIMIT bytes
+    come back truncated (TC, no records). Returns a Rendered."""
+    records = list(view.answers) + list(view.authority)
+    tail = bytearray(struct.pack("!HHHHH", reply_flags(q.flags, view.rcode), 1, len(view.answers),
+                                 len(view.authority), 1 if q.edns else 0))
+    tail += data[12:q.end]
+    qname = q.key[:-4]
     offsets, ttls = [], []
-    for rr in list(view.answers) + list(view.authority):
-        buf.encode_name(rr.rname)
-        offsets.append(buf.offset + 4 - 2)      # relative to the tail (id stripped)
-        ttls.append(min(rr.ttl, MAX_CACHE_TTL))
-        buf.pack("!HHI", rr.rtype, rr.rclass, min(rr.ttl, MAX_CACHE_TTL))
-        length_at = buf.offset
-        buf.pack("!H", 0)
-        start = buf.offset
-        rr.rdata.pack(buf)
-        buf.update(length_at, "!H", buf.offset - start)
+    for r in records:
+        tail += _POINTER_TO_QUESTION if r.owner.lower() == qname else r.owner
+        ttl = min(r.ttl, MAX_CACHE_TTL)
+        offsets.append(len(tail) + 4)        # after type and class; relative to the tail
+        ttls.append(ttl)
+        tail += _RR_HEAD.pack(r.rtype, r.rclass, ttl, len(r.rdata))
+        tail += r.rdata
     if q.edns:
-        buf.append(_OPT_RR)
-    wire = bytearray(buf.data)
-    wire[12:q.end] = data[12:q.end]
-    if len(wire) > limit:
+        tail += _OPT_RR
+    if len(tail) + 2 > limit:
         return Rendered(short_reply(data, q, view.rcode, truncated=True)[2:], (), (), made, expires)
-    return Rendered(wire[2:], tuple(offsets), tuple(ttls), made, expires)
-
-
-def _label_of(wire):
-    """dnslib label from an uncompressed wire name."""
-    labels, pos = [], 0
-    while wire[pos]:
-        labels.append(bytes(wire[pos + 1:pos + 1 + wire[pos]]))
-        pos += 1 + wire[pos]
-    return DNSLabel(labels)
+    return Rendered(tail, tuple(offsets), tuple(ttls), made, expires)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""The host resolver against dnsmasq doing the same job, in one run.
+
+    sudo .venv/bin/python bench/resolver_bench.py [--seconds 5] [--repeat 3]
+
+Everything runs inside a throwaway sandbox (tests/sandbox): nothing touches
+the machine's own network.
+
+* upstream: dnsmasq in the sandbox's internet namespace on 203.0.113.54,
+  answering every ``*.bench.test`` A query itself (TTL 3600), so the upstream
+  is never what limits an uncached run;
+* ``vmsan resolver --upstream 203.0.113.54`` on 169.254.64.1 in the sandbox
+  host namespace, serving one VM (slot 0, guest 172.16.0.2, custom policy
+  ``*.bench.test``) whose ``dns`` set it learns every answer into;
+* ``dnsmasq --ipset=/bench.test/<set>`` on 169.254.64.2 in the same namespace,
+  same upstream, adding every answer to an ipset of its own;
+* dnsperf in the host namespace, sending from 172.16.0.2 (an address on the
+  host's lo, so the resolver takes the queries for that VM's).
+
+Guests' DNAT and TAP are left out on purpose: both resolvers get the same
+loopback path, and what is measured is the resolvers.
+
+Runs: throughput (dnsperf, 100 queries outstanding, SECONDS each, median of
+REPEAT runs) and latency (one query outstanding, per-query latencies from
+dnsperf -v: median and p99), each cached (50 names asked over and over after
+a warm-up pass) and uncached (every name new, so every query goes upstream);
+plus the upstream asked directly, the baseline for "added latency".
+"""
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from sandbox import Sandbox, guard, procs  # noqa: E402
+
+from ansible_collections.vmsan.network.plugins.module_utils.ipsets import SetManager  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.state import StateStore  # noqa: E402
+
+UPSTREAM = "203.0.113.54"
+VMSAN = "169.254.64.1"
+DNSMASQ = "169.254.64.2"
+CLIENT = "172.16.0.2"           # guest address of slot 0
+ANSWER = "203.0.113.10"
+VM_ID = "bench"
+DNSMASQ_SET = "bench-dnsmasq"
+CACHED_NAMES = 50
+LATENCY_QUERIES = 2000
+
+
+def names_file(directory, label, names):
+    path = os.path.join(directory, label + ".txt")
+    with open(path, "w") as handle:
+        handle.writelines("%s A\n" % n for n in names)
+    return path
+
+
+class Run(object):
+    def __init__(self, text):
+        self.text = text
+        self.qps = _float(r"Queries per second:\s+([0-9.]+)", text)
+        self.completed = int(_float(r"Queries completed:\s+([0-9]+)", text) or 0)
+        self.lost = int(_float(r"Queries lost:\s+([0-9]+)", text) or 0)
+        self.latencies = [float(m.group(2)) for m in re.finditer(r"^> (\S+) \S+ \S+ ([0-9.]+)$", text, re.M)]
+        self.rcodes = {m.group(1) for m in re.finditer(r"^> (\S+) ", text, re.M)}
+
+
+def _float(pattern, text):
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else None
+
+
+def dnsperf(sb, server, path, seconds=None, runs=None, outstanding=100, verbose=False, source=CLIENT):
+    argv = ["dnsperf", "-s", server, "-d", path, "-q", str(outstanding), "-t", "2"]
+    if source:
+        argv += ["-a", source]
+    if seconds:
+        argv += ["-l", str(seconds)]
+    if runs:
+        argv += ["-n", str(runs)]
+    if verbose:
+        argv.append("-v")
+    done = sb.host.run(argv, timeout=(seconds or 60) + 60)
+    if done.returncode != 0:
+        raise RuntimeError("dnsperf failed: %s" % (done.stderr or done.stdout))
+    return Run(done.stdout)
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def wait_for(predicate, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("%s did not come up" % what)
+
+
+def setup(sb, work):
+    sb.internet.ip("addr add %s/32 dev lo" % UPSTREAM)
+    sb.host.ip("addr add %s/32 dev lo" % VMSAN, "addr add %s/32 dev lo" % DNSMASQ, "addr add %s/32 dev lo" % CLIENT)
+    common = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+              "--user=root", "--group=root", "--pid-file=", "--log-facility=-"]
+    sb.internet.spawn(common + ["--listen-address=" + UPSTREAM, "--address=/bench.test/" + ANSWER,
+                                "--local-ttl=3600", "--dns-forward-max=10000"])
+    # The VM the resolver serves: a state file and its learned-address set.
+    StateStore(sb.home).save({"id": VM_ID, "slot": 0, "netns": None, "status": "ready", "created": "bench",
+                              "policy": {"mode": "custom", "allowed_domains": ["*.bench.test"],
+                                         "allowed_cidrs": [], "denied_cidrs": []}})
+    with guard.entered(sb.host.name):
+        with SetManager() as sets:
+            sets.create_learned_set("vmsan-%s-dns" % VM_ID)
+    sb.host.run(["ipset", "create", DNSMASQ_SET, "hash:ip", "timeout", "300"], check=True)
+    log = open(os.path.join(work, "dnsmasq.log"), "wb")
+    sb.host.spawn(common + ["--listen-address=" + DNSMASQ, "--server=" + UPSTREAM, "--cache-size=10000",
+                            "--dns-forward-max=1000", "--ipset=/bench.test/" + DNSMASQ_SET], stdout=log, stderr=log)
+    resolver = sb.vmsan_spawn("resolver", "--upstream", UPSTREAM, "--listen", VMSAN, log_name="resolver.log")
+    wait_for(lambda: "listening on" in open(resolver.log_path).read(), "vmsan resolver")
+    probe = names_file(work, "probe", ["probe.bench.test"])
+    for server in (UPSTREAM, DNSMASQ):
+        source = None if server == UPSTREAM else CLIENT
+        wait_for(lambda s=server, a=source: dnsperf(sb, s, probe, runs=1, outstanding=1, source=a).completed == 1,
+                 server)
+    return resolver
+
+
+def learned(sb, set_name):
+    with guard.entered(sb.host.name):
+        with SetManager() as sets:
+            return {m["address"] for m in sets.members(set_name)}
+
+
+def measure(sb, work, seconds, repeat):
+    cached = names_file(work, "cached", ["c%d.bench.test" % i for i in range(CACHED_NAMES)])
+    serial = [0]
+
+    def fresh(label, count):
+        serial[0] += 1
+        return names_file(work, "u%d" % serial[0], ["%s%d-%d.bench.test" % (label, serial[0], i) for i in range(count)])
+
+    results = {}
+    servers = (("vmsan resolver", VMSAN), ("dnsmasq --ipset", DNSMASQ))
+    for _, server in servers:                     # warm the caches
+        dnsperf(sb, server, cached, runs=2)
+    for name, server in servers:
+        results[name] = {"cached_qps": [], "uncached_qps": []}
+    for _ in range(repeat):
+        for name, server in servers:              # interleaved, so drift hits both
+            results[name]["cached_qps"].append(dnsperf(sb, server, cached, seconds=seconds).qps)
+            uncached = fresh("t", int(60000 * seconds))
+            run = dnsperf(sb, server, uncached, seconds=seconds, runs=1)
+            results[name]["uncached_qps"].append(run.qps)
+    rounds = LATENCY_QUERIES // CACHED_NAMES
+    direct = dnsperf(sb, UPSTREAM, fresh("d", LATENCY_QUERIES), runs=1, outstanding=1, verbose=True, source=None)
+    results["upstream (direct)"] = {"latency": direct.latencies}
+    for name, server in servers:
+        results[name]["cached_latency"] = dnsperf(sb, server, cached, runs=rounds, outstanding=1,
+                                                  verbose=True).latencies
+        results[name]["uncached_latency"] = dnsperf(sb, server, fresh("l", LATENCY_QUERIES), runs=1,
+                                                    outstanding=1, verbose=True).latencies
+    return results
+
+
+def ms(seconds):
+    return "%.3f" % (seconds * 1000)
+
+
+def report(results, seconds, repeat):
+    up = statistics.median(results["upstream (direct)"]["latency"])
+    lines = ["", "DNS resolver benchmark (%d s runs, median of %d; latency: 1 query outstanding, %d queries)"
+             % (seconds, repeat, LATENCY_QUERIES), ""]
+    columns = ("server", "cache", "queries/s", "median ms", "p99 ms", "added median ms")
+    header = "%-18s %-9s %12s %11s %10s %16s" % columns
+    lines += [header, "-" * len(header)]
+    up_p99 = ms(percentile(results["upstream (direct)"]["latency"], 0.99))
+    lines.append("%-18s %-9s %12s %11s %10s %16s" % ("upstream (direct)", "-", "-", ms(up), up_p99, "0"))
+    for name in ("vmsan resolver", "dnsmasq --ipset"):
+        r = results[name]
+        for kind in ("cached", "uncached"):
+            lat = r[kind + "_latency"]
+            lines.append("%-18s %-9s %12.0f %11s %10s %16s" % (
+                name, kind, statistics.median(r[kind + "_qps"]), ms(statistics.median(lat)),
+                ms(percentile(lat, 0.99)), ms(statistics.median(lat) - up)))
+    v, d = results["vmsan resolver"], results["dnsmasq --ipset"]
+    lines += ["",
+              "throughput vmsan/dnsmasq: cached %.2f, uncached %.2f" % (
+                  statistics.median(v["cached_qps"]) / statistics.median(d["cached_qps"]),
+                  statistics.median(v["uncached_qps"]) / statistics.median(d["uncached_qps"])),
+              "runs (queries/s): vmsan cached %s uncached %s; dnsmasq cached %s uncached %s" % (
+                  _list(v["cached_qps"]), _list(v["uncached_qps"]), _list(d["cached_qps"]), _list(d["uncached_qps"]))]
+    return "\n".join(lines)
+
+
+def _list(values):
+    return "/".join("%.0f" % x for x in values)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="length of each throughput run")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs per server and kind")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("resolver_bench.py needs root (it builds network namespaces)")
+    work = tempfile.mkdtemp(prefix="vmsan-resolver-bench-")
+    try:
+        with Sandbox() as sb:
+            resolver = setup(sb, work)
+            results = measure(sb, work, args.seconds, args.repeat)
+            vmsan_set, dnsmasq_set = learned(sb, "vmsan-%s-dns" % VM_ID), learned(sb, DNSMASQ_SET)
+            procs.stop(resolver)
+            print(report(results, args.seconds, args.repeat))
+            print("learned: vmsan set %s, dnsmasq set %s" % (sorted(vmsan_set), sorted(dnsmasq_set)))
+            if vmsan_set != {ANSWER} or dnsmasq_set != {ANSWER}:
+                print("WARNING: a resolver did not learn the answer; its numbers are not comparable")
+    finally:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

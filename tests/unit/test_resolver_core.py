@@ -1,0 +1,386 @@
+"""The resolver's pure decisions: reading queries, policy, rebinding,
+learning, caching and the wire form of answers."""
+
+import struct
+
+import pytest
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord, EDNS0
+
+from ansible_collections.vmsan.network.plugins.module_utils import resolver_core as core
+from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError
+
+
+def record(policy, slot=3, vm_id="vm1", netns="vmsan-vm1"):
+    base = {"mode": "allow-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}
+    base.update(policy)
+    return {"id": vm_id, "slot": slot, "netns": netns, "policy": base, "created": "t0"}
+
+
+def custom(domains=(), allowed=(), denied=()):
+    return core.VmPolicy(record({"mode": "custom", "allowed_domains": list(domains),
+                                 "allowed_cidrs": list(allowed), "denied_cidrs": list(denied)}))
+
+
+def query(name, qtype="A", edns=False, qid=0x1234):
+    q = DNSRecord.question(name, qtype)
+    q.header.id = qid
+    if edns:
+        q.add_ar(EDNS0(udp_len=4096))
+    return q.pack()
+
+
+def parsed(name, qtype="A", edns=False):
+    data = query(name, qtype, edns)
+    return data, core.parse_query(data)
+
+
+# -- reading queries ----------------------------------------------------------
+
+def test_parse_query_reads_name_type_and_keeps_the_spelling():
+    data, q = parsed("A.Example.TEST.")
+    assert (q.id, q.qtype, q.qclass, q.name) == (0x1234, QTYPE.A, 1, "a.example.test")
+    assert q.wire == data[12:q.end] and b"A\x07Example" in q.wire
+    assert q.key == q.wire.lower()
+    assert not q.edns and core.udp_limit(q) == 512
+
+
+def test_spelling_and_trailing_dot_share_one_cache_key():
+    assert parsed("A.EXAMPLE.TEST.")[1].cache_key() == parsed("a.example.test")[1].cache_key()
+
+
+def test_parse_query_sees_edns_and_its_payload():
+    q = parsed("a.example.test", edns=True)[1]
+    assert q.edns and q.payload == 4096
+    assert core.udp_limit(q) == core.EDNS_PAYLOAD      # never more than we offer
+
+
+def test_responses_and_runts_get_no_answer():
+    reply = DNSRecord.question("a.example.test").reply().pack()
+    assert core.parse_query(reply) is None
+    assert core.parse_query(b"\x00\x01") is None
+
+
+@pytest.mark.parametrize("mangle,rcode", [
+    (lambda d: d[:4] + b"\x00\x02" + d[6:], core.FORMERR),             # two questions
+    (lambda d: d[:4] + b"\x00\x00" + d[6:], core.FORMERR),             # none
+    (lambda d: d[:14], core.FORMERR),                                    # cut name
+    (lambda d: d[:12] + b"\xc0\x0c" + d[-4:], core.FORMERR),           # compression in a question
+    (lambda d: d[:2] + b"\x28\x00" + d[4:], core.NOTIMP),              # opcode UPDATE
+])
+def test_malformed_queries_get_an_error(mangle, rcode):
+    with pytest.raises(core.BadQuery) as err:
+        core.parse_query(mangle(query("a.example.test")))
+    assert err.value.rcode == rcode and err.value.id == 0x1234
+    reply = DNSRecord.parse(core.error_reply(err.value))
+    assert reply.header.rcode == rcode and reply.header.qr == 1
+
+
+def test_a_label_holding_a_dot_matches_no_pattern():
+    # wire labels "a.example" + "test" must not pass for a.example.test
+    data = struct.pack("!6H", 1, 0x0100, 1, 0, 0, 0) + b"\x09a.example\x04test\x00" + struct.pack("!HH", 1, 1)
+    q = core.parse_query(data)
+    assert q.name is None
+    assert custom(["a.example.test", "*.test"]).decide(q) == (core.DENY_NAME, None)
+
+
+@pytest.mark.parametrize("edns", [False, True])
+def test_short_reply_echoes_question_and_id(edns):
+    data, q = parsed("Bad.Example.Test", edns=edns)
+    reply = DNSRecord.parse(core.short_reply(data, q, core.NXDOMAIN))
+    assert reply.header.id == 0x1234 and reply.header.rcode == RCODE.NXDOMAIN
+    assert reply.header.qr == 1 and reply.header.rd == 1 and reply.header.ra == 1
+    assert str(reply.q.qname) == "Bad.Example.Test."
+    assert not reply.rr
+    assert bool(reply.ar) == edns
+
+
+def test_upstream_query_is_lower_case_with_edns():
+    q = parsed("A.Example.Test")[1]
+    up = DNSRecord.parse(core.upstream_query(99, q))
+    assert up.header.id == 99 and up.header.rd == 1
+    assert str(up.q.qname) == "a.example.test." and up.ar[0].edns_len == core.EDNS_PAYLOAD
+
+
+# -- policy -------------------------------------------------------------------
+
+def test_deny_all_refuses_allow_all_forwards():
+    q = parsed("anything.example")[1]
+    assert core.VmPolicy(record({"mode": "deny-all"})).decide(q) == (core.REFUSE, None)
+    assert core.VmPolicy(record({"mode": "allow-all"})).decide(q) == (core.FORWARD, None)
+
+
+@pytest.mark.parametrize("name,action", [
+    ("a.b.example.test", core.FORWARD),
+    ("A.B.EXAMPLE.TEST.", core.FORWARD),
+    ("example.test", core.DENY_NAME),
+    ("badexample.test", core.DENY_NAME),
+    ("api.example.com", core.FORWARD),
+    ("www.example.com", core.DENY_NAME),
+])
+def test_custom_decides_by_the_list(name, action):
+    vm = custom(["*.example.test", "api.example.com"])
+    assert vm.decide(parsed(name)[1])[0] == action
+
+
+def test_custom_without_domains_denies_every_name():
+    vm = custom(allowed=["203.0.113.0/24"])
+    assert vm.decide(parsed("a.example.test")[1])[0] == core.DENY_NAME
+    assert not vm.learns
+
+
+def test_other_classes_are_refused():
+    data = bytearray(query("version.bind", "TXT"))
+    data[-2:] = struct.pack("!H", 3)        # CHAOS
+    q = core.parse_query(bytes(data))
+    assert core.VmPolicy(record({"mode": "allow-all"})).decide(q)[0] == core.REFUSE
+
+
+def test_vm_table_keys_by_guest_address():
+    table = core.vm_table([record({}, slot=0, vm_id="a"), record({}, slot=7, vm_id="b")])
+    assert table["172.16.0.2"].vm_id == "a" and table["172.16.7.2"].vm_id == "b"
+
+
+def test_identity_and_policy_key():
+    a = core.VmPolicy(record({"mode": "custom", "allowed_domains": ["a.example.test"]}))
+    b = core.VmPolicy(record({"mode": "custom", "allowed_domains": ["b.example.test"]}))
+    assert a.identity == b.identity and a.policy_key != b.policy_key
+
+
+# -- rebinding ----------------------------------------------------------------
+
+@pytest.mark.parametrize("address", [
+    "10.0.0.5", "127.0.0.1", "169.254.169.254", "172.16.3.2", "172.31.0.1", "192.168.1.1",
+    "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "169.254.64.1",
+])
+def test_rebinding_blocks_internal_ranges(address):
+    assert core.Rebinding().blocked(address, custom(["x.test"]))
+
+
+@pytest.mark.parametrize("address", ["203.0.113.10", "192.0.2.10", "8.8.8.8", "172.32.0.1"])
+def test_rebinding_leaves_public_addresses(address):
+    assert not core.Rebinding().blocked(address, custom(["x.test"]))
+
+
+def test_rebinding_blocks_the_hosts_own_addresses():
+    assert core.Rebinding(["198.51.100.2"]).blocked("198.51.100.2", custom(["x.test"]))
+
+
+def test_an_allowed_cidr_lifts_rebinding_protection():
+    vm = custom(["x.test"], allowed=["10.0.0.0/8", "198.51.100.2/32"])
+    rebinding = core.Rebinding(["198.51.100.2"])
+    assert not rebinding.blocked("10.0.0.5", vm)
+    assert not rebinding.blocked("198.51.100.2", vm)
+    assert rebinding.blocked("127.0.0.1", vm)
+
+
+# -- guest view of an upstream answer --------------------------------------------
+
+def upstream(name, records, rcode=0, auth=()):
+    reply = DNSRecord.question(name).reply()
+    reply.header.rcode = rcode
+    for rr in records:
+        reply.add_answer(rr)
+    for rr in auth:
+        reply.add_auth(rr)
+    return core.answer_from_reply(bytes(reply.pack()), now=100.0)
+
+
+def a(name, ip, ttl=60):
+    return RR(name, QTYPE.A, ttl=ttl, rdata=A(ip))
+
+
+def cname(name, target, ttl=60):
+    return RR(name, QTYPE.CNAME, ttl=ttl, rdata=CNAME(target))
+
+
+def test_view_strips_aaaa_and_learns_a():
+    answer = upstream("dual.example.test", [a("dual.example.test", "203.0.113.11"),
+                                            RR("dual.example.test", QTYPE.AAAA, ttl=60, rdata=AAAA("2001:db8::1"))])
+    view = core.guest_view(answer, parsed("dual.example.test")[1], custom(["dual.example.test"]), core.Rebinding())
+    assert [r.rtype for r in view.answers] == [QTYPE.A]
+    assert view.learn == [("203.0.113.11", 60)]
+
+
+def test_view_follows_a_cname_out_of_the_list():
+    answer = upstream("alias.example.test", [cname("alias.example.test", "cdn.elsewhere.example"),
+                                             a("cdn.elsewhere.example", "203.0.113.10", ttl=20)])
+    view = core.guest_view(answer, parsed("alias.example.test")[1], custom(["alias.example.test"]), core.Rebinding())
+    assert len(view.answers) == 2 and view.learn == [("203.0.113.10", 20)]
+
+
+def test_view_drops_records_off_the_chain():
+    answer = upstream("a.example.test", [a("a.example.test", "203.0.113.10"), a("evil.example", "203.0.113.66")])
+    view = core.guest_view(answer, parsed("a.example.test")[1], custom(["a.example.test"]), core.Rebinding())
+    assert view.learn == [("203.0.113.10", 60)] and len(view.answers) == 1
+
+
+def test_view_removes_rebinding_addresses_and_does_not_learn_them():
+    answer = upstream("rebind.example.test", [a("rebind.example.test", "127.0.0.1"),
+                                              a("rebind.example.test", "203.0.113.10")])
+    vm = custom(["rebind.example.test"])
+    view = core.guest_view(answer, parsed("rebind.example.test")[1], vm, core.Rebinding())
+    assert view.removed == ["127.0.0.1"] and view.learn == [("203.0.113.10", 60)]
+    assert [r.address() for r in view.answers] == ["203.0.113.10"]
+
+
+def test_view_keeps_what_an_allowed_cidr_covers():
+    answer = upstream("int.example.test", [a("int.example.test", "10.0.0.5")])
+    vm = custom(["int.example.test"], allowed=["10.0.0.0/24"])
+    view = core.guest_view(answer, parsed("int.example.test")[1], vm, core.Rebinding())
+    assert view.removed == [] and view.learn == [("10.0.0.5", 60)]
+
+
+def test_view_does_not_learn_denied_addresses():
+    answer = upstream("a.example.test", [a("a.example.test", "203.0.113.10")])
+    vm = custom(["a.example.test"], denied=["203.0.113.0/24"])
+    view = core.guest_view(answer, parsed("a.example.test")[1], vm, core.Rebinding())
+    assert view.learn == [] and len(view.answers) == 1
+
+
+def test_view_ages_ttls():
+    answer = upstream("a.example.test", [a("a.example.test", "203.0.113.10", ttl=60)])
+    view = core.guest_view(answer, parsed("a.example.test")[1], custom(["a.example.test"]), core.Rebinding(), age=45)
+    assert view.answers[0].ttl == 15 and view.learn == [("203.0.113.10", 15)]
+
+
+def test_allow_all_view_learns_nothing_and_filters_no_rebinding():
+    answer = upstream("x.example", [a("x.example", "10.0.0.5")])
+    vm = core.VmPolicy(record({"mode": "allow-all"}))
+    view = core.guest_view(answer, parsed("x.example")[1], vm, core.Rebinding())
+    assert view.learn == [] and len(view.answers) == 1
+
+
+def test_upstream_failure_becomes_servfail():
+    answer = upstream("a.example.test", [], rcode=RCODE.SERVFAIL)
+    assert core.guest_view(answer, parsed("a.example.test")[1], custom(["a.example.test"]),
+                           core.Rebinding()).rcode == core.SERVFAIL
+
+
+# -- reading upstream replies ---------------------------------------------------
+
+def test_parse_reply_decompresses_names_so_records_can_be_copied():
+    reply = DNSRecord.question("mail.example.test", "MX").reply()
+    reply.add_answer(RR("mail.example.test", QTYPE.CNAME, ttl=5, rdata=CNAME("mx.example.test")))
+    reply.add_answer(RR("mx.example.test", QTYPE.MX, ttl=5, rdata=MX("smtp.example.test", 10)))
+    reply.add_answer(RR("mx.example.test", QTYPE.TXT, ttl=5, rdata=TXT("hello")))
+    reply.add_auth(RR("example.test", QTYPE.SOA, ttl=5, rdata=SOA("ns.example.test", "h.example.test", (1, 2, 3, 4, 5))))
+    wire = bytes(reply.pack())
+    assert b"\xc0" in wire                      # dnslib compressed the names
+    answers, authority = core.parse_reply(wire)[2:]
+    assert [r.rtype for r in answers] == [QTYPE.CNAME, QTYPE.MX, QTYPE.TXT]
+    assert answers[0].rdata == b"\x02mx\x07example\x04test\x00"
+    assert answers[1].rdata[:2] == b"\x00\x0a" and answers[1].rdata.endswith(b"\x04smtp\x07example\x04test\x00")
+    # copied into a new message, every record still reads the same
+    data, q = parsed("Mail.Example.Test", "MX")
+    view = core.GuestView(0, answers, authority, [], [])
+    copy = DNSRecord.parse(data[:2] + core.render(data, q, view, 65535, 0.0, 5.0).tail)
+    assert [str(r.rdata).lower() for r in copy.rr] == [str(r.rdata).lower() for r in reply.rr]
+    assert str(copy.auth[0].rdata) == str(reply.auth[0].rdata)
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x00\x01\x81\x80\x00\x00\x00\x01\x00\x00\x00\x00\xc0\x0c",               # pointer to itself
+    b"\x00\x01\x81\x80\x00\x00\x00\x01\x00\x00\x00\x00\x01a\x00\x00\x01",   # record cut short
+    b"\x00\x01\x81\x80",                                                       # header cut short
+    b"\x00\x01\x81\x80\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x00\x00\x01\x00\x09ab",
+])
+def test_malformed_upstream_replies_are_rejected(wire):
+    with pytest.raises(core.BadReply):
+        core.answer_from_reply(wire, 0.0)
+
+
+# -- caching and learning times -------------------------------------------------
+
+def test_cache_ttl_is_the_smallest_answer_ttl():
+    answer = upstream("m.example.test", [a("m.example.test", "203.0.113.10", 30), a("m.example.test", "203.0.113.11", 10)])
+    assert answer.expires == 110.0
+
+
+def test_negative_answers_cache_by_soa_only():
+    soa = RR("example.test", QTYPE.SOA, ttl=600,
+             rdata=SOA("ns.example.test", "h.example.test", (1, 2, 3, 4, 120)))
+    assert upstream("no.example.test", [], rcode=RCODE.NXDOMAIN, auth=[soa]).expires == 220.0
+    assert upstream("no.example.test", [], rcode=RCODE.NXDOMAIN).expires == 100.0
+    assert upstream("no.example.test", [], rcode=RCODE.SERVFAIL).expires == 100.0
+
+
+def test_learn_timeout_floor_grace_and_cap():
+    cfg = core.settings(30, 10)
+    assert core.learn_timeout(2, cfg) == 40
+    assert core.learn_timeout(300, cfg) == 310
+    assert core.learn_timeout(10 ** 9, cfg) == core.IPSET_MAX_TIMEOUT
+
+
+@pytest.mark.parametrize("param,value", [("ttl_floor", "x"), ("grace", "-1"), ("grace", "86401"), ("ttl_floor", "1.5")])
+def test_bad_settings_name_the_parameter(param, value):
+    with pytest.raises(InputError) as err:
+        core.settings(**{param: value})
+    assert err.value.param == param and "0-86400" in str(err.value)
+
+
+def test_parse_listen():
+    assert core.parse_listen("127.0.0.1") == ("127.0.0.1", 53)
+    assert core.parse_listen("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    for bad in ("localhost", "1.2.3.4:0", "1.2.3.4:x", "::1"):
+        with pytest.raises(InputError) as err:
+            core.parse_listen(bad)
+        assert err.value.param == "listen"
+
+
+def test_upstream_from_resolv_conf():
+    text = "# comment\nsearch example\nnameserver fe80::1%eth0\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n"
+    assert core.upstream_from_resolv_conf(text) == "192.0.2.53"
+    assert core.upstream_from_resolv_conf("nameserver ::1\n") is None
+
+
+# -- rendering ----------------------------------------------------------------
+
+def render(name, records, edns=False, limit=None, made=0.0):
+    data, q = parsed(name, edns=edns)
+    answer = upstream(name.lower().rstrip("."), records)
+    view = core.guest_view(answer, q, custom([name.lower().rstrip(".")]), core.Rebinding())
+    out = core.render(data, q, view, limit or core.udp_limit(q), made, answer.expires)
+    return data, out
+
+
+def test_render_is_a_valid_reply_with_the_guests_spelling():
+    data, out = render("Alias.Example.Test", [cname("alias.example.test", "a.example.test"),
+                                              a("a.example.test", "203.0.113.10")])
+    reply = DNSRecord.parse(data[:2] + out.tail)
+    assert reply.header.id == 0x1234 and reply.header.rcode == 0 and reply.header.ra == 1
+    assert str(reply.q.qname) == "Alias.Example.Test."
+    # names compress against the question, so they may take the guest's case
+    assert [str(rr.rdata).lower() for rr in reply.rr] == ["a.example.test.", "203.0.113.10"]
+    assert not reply.ar
+
+
+def test_render_ages_ttls_in_place():
+    data, out = render("a.example.test", [a("a.example.test", "203.0.113.10", ttl=60)], made=10.0)
+    assert DNSRecord.parse(data[:2] + out.at(10.5)).rr[0].ttl == 60
+    assert DNSRecord.parse(data[:2] + out.at(17.2)).rr[0].ttl == 53
+    assert DNSRecord.parse(data[:2] + out.at(500.0)).rr[0].ttl == 0
+
+
+def test_render_with_edns_adds_opt():
+    data, out = render("a.example.test", [a("a.example.test", "203.0.113.10")], edns=True)
+    assert DNSRecord.parse(data[:2] + out.tail).ar[0].rtype == QTYPE.OPT
+
+
+def test_render_truncates_what_does_not_fit():
+    many = [a("big.example.test", "203.0.113.%d" % i) for i in range(1, 60)]
+    data, out = render("big.example.test", many)
+    reply = DNSRecord.parse(data[:2] + out.tail)
+    assert reply.header.tc == 1 and not reply.rr
+    whole = render("big.example.test", many, limit=65535)[1]
+    assert len(DNSRecord.parse(data[:2] + whole.tail).rr) == 59
+
+
+# -- refusal log --------------------------------------------------------------
+
+def test_refusal_log_holds_back_repeats():
+    log = core.RefusalLog(interval=10)
+    assert log.note("vm1", "x.test", 0.0) == 0
+    assert log.note("vm1", "x.test", 1.0) is None
+    assert log.note("vm1", "x.test", 2.0) is None
+    assert log.note("vm2", "x.test", 2.0) == 0
+    assert log.note("vm1", "x.test", 11.0) == 2
