@@ -81,6 +81,11 @@ _SPEC_RE = re.compile(r'^[a-z0-9]+:[^\s,"]*$')
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
+# (test id, boot-to-result, wall seconds) of every guest this process ran: the realguest
+# conftest prints them at the end of a pytest run.
+BOOTS: list = []
+
+
 class GuestError(RuntimeError):
     """The guest did not deliver all results; ``.log`` has the serial console."""
 
@@ -350,6 +355,8 @@ class GuestProcess:
             self.kill()
         self._reader.join(timeout=5)
         self._run = self._make_run()
+        BOOTS.append((os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0], self._run.boot_to_result,
+                      time.monotonic() - self.started))
         if self.verbose:
             print(f"[realguest] {self._run.summary()}", file=sys.stderr if self.verbose == "stderr" else sys.stdout)
         if self.check and not self._run.complete:

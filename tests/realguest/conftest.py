@@ -26,3 +26,15 @@ def realguest_artifacts():
             pytest.skip(f"real-guest tests need {tool}")
     rg_build.ensure_host_tools(install=True)
     return rg_build.build()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Boot-to-result (QEMU start to the last probe line) and wall time of every guest."""
+    from .boot import BOOTS
+
+    if not BOOTS:
+        return
+    terminalreporter.write_sep("-", f"real guests: {len(BOOTS)} boots, {sum(w for _, _, w in BOOTS):.1f} s of QEMU")
+    for test, to_result, wall in BOOTS:
+        shown = f"{to_result:6.2f}s" if to_result is not None else "   n/a "
+        terminalreporter.write_line(f"boot-to-result {shown}  wall {wall:6.2f}s  {test or '(outside a test)'}")

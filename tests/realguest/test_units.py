@@ -105,3 +105,23 @@ def test_design_boot_args():
     assert design_boot_args(0) == "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off:172.16.0.1"
     with pytest.raises(ValueError):
         design_boot_args(255)
+
+
+def test_tamper_changes_only_the_named_field():
+    from .tamper import other_slot_gateway, other_slot_mac, parse_ip_arg, tampered
+
+    vm = {
+        "slot": 0, "host_ip": "172.16.0.1", "guest_ip": "172.16.0.2", "mac": "06:00:ac:10:00:02",
+        "boot_args": "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off:172.16.0.1",
+        "firecracker": {"guest_mac": "06:00:ac:10:00:02", "host_dev_name": "fhvm0", "iface_id": "eth0"},
+    }  # fmt: skip
+    assert parse_ip_arg(vm["boot_args"])["dns1"] == ""
+    gw = tampered(vm, gateway=other_slot_gateway(vm))
+    assert gw["boot_args"] == "ip=172.16.0.2::172.16.1.1:255.255.255.252::eth0:off:172.16.0.1"
+    dns = tampered(vm, dns="169.254.64.1")
+    assert dns["boot_args"] == "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off:169.254.64.1"
+    mac = tampered(vm, mac=other_slot_mac(vm))
+    assert mac["mac"] == mac["firecracker"]["guest_mac"] == "06:00:ac:10:01:02"
+    assert mac["boot_args"] == vm["boot_args"] and vm["mac"] == "06:00:ac:10:00:02"  # the original is untouched
+    with pytest.raises(ValueError):
+        parse_ip_arg("console=ttyS0")
