@@ -78,8 +78,11 @@ def _dns_to_resolver(proto, dst=None):
 
 
 def _accept_resolver(proto):
+    # No "--ctstate DNAT": a query sent to the resolver's own address is
+    # redirected onto itself, which the kernel does not mark as NATed; it must
+    # still get its answer (REFUSED at once under deny-all).
     return ("-d", A.RESOLVER_IP + "/32", "-p", proto, "-m", proto, "--dport", str(A.RESOLVER_PORT),
-            "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT")
+            "-j", "ACCEPT")
 
 
 def explicit_link_local(policy):
@@ -122,7 +125,9 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
     vm_id, slot = vm["id"], vm["slot"]
     tap, guest, gateway, mac = A.tap_name(slot), A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)
     t = tag(vm_id)
-    c = lambda role: chain_name(vm_id, role)   # noqa: E731
+
+    def c(role):
+        return chain_name(vm_id, role)
 
     members = {
         ("raw", "VMSAN-RAW"): [("-i", tap) + t + _jump(c("spoof"))],
