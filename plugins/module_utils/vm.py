@@ -312,7 +312,7 @@ def teardown(record, check_mode=False):
     from . import policy_apply
     ns.guard_sandbox()
     slot, vm_id = record["slot"], record["id"]
-    host_veth, _ = A.veth_names(slot)
+    host_veth, _unused = A.veth_names(slot)
     changes = []
     prefix = "vmsan-%s-" % vm_id
     changes += iptables_apply.remove_owner(vm_id, iptables_apply.chains_of(prefix), check_mode)
@@ -501,7 +501,9 @@ class Manager(object):
         return changes
 
     def update(self, vm_id, policy=None, bandwidth=False, bandwidth_in=False, ports=None, check_mode=False):
-        """Change settings of an existing VM (``False``/``None``: keep)."""
+        """Change settings of an existing VM (``False``/``None``: keep).
+        PORTS: the new list of PortSpecs, or a function from the current
+        list to the new one (``vmsan port add``: no concurrent edit is lost)."""
         require_root()
         result = Result()
         with self.store.locked():
@@ -514,6 +516,8 @@ class Manager(object):
             if bandwidth_in is not False:
                 after["bandwidth_in"] = bandwidth_in
             if ports is not None:
+                if callable(ports):     # an edit of the current ports, made under the lock
+                    ports = ports(record_ports(before))
                 from .ports import check_conflicts
                 check_conflicts(self.store, vm_id, ports)
                 after["published_ports"] = [port_to_text(p) for p in ports]
