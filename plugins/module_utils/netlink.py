@@ -32,15 +32,16 @@ class Netlink(object):
 
     # -- queries ------------------------------------------------------------
     def link(self, ifname):
-        """The RTM_NEWLINK message of IFNAME, or None."""
+        """The RTM_NEWLINK message of IFNAME, or None (one RTM_GETLINK by
+        name: a filtered dump would read every link of the namespace)."""
         try:
-            return self.ipr.get_links(ifname=ifname)[0]
+            return self.ipr.link("get", ifname=ifname)[0]
         except (NetlinkError, IndexError):
             return None
 
     def index(self, ifname):
-        msg = self.link(ifname)
-        return msg["index"] if msg else None
+        from .netlink_batch import link_index
+        return link_index(ifname)
 
     def addresses(self, index):
         return {"%s/%d" % (m.get_attr("IFA_ADDRESS"), m["prefixlen"])

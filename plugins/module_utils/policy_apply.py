@@ -157,7 +157,7 @@ def _cut_forbidden(record, policy, learned, check_mode):
             if fp.outbound_allowed(policy, orig.daddr, proto, orig.dport, learned):
                 continue
             changes.append("cut connection %s %s:%s -> %s:%s" % (proto or orig.proto, orig.saddr, orig.sport,
-                                                                   orig.daddr, orig.dport))
+                                                                 orig.daddr, orig.dport))
             if not check_mode:
                 try:
                     ct.entry("del", tuple_orig=orig)
@@ -182,9 +182,9 @@ def after_policy_change(record, check_mode):
 
 
 def connections(record):
-    """Tracked connections of the guest left in the host namespace."""
-    if record["netns"] is not None:
-        return []
+    """Tracked connections of the guest in the host namespace (its outbound
+    flows are masqueraded there and published ports are DNATed there, in
+    both modes; a VM namespace takes its own table with it)."""
     guest = A.guest_ip(record["slot"])
     ct = Conntrack()
     try:

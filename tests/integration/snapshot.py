@@ -50,6 +50,14 @@ def routes(ns_path):
                   if not l.startswith("local fe80::"))
 
 
+def vm_connections(ns_path):
+    """Tracked connections that involve a VM address (172.16.0.0/16)."""
+    out = subprocess.run(["nsenter", "--net=" + ns_path, "conntrack", "-L"], capture_output=True, text=True,
+                         timeout=20).stdout
+    return sorted(" ".join(w for w in line.split() if w.startswith(("src=", "dst=", "sport=", "dport=")))
+                  for line in out.splitlines() if "=172.16." in line)
+
+
 def product_namespaces(prefix):
     """The product's namespaces for VMs of this sandbox (ids carry its prefix;
     other sandboxes may run at the same time)."""
@@ -60,7 +68,8 @@ def product_namespaces(prefix):
 def host(sandbox):
     path = sandbox.host.path
     return {"links": links(path), "addresses": addresses(path), "routes": routes(path),
-            "iptables": iptables(path), "ipsets": ipsets(path), "namespaces": product_namespaces(sandbox.prefix)}
+            "iptables": iptables(path), "ipsets": ipsets(path),
+            "connections": vm_connections(path), "namespaces": product_namespaces(sandbox.prefix)}
 
 
 def state_files(sandbox):
