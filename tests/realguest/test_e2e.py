@@ -257,10 +257,11 @@ def test_tampered_gateway_fails(sandbox, allow_all_vm, realguest_artifacts):
 
 
 def test_tampered_dns_fails(sandbox, allow_all_vm, realguest_artifacts):
-    """The resolver's own address instead of the gateway: guests may not reach it
-    directly (only through the gateway's DNAT), so every name fails; by address works."""
+    """The neighbouring slot's gateway as DNS server (what a slot mix-up writes):
+    another VM's address, which no guest may reach, so every name fails; by
+    address works."""
     vm = allow_all_vm
-    bad = tampered(vm, dns=A.RESOLVER_IP)
+    bad = tampered(vm, dns=other_slot_gateway(vm))
     with resolver_sniffer(sandbox, vm) as to_resolver:
         run = boot(bad, ALLOW_ALL, realguest_artifacts)
     assert any("dns0" in p for p in config_problems(bad, run)), run.summary()
