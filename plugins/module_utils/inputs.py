@@ -119,12 +119,8 @@ def cidr(param, text):
 
 
 def cidr_list(param, value):
-    seen = []
-    for item in as_list(param, value):
-        network = cidr(param, item)
-        if network not in seen:
-            seen.append(network)
-    return tuple(seen)
+    """Normalised networks, first occurrence kept, duplicates dropped."""
+    return tuple(dict.fromkeys(cidr(param, item) for item in as_list(param, value)))
 
 
 def domain(param, text):
@@ -149,12 +145,7 @@ def domain(param, text):
 
 
 def domain_list(param, value):
-    seen = []
-    for item in as_list(param, value):
-        name = domain(param, item)
-        if name not in seen:
-            seen.append(name)
-    return tuple(seen)
+    return tuple(dict.fromkeys(domain(param, item) for item in as_list(param, value)))
 
 
 Policy = namedtuple("Policy", "mode allowed_domains allowed_cidrs denied_cidrs")
