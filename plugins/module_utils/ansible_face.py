@@ -38,15 +38,20 @@ _RULE_FACTS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cid
 STATE_DIR_OPTION = {"type": "path"}
 
 
-def check_libraries(module, importer=importlib.import_module):
+def check_libraries(module, core_import_error=None, importer=importlib.import_module):
     """fail_json with missing_required_lib for the first library that the
-    interpreter running the module cannot import."""
+    interpreter running the module cannot import; then, if the module could
+    not import the core (CORE_IMPORT_ERROR: its traceback), say so."""
     for import_name, distribution, url in REQUIRED_LIBRARIES:
         try:
             importer(import_name)
         except Exception:  # libiptc raises its own errors when the C library is missing
             module.fail_json(msg=missing_required_lib(distribution, url=url),
                              exception=traceback.format_exc())
+    if core_import_error:
+        module.fail_json(msg="the vmsan core (plugins/module_utils) cannot be imported: %s"
+                             % core_import_error.strip().splitlines()[-1],
+                         exception=core_import_error)
 
 
 def check_root(module, module_name, geteuid=os.geteuid):

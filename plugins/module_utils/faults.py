@@ -17,7 +17,7 @@ def point(name):
     if os.environ.get("VMSAN_SANDBOX_ONLY") != "1":
         return
     wanted = os.environ.get("VMSAN_FAIL_AT", "")
-    where, _, how = wanted.partition(":")
+    where, _unused, how = wanted.partition(":")
     if where != name:
         return
     if how == "kill":

@@ -131,6 +131,18 @@ def _comment_of(rule):
     return None
 
 
+def _encode_owned(rules, check_mode):
+    """The rules encoded; None in check mode when a rule names an IP set that
+    only the real run creates (the set match cannot be encoded before its set
+    exists, and no rule in the kernel can name it yet: the chain differs)."""
+    try:
+        return [encode(r) for r in rules]
+    except VmsanError:
+        if check_mode and any("--match-set" in r for r in rules):
+            return None
+        raise
+
+
 def _apply_table(table_name, plan, owner, check_mode, changes):
     table = open_table(table_name)
     try:
@@ -152,10 +164,10 @@ def _apply_table(table_name, plan, owner, check_mode, changes):
                     table.create_chain(chain)
 
         for chain, rules in owned.items():
-            wanted = [encode(r) for r in rules]
+            wanted = _encode_owned(rules, check_mode)
             have = iptc.Chain(table, chain).rules if table.is_chain(chain) else []
-            if not _same(have, wanted):
-                changes.append("%s: set chain %s (%d rules)" % (table_name, chain, len(wanted)))
+            if wanted is None or not _same(have, wanted):
+                changes.append("%s: set chain %s (%d rules)" % (table_name, chain, len(rules)))
                 dirty = True
                 if not check_mode:
                     ch = iptc.Chain(table, chain)

@@ -11,11 +11,15 @@ import os
 import socket
 import struct
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+try:
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    HAS_PYROUTE2 = True
+except ImportError:  # the modules report the missing library (missing_required_lib)
+    HAS_PYROUTE2 = False
 
 NETLINK_ROUTE = 0
 IFF_UP = 0x1
@@ -87,7 +91,7 @@ class Batch(object):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
             sock.bind((0, 0))
-            sock.send(b"".join(data for data, _, _ in self._requests))
+            sock.send(b"".join(data for data, _unused, _unused in self._requests))
             results = {}
             while len(results) < len(self._requests):
                 buf = sock.recv(65536)
@@ -100,7 +104,7 @@ class Batch(object):
         finally:
             sock.close()
         changed = []
-        for seq, (_, description, tolerated) in enumerate(self._requests, 1):
+        for seq, (_unused, description, tolerated) in enumerate(self._requests, 1):
             code = results.get(seq, 0)
             if code == 0:
                 changed.append(description)

@@ -112,12 +112,20 @@ vm:
     denied_cidrs: []
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
 from ansible_collections.vmsan.network.plugins.module_utils import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError
-from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+
+try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
+    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    CORE_IMPORT_ERROR = None
+except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
+    Manager = None
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
 
@@ -144,10 +152,10 @@ def parse(params):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_libraries(module)
+    face.check_root(module, "vmsan_network_policy")
+    face.check_libraries(module, CORE_IMPORT_ERROR)
     params = module.params
     wanted = face.run(module, lambda: parse(params))
-    face.check_root(module, "vmsan_network_policy")
     manager = Manager(params["state_dir"])
     result = face.run(module, lambda: manager.update(wanted["vm_id"], policy=wanted["policy"],
                                                      check_mode=module.check_mode))

@@ -20,7 +20,7 @@ description:
     anything changes.
   - With O(state=present), a port of the VM on the same protocol, host port and an overlapping host address
     is replaced (for example to change its guest port).
-  - Idempotent against the kernel: a removed DNAT rule is put back by the next run.
+  - Idempotent against the kernel, so a removed DNAT rule is put back by the next run.
 author:
   - vmsan maintainers (@vmsan)
 version_added: 1.0.0
@@ -129,11 +129,19 @@ vm:
     published_ports: ["8080:80/tcp"]
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
 from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+
+try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
+    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    CORE_IMPORT_ERROR = None
+except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
+    Manager = None
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 
 def argument_spec():
@@ -152,8 +160,9 @@ def parse(params):
     """The task's port as a PortSpec; each number is checked under its own name."""
     vm_id = inputs.vm_id(params["vm"], "vm")
     host_port = inputs.port_number("host_port", params["host_port"])
-    guest_port = host_port if params["guest_port"] is None else inputs.port_number("guest_port",
-                                                                                 params["guest_port"])
+    guest_port = host_port
+    if params["guest_port"] is not None:
+        guest_port = inputs.port_number("guest_port", params["guest_port"])
     text = "%s:%d:%d/%s" % (params["host_ip"], host_port, guest_port, params["protocol"])
     return vm_id, inputs.port_spec("host_ip", text)
 
@@ -166,10 +175,10 @@ def publish(manager, vm_id, spec, present, check_mode):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_libraries(module)
+    face.check_root(module, "vmsan_port")
+    face.check_libraries(module, CORE_IMPORT_ERROR)
     params = module.params
     vm_id, spec = face.run(module, lambda: parse(params))
-    face.check_root(module, "vmsan_port")
     manager = Manager(params["state_dir"])
     result = face.run(module, lambda: publish(manager, vm_id, spec, params["state"] == "present",
                                               module.check_mode))

@@ -20,9 +20,9 @@ description:
     rules, a reboot) is repaired.
   - Options that the task leaves out keep the VM's current value (for a new VM, the defaults below), so this
     module and M(vmsan.network.vmsan_network_policy) or M(vmsan.network.vmsan_port) do not undo each other.
-    Give every option to describe the VM completely, as the M(vmsan.network.vmsan_vms) role does.
-  - The same core as the C(vmsan create) command: the same checks and the same messages, with the Ansible
-    option names.
+    Give every option to describe the VM completely, as the C(vmsan.network.vmsan_vms) role does.
+  - Runs the same core as the C(vmsan create) command, with the same checks and the same messages (in the
+    Ansible option names).
 author:
   - vmsan maintainers (@vmsan)
 version_added: 1.0.0
@@ -119,12 +119,11 @@ options:
       - Default is E(VMSAN_HOME) if set, else C(/var/lib/vmsan).
     type: path
 notes:
-  - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the M(vmsan.network.vmsan_host)
+  - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the C(vmsan.network.vmsan_host)
     role); domain allowlists need it running.
 seealso:
   - module: vmsan.network.vmsan_network_policy
   - module: vmsan.network.vmsan_port
-  - role: vmsan.network.vmsan_vms
 """
 
 EXAMPLES = r"""
@@ -249,11 +248,19 @@ vm:
       sample: null
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
 from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+
+try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
+    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    CORE_IMPORT_ERROR = None
+except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
+    Manager = None
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
 
@@ -303,10 +310,10 @@ def ensure(manager, wanted, use_netns, check_mode):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_libraries(module)
+    face.check_root(module, "vmsan_vm")
+    face.check_libraries(module, CORE_IMPORT_ERROR)
     params = module.params
     wanted = face.run(module, lambda: parse(params))
-    face.check_root(module, "vmsan_vm")
     manager = Manager(params["state_dir"])
     if params["state"] == "absent":
         result = face.run(module, lambda: manager.remove(wanted["vm_id"], check_mode=module.check_mode,
