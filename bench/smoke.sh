@@ -23,7 +23,7 @@ fi
 declare -A ARGS=(
     [lifecycle_bench.py]="--sizes 1,2"
     [policy_bench.py]="--rounds 1 --cli-rounds 1 --cidrs 20 --iperf-runs 1 --iperf-seconds 1"
-    [resolver_bench.py]="--seconds 1 --repeat 1"
+    [resolver_bench.py]="--seconds 1 --repeat 1 --latency-queries 100"
     [ports_bandwidth_bench.py]="--rounds 1 --seconds 1 --repeat 1 --caps 50"
     [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
 )
