@@ -153,14 +153,18 @@ def load_average():
 
 
 def code_version():
-    """The commit, and whether the core differs from it: the product changes
+    """The commit and a digest of the core's sources: the product changes
     under a long run on a shared checkout, so each result names its code."""
-    def git(*args):
-        done = subprocess.run(["git", "-C", REPO] + list(args), capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-    dirty = git("status", "--porcelain", "--", "plugins/module_utils")
-    return "%s%s" % (git("rev-parse", "--short", "HEAD"), " + uncommitted changes in plugins/module_utils"
-                     if dirty and dirty != "?" else "")
+    import hashlib
+    done = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = done.stdout.strip() if done.returncode == 0 else "?"
+    core = os.path.join(REPO, "plugins", "module_utils")
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(core)):
+        if name.endswith(".py"):
+            with open(os.path.join(core, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return "commit %s, core sources %s" % (commit, digest.hexdigest()[:12])
 
 
 def machine_info():
@@ -192,7 +196,7 @@ def print_machine(extra=None):
     info.update(extra or {})
     note("# machine: %(cpu)s, %(cpus)s CPUs, %(memory_gib)s GiB, kernel %(kernel)s, Python %(python)s" % info)
     note("# libraries: %(libraries)s; load average at start: %(load_average)s; %(date)s" % info)
-    note("# code: commit %(code)s" % info)
+    note("# code: %(code)s" % info)
     note("# shared machine: other engineers' tests may run at the same time; see the load average")
     return info
 
@@ -336,8 +340,8 @@ def print_end(info, began):
     at the start, new processes got the new one)."""
     note("\n# load average at the end: %s; total %.0f s" % (load_average(), time.monotonic() - began))
     now = code_version()
-    if now != info.get("code"):
-        note("# WARNING: the code changed during the run (%s at the start, %s at the end): in-process and "
+    if now.split("core sources ")[-1] != str(info.get("code")).split("core sources ")[-1]:
+        note("# WARNING: the core changed during the run (%s at the start, %s at the end): in-process and "
              "command numbers may come from different versions" % (info.get("code"), now))
 
 
