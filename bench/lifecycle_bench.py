@@ -436,9 +436,9 @@ def main(argv=None):
                     if measured.create:
                         C.note("# interrupted: the last row has %d creates and %d removes, not %d"
                                % (len(measured.create), len(measured.remove), n))
-                        rows_create.append(create_row(mode, n, measured))
+                        rows_create.append(create_row(mode, len(measured.create), measured))
                         if measured.remove:
-                            rows_remove.append(remove_row(mode, n, measured))
+                            rows_remove.append(remove_row(mode, len(measured.remove), measured))
                     raise
                 finally:
                     C.print_table("## N = %d: create (wall time per VM)" % n, CREATE_HEADERS, rows_create)
