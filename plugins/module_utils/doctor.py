@@ -32,33 +32,42 @@ def _nft_forward_drop():
     return None
 
 
+def _probe(name, attempt, ok_detail, fail_prefix):
+    """A check that passes when ATTEMPT() raises nothing."""
+    try:
+        attempt()
+    except Exception as exc:
+        return _check(name, False, "%s: %s" % (fail_prefix, exc))
+    return _check(name, True, ok_detail)
+
+
+def _open_tables():
+    from .iptables_apply import open_table
+    for name in ("filter", "nat", "raw"):
+        open_table(name).close()
+
+
+def _list_sets():
+    from .ipsets import SetManager
+    with SetManager() as sets:
+        sets.names()
+
+
+def _list_qdiscs():
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        ipr.get_qdiscs()
+
+
 def run_checks():
     checks = []
     checks.append(_check("root", os.geteuid() == 0, "running as uid %d" % os.geteuid()))
     checks.append(_check("tun", os.path.exists("/dev/net/tun"), "/dev/net/tun"))
     checks.append(_check("netns", os.path.exists("/proc/self/ns/net"), "network namespaces"))
-    try:
-        import iptc
-        from .iptables_apply import open_table
-        for name in ("filter", "nat", "raw"):
-            open_table(name).close()
-        checks.append(_check("iptables legacy", True, "filter, nat, raw tables through libiptc"))
-    except Exception as exc:
-        checks.append(_check("iptables legacy", False, "python-iptables/libiptc: %s" % exc))
-    try:
-        from .ipsets import SetManager
-        with SetManager() as sets:
-            sets.names()
-        checks.append(_check("ipset", True, "ip_set through netlink"))
-    except Exception as exc:
-        checks.append(_check("ipset", False, "ipset netlink: %s" % exc))
-    try:
-        from pyroute2 import IPRoute
-        with IPRoute() as ipr:
-            ipr.get_qdiscs()
-        checks.append(_check("tc", True, "qdiscs through netlink"))
-    except Exception as exc:
-        checks.append(_check("tc", False, "tc netlink: %s" % exc))
+    checks.append(_probe("iptables legacy", _open_tables, "filter, nat, raw tables through libiptc",
+                         "python-iptables/libiptc"))
+    checks.append(_probe("ipset", _list_sets, "ip_set through netlink", "ipset netlink"))
+    checks.append(_probe("tc", _list_qdiscs, "qdiscs through netlink", "tc netlink"))
     try:
         with open("/proc/sys/net/ipv4/ip_forward") as handle:
             fwd = handle.read().strip() == "1"

@@ -47,14 +47,6 @@ class Netlink(object):
         return {"%s/%d" % (m.get_attr("IFA_ADDRESS"), m["prefixlen"])
                 for m in self.ipr.get_addr(index=index, family=2)}
 
-    def route_via(self, dst_ip):
-        """(gateway, oif) of the route the kernel would use to DST_IP, or None."""
-        try:
-            msg = self.ipr.route("get", dst=dst_ip)[0]
-        except (NetlinkError, IndexError):
-            return None
-        return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
-
     def route_get(self, dst_ip):
         """(gateway, oif, prefsrc) of the route the kernel would use to DST_IP,
         or None: one lookup, however large the routing table."""
@@ -81,11 +73,6 @@ class Netlink(object):
             changes += self.ensure_up(ifname, check_mode)
         return changes
 
-    def default_route(self):
-        for msg in self.ipr.get_default_routes(family=2):
-            return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))
-        return None
-
     @staticmethod
     def tun_info(msg):
         info = msg.get_attr("IFLA_LINKINFO")
@@ -94,11 +81,6 @@ class Netlink(object):
         data = info.get_attr("IFLA_INFO_DATA")
         return {"owner": data.get_attr("IFLA_TUN_OWNER") if data else None,
                 "multi_queue": data.get_attr("IFLA_TUN_MULTI_QUEUE") if data else None}
-
-    @staticmethod
-    def kind(msg):
-        info = msg.get_attr("IFLA_LINKINFO")
-        return info.get_attr("IFLA_INFO_KIND") if info else None
 
     # -- changes ------------------------------------------------------------
     def ensure_up(self, ifname, check_mode=False):
@@ -160,6 +142,3 @@ class Netlink(object):
             if exc.code != errno.ENODEV:
                 raise
         return True
-
-    def set_mac(self, ifname, mac):
-        self.ipr.link("set", index=self.index(ifname), address=mac)

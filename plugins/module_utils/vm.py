@@ -362,9 +362,8 @@ def leftovers(record):
         for name in (A.veth_names(slot)[0], A.tap_name(slot) if record["netns"] is None else None):
             if name and nl.link(name) is not None:
                 found.append("link %s" % name)
-        via = nl.route_via(A.guest_ip(slot))
-        veth_index = nl.index(A.veth_names(slot)[0])
-        if via and veth_index is not None and via[1] == veth_index:
+        via = nl.route_get(A.guest_ip(slot))
+        if record["netns"] and via is not None and via[0] == A.transit(slot)[1]:
             found.append("route to %s" % A.subnet(slot))
     found += ["chain %s/%s" % c for c in sorted(iptables_apply.chains_of("vmsan-%s-" % vm_id))]
     if record["netns"] is None:
