@@ -379,10 +379,14 @@ def _prefixed(record, changes):
     return ["%s: %s" % (record["netns"], c) for c in changes]
 
 
-def converge(record, check_mode=False):
+def converge(record, check_mode=False, fresh=False):
     """Make the VM's caps in the kernel match RECORD's ``bandwidth`` (what the
-    guest sends) and ``bandwidth_in`` (what it receives)."""
+    guest sends) and ``bandwidth_in`` (what it receives). FRESH: the VM's
+    namespace was made by this very create, so it holds no qdisc and no IFB;
+    without caps there is nothing to read or change."""
     want = caps(record)
+    if fresh and not (want.send or want.receive):
+        return []
     if record["netns"] is not None and not ns.exists(record["netns"]):
         if check_mode:      # a VM still to be created: everything is new
             return _prefixed(record, [describe(s, want) for s in plan(want, absent())])

@@ -6,6 +6,9 @@ Each table is read once, compared rule by rule with the plan, changed in
 memory, and written back in one commit, so a reader never sees half a policy.
 Nothing is committed when nothing differs; the returned change list is what a
 check run reports.
+
+python-iptables encodes every rule; the comparison with the kernel and the
+writes work on the encoded entry bytes (see iptables_entries for why).
 """
 
 try:
@@ -18,6 +21,7 @@ except Exception as exc:  # pragma: no cover - depends on the target
 
 import threading
 
+from . import iptables_entries as entries
 from .errors import VmsanError
 from .firewall_plan import TABLES
 
@@ -55,23 +59,39 @@ def open_table(name):
     return table
 
 
+class Encoded(object):
+    """A rule encoded by python-iptables, kept as the bytes libiptc takes
+    (``buf``) and the key it is compared by (see iptables_entries.key)."""
+
+    __slots__ = ("tokens", "buf", "key", "comment")
+
+    def __init__(self, tokens, rule):
+        self.tokens = tokens
+        self.buf = rule.rule        # final_check done; libiptc copies it on every write
+        raw = bytes(self.buf)
+        label = entries.target_name(raw)
+        standard = label in entries.VERDICTS or _ChainOracle.is_chain(label)
+        self.key = entries.key(raw, label, standard)
+        self.comment = entries.comment(raw)
+
+
 _ENCODED = {}
 _ENCODED_MAX = 4096
 
 
 def encode(tokens):
-    """iptables-save tokens -> iptc.Rule, cached: encoding goes through the
+    """iptables-save tokens -> Encoded, cached: encoding goes through the
     xtables parsers and costs far more than comparing. Rules that name an IP
     set are not cached: the kernel resolves a set name to a per-namespace
     index when the rule is parsed."""
-    rule = _ENCODED.get(tokens)
-    if rule is None:
-        rule = _encode(tokens)
+    encoded = _ENCODED.get(tokens)
+    if encoded is None:
+        encoded = Encoded(tokens, _encode(tokens))
         if "--match-set" not in tokens:
             if len(_ENCODED) >= _ENCODED_MAX:
                 _ENCODED.clear()
-            _ENCODED[tokens] = rule
-    return rule
+            _ENCODED[tokens] = encoded
+    return encoded
 
 
 def _encode(tokens):
@@ -121,14 +141,16 @@ def _encode(tokens):
 
 
 def _same(kernel_rules, wanted_rules):
-    return len(kernel_rules) == len(wanted_rules) and all(a == b for a, b in zip(kernel_rules, wanted_rules))
+    return (len(kernel_rules) == len(wanted_rules)
+            and all(k.key == w.key for k, w in zip(kernel_rules, wanted_rules)))
 
 
-def _comment_of(rule):
-    for match in rule.matches:
-        if match.name == "comment":
-            return match.get_all_parameters().get("comment", [None])[0]
-    return None
+def _delete_positions(table, chain, positions):
+    """Delete the rules at POSITIONS (0-based) of CHAIN, last first so the
+    positions before each deleted one stay valid."""
+    for position in sorted(positions, reverse=True):
+        if table._iptc.iptc_delete_num_entry(chain.encode(), position, table._handle) != 1:
+            raise VmsanError("cannot delete rule %d of chain %s: %s" % (position + 1, chain, table.strerror()))
 
 
 def _encode_owned(rules, check_mode):
@@ -165,43 +187,39 @@ def _apply_table(table_name, plan, owner, check_mode, changes):
 
         for chain, rules in owned.items():
             wanted = _encode_owned(rules, check_mode)
-            have = iptc.Chain(table, chain).rules if table.is_chain(chain) else []
+            have = entries.read_chain(table, chain) if table.is_chain(chain) else []
             if wanted is None or not _same(have, wanted):
                 changes.append("%s: set chain %s (%d rules)" % (table_name, chain, len(rules)))
                 dirty = True
                 if not check_mode:
-                    ch = iptc.Chain(table, chain)
                     table.flush_entries(chain)
                     for rule in wanted:
-                        ch.append_rule(rule)
+                        table.append_entry(chain, rule.buf)
 
         for chain, rules in members.items():
             wanted = [encode(r) for r in rules]
-            have = iptc.Chain(table, chain).rules if table.is_chain(chain) else []
-            mine = [r for r in have if _comment_of(r) == "vmsan:%s" % owner]
-            if not _same(mine, wanted):
+            have = entries.read_chain(table, chain) if table.is_chain(chain) else []
+            tag = "vmsan:%s" % owner
+            mine = [i for i, r in enumerate(have) if r.comment == tag]
+            if not _same([have[i] for i in mine], wanted):
                 changes.append("%s: set %s's rules in %s" % (table_name, owner, chain))
                 dirty = True
                 if not check_mode:
-                    ch = iptc.Chain(table, chain)
-                    for rule in mine:
-                        ch.delete_rule(rule)
+                    _delete_positions(table, chain, mine)
                     for rule in wanted:
-                        ch.append_rule(rule)
+                        table.append_entry(chain, rule.buf)
 
         for builtin, rules in hooks.items():
             wanted = [encode(r) for r in rules]
-            have = iptc.Chain(table, builtin).rules
+            have = entries.read_chain(table, builtin)
             if not _same(have[:len(wanted)], wanted):
                 changes.append("%s: hook %s into %s" % (table_name, ", ".join(r[-1] for r in rules), builtin))
                 dirty = True
                 if not check_mode:
-                    ch = iptc.Chain(table, builtin)
-                    for rule in have:
-                        if any(rule == w for w in wanted):
-                            ch.delete_rule(rule)
+                    keys = {w.key for w in wanted}
+                    _delete_positions(table, builtin, [i for i, r in enumerate(have) if r.key in keys])
                     for rule in reversed(wanted):
-                        ch.insert_rule(rule)
+                        table.insert_entry(builtin, rule.buf, 0)
 
         for builtin, policy in policies.items():
             ch = iptc.Chain(table, builtin)
@@ -233,15 +251,16 @@ def remove_owner(owner, chains, check_mode=False):
         table = open_table(table_name)
         try:
             dirty = False
+            tag = "vmsan:%s" % owner
             for chain_obj in table.chains:
                 if not chain_obj.name.startswith("VMSAN-"):
                     continue
-                for rule in chain_obj.rules:
-                    if _comment_of(rule) == "vmsan:%s" % owner:
-                        changes.append("%s: delete %s's rule in %s" % (table_name, owner, chain_obj.name))
-                        dirty = True
-                        if not check_mode:
-                            chain_obj.delete_rule(rule)
+                mine = [i for i, r in enumerate(entries.read_chain(table, chain_obj.name)) if r.comment == tag]
+                if mine:
+                    changes += ["%s: delete %s's rule in %s" % (table_name, owner, chain_obj.name)] * len(mine)
+                    dirty = True
+                    if not check_mode:
+                        _delete_positions(table, chain_obj.name, mine)
             for tbl, chain in sorted(chains):
                 if tbl == table_name and table.is_chain(chain):
                     changes.append("%s: delete chain %s" % (table_name, chain))
@@ -303,12 +322,13 @@ def remove_shared(check_mode=False):
             for chain_obj in table.chains:
                 if not table.builtin_chain(chain_obj.name):
                     continue
-                for rule in chain_obj.rules:
-                    if rule.target is not None and rule.target.name in names:
-                        changes.append("%s: unhook %s from %s" % (table_name, rule.target.name, chain_obj.name))
-                        dirty = True
-                        if not check_mode:
-                            chain_obj.delete_rule(rule)
+                hooks = [(i, r.label) for i, r in enumerate(entries.read_chain(table, chain_obj.name))
+                         if r.standard and r.label in names]
+                for _i, label in hooks:
+                    changes.append("%s: unhook %s from %s" % (table_name, label, chain_obj.name))
+                    dirty = True
+                if hooks and not check_mode:
+                    _delete_positions(table, chain_obj.name, [i for i, _label in hooks])
             for chain_obj in ours:
                 changes.append("%s: delete chain %s" % (table_name, chain_obj.name))
                 dirty = True

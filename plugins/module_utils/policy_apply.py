@@ -46,41 +46,39 @@ def _in_fw_ns(record):
         yield True
 
 
-def apply_sets(record, check_mode):
+def apply_sets(record, check_mode, sets):
     """Create the sets the policy needs and give the CIDR sets their contents
-    (before the rules that reference them)."""
+    (before the rules that reference them). SETS: an open SetManager."""
     policy = policy_from_dict(record["policy"])
     changes = []
-    with SetManager() as sets:
-        for role, networks in wanted_sets(policy).items():
-            name = fp.set_name(record["id"], role)
-            present = sets.exists(name)
-            if role == "dns":
-                if not present:
-                    changes.append("create ipset %s" % name)
-                    if not check_mode:
-                        sets.create_learned_set(name)
-                continue
-            if not present or sets.networks(name) != set(networks):
-                changes.append("set ipset %s (%d networks)" % (name, len(networks)))
+    for role, networks in wanted_sets(policy).items():
+        name = fp.set_name(record["id"], role)
+        present = sets.exists(name)
+        if role == "dns":
+            if not present:
+                changes.append("create ipset %s" % name)
                 if not check_mode:
-                    sets.replace_networks(name, networks)
+                    sets.create_learned_set(name)
+            continue
+        if not present or sets.networks(name) != set(networks):
+            changes.append("set ipset %s (%d networks)" % (name, len(networks)))
+            if not check_mode:
+                sets.replace_networks(name, networks)
     return changes
 
 
-def destroy_unused_sets(record, check_mode):
+def destroy_unused_sets(record, check_mode, sets):
     """Destroy the VM's sets the policy no longer uses (after the rules that
-    referenced them are gone)."""
+    referenced them are gone). SETS: an open SetManager."""
     policy = policy_from_dict(record["policy"])
     keep = set(wanted_sets(policy))
     changes = []
-    with SetManager() as sets:
-        for role in ROLES:
-            name = fp.set_name(record["id"], role)
-            if role not in keep and sets.exists(name):
-                changes.append("destroy ipset %s" % name)
-                if not check_mode:
-                    sets.destroy(name)
+    for role in ROLES:
+        name = fp.set_name(record["id"], role)
+        if role not in keep and sets.exists(name):
+            changes.append("destroy ipset %s" % name)
+            if not check_mode:
+                sets.destroy(name)
     return changes
 
 
@@ -107,26 +105,31 @@ def learned_addresses(record):
         if not present:
             return {}
         with SetManager() as sets:
-            name = fp.set_name(record["id"], "dns")
-            if not sets.exists(name):
-                return {}
-            return {m["address"]: m["comment"] for m in sets.members(name)}
+            return _learned(sets, record)
 
 
-def _prune_learned(record, policy, check_mode):
-    """Forget learned addresses whose name the new policy no longer allows."""
+def _learned(sets, record):
+    name = fp.set_name(record["id"], "dns")
+    if not sets.exists(name):
+        return {}
+    return {m["address"]: m["comment"] for m in sets.members(name)}
+
+
+def _prune_learned(sets, record, policy, check_mode):
+    """Forget learned addresses whose name the new policy no longer allows;
+    return the changes and the addresses still learned."""
     changes = []
     name = fp.set_name(record["id"], "dns")
-    with SetManager() as sets:
-        if not sets.exists(name):
-            return changes
-        for member in sets.members(name):
-            learned_for = member["comment"] or ""
-            if not domains.allowed(learned_for, policy.allowed_domains):
-                changes.append("forget %s (learned for %s)" % (member["address"], learned_for or "?"))
-                if not check_mode:
-                    sets.forget(name, member["address"])
-    return changes
+    kept = {}
+    for address, learned_for in _learned(sets, record).items():
+        learned_for = learned_for or ""
+        if domains.allowed(learned_for, policy.allowed_domains):
+            kept[address] = learned_for
+            continue
+        changes.append("forget %s (learned for %s)" % (address, learned_for or "?"))
+        if not check_mode:
+            sets.forget(name, address)
+    return changes, kept
 
 
 def _entries_from(guest_ip):
@@ -168,15 +171,24 @@ def _cut_forbidden(record, policy, learned, check_mode):
     return changes
 
 
-def after_policy_change(record, check_mode):
-    """Prune learned addresses and cut connections the new policy forbids."""
+def after_policy_change(record, check_mode, before_policy=None):
+    """Prune learned addresses and cut connections the new policy forbids.
+    BEFORE_POLICY (a Policy): the policy the rules held until now; when the
+    new one lets out all that it did, no connection can be forbidden and the
+    conntrack table is not read."""
     policy = policy_from_dict(record["policy"])
     with _in_fw_ns(record) as present:
         if not present:
             return []
-        changes = _prune_learned(record, policy, check_mode)
-    learned = learned_addresses(record)
-    with _in_fw_ns(record):
+        if not policy.allowed_domains:
+            # no domains: the rules no longer name the learned set (it was
+            # destroyed with the other unused sets), nothing to prune
+            changes, learned = [], {}
+        else:
+            with SetManager() as sets:
+                changes, learned = _prune_learned(sets, record, policy, check_mode)
+        if before_policy is not None and fp.allows_all_that(before_policy, policy):
+            return changes
         changes += _cut_forbidden(record, policy, learned, check_mode)
     return changes
 

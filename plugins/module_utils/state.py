@@ -71,7 +71,13 @@ class StateStore(object):
                              % (self.path(vm_id), data.get("schema"), SCHEMA_VERSION))
         return data
 
-    def save(self, data):
+    def save(self, data, durable=True):
+        """Write DATA atomically (a reader sees the old file or the new one).
+        DURABLE: also fsync the file and the directory, so the record
+        survives a power cut. A record that only matters while the kernel
+        state it describes exists (the "creating" marker, which lets a killed
+        create be removed) need not be: a power cut takes the kernel state
+        with it, and the marker still survives a killed process."""
         data = dict(data, schema=SCHEMA_VERSION)
         self.ensure()
         fd, tmp = tempfile.mkstemp(prefix=".%s." % data["id"], dir=self.vms_dir)
@@ -80,7 +86,8 @@ class StateStore(object):
                 json.dump(data, handle, indent=2, sort_keys=True)
                 handle.write("\n")
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.rename(tmp, self.path(data["id"]))
         except BaseException:
             try:
@@ -88,6 +95,8 @@ class StateStore(object):
             except OSError:
                 pass
             raise
+        if not durable:
+            return
         dfd = os.open(self.vms_dir, os.O_RDONLY)
         try:
             os.fsync(dfd)

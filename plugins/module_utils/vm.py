@@ -250,10 +250,13 @@ def _converge_firewall(record, check_mode, fresh=False):
     needs_sets = bool(policy_apply.wanted_sets(record_policy(record)))
 
     def in_fw_namespace(plan):
-        out = policy_apply.apply_sets(record, check_mode) if needs_sets else []
-        out += iptables_apply.apply(plan, record["id"], check_mode)
-        if not fresh:
-            out += policy_apply.destroy_unused_sets(record, check_mode)
+        if fresh and not needs_sets:
+            return iptables_apply.apply(plan, record["id"], check_mode)
+        with policy_apply.SetManager() as sets:
+            out = policy_apply.apply_sets(record, check_mode, sets) if needs_sets else []
+            out += iptables_apply.apply(plan, record["id"], check_mode)
+            if not fresh:
+                out += policy_apply.destroy_unused_sets(record, check_mode, sets)
         return out
 
     if record["netns"] is None:
@@ -277,19 +280,23 @@ def _devices_present(record):
         return link_index(A.tap_name(slot)) is not None and link_index(A.veth_names(slot)[1]) is not None
 
 
-def converge(record, check_mode=False, devices=True):
+def converge(record, check_mode=False, devices=True, shaping=True):
     """Make the kernel match RECORD; return the changes (made or planned).
-    DEVICES=False (a live policy change) checks the VM's devices only for
-    existence and converges them fully only if one is missing."""
+    DEVICES=False (a live change of policy, ports or caps) checks the VM's
+    devices only for existence and converges them fully only if one is
+    missing. SHAPING=False (with DEVICES=False: the caps did not change)
+    leaves the bandwidth shapers unread."""
     ns.guard_sandbox()
     changes = _converge_host(check_mode)
     fresh = False
     if not devices and _devices_present(record):
         pass
     elif record["netns"] is None:
+        shaping = True
         with Netlink() as nl:
             changes += _converge_tap(nl, record, check_mode)
     else:
+        shaping = True
         fresh = not check_mode and not ns.exists(record["netns"])
         changes += _converge_vm_netns(record, check_mode)
     if not check_mode:
@@ -300,7 +307,8 @@ def converge(record, check_mode=False, devices=True):
     from . import ports
     changes += ports.converge_loopback(record, check_mode)
     from . import bandwidth
-    changes += bandwidth.converge(record, check_mode)
+    if shaping:
+        changes += bandwidth.converge(record, check_mode, fresh)
     return changes
 
 
@@ -446,7 +454,8 @@ class Manager(object):
                     return result
                 slot_taken = self.store.reserve_slot(vm_id, slot, A.MAX_SLOT)
                 record = self._new_record(vm_id, slot_taken, use_netns, policy, ports, bandwidth, bandwidth_in, tap_owner)
-                self.store.save(record)   # first, so a killed run leaves something removable
+                # first, so a killed run leaves something removable
+                self.store.save(record, durable=False)
                 try:
                     result.changes = ["create VM %s in slot %d" % (vm_id, slot_taken)] + converge(record)
                 except BaseException:
@@ -479,7 +488,7 @@ class Manager(object):
         if not self.store.ids():
             teardown_host()
 
-    def _update(self, before, after, check_mode, devices=True):
+    def _update(self, before, after, check_mode, devices=True, shaping=True):
         """Converge an existing VM to AFTER; policy changes also prune learned
         addresses and cut connections the new policy forbids."""
         from . import policy_apply
@@ -489,9 +498,10 @@ class Manager(object):
         if settings_differ:
             changes.append("update settings of VM %s" % after["id"])
         after["status"] = "ready"
-        changes += converge(after, check_mode, devices=devices)
+        changes += converge(after, check_mode, devices=devices, shaping=shaping)
         if before["policy"] != after["policy"]:
-            changes += policy_apply.after_policy_change(after, check_mode)
+            changes += policy_apply.after_policy_change(after, check_mode,
+                                                        policy_from_dict(before["policy"]))
         if before.get("published_ports") != after.get("published_ports"):
             from . import ports
             changes += ports.after_ports_change(before, after, check_mode)
@@ -520,7 +530,10 @@ class Manager(object):
                 from .ports import check_conflicts
                 check_conflicts(self.store, vm_id, ports)
                 after["published_ports"] = [port_to_text(p) for p in ports]
-            result.changes = self._update(before, after, check_mode, devices=False)
+            # the shapers are read only when the caller names a cap (so a
+            # repeated --bandwidth repairs drift; a policy change skips them)
+            shaping = bandwidth is not False or bandwidth_in is not False
+            result.changes = self._update(before, after, check_mode, devices=False, shaping=shaping)
             result.vm = facts(after)
             result.diff = {"before": facts(before), "after": result.vm}
         return result

@@ -117,3 +117,53 @@ def test_every_rule_encodes():
             for rules in group.values():
                 for rule in rules:
                     iptables_apply.encode(rule)
+
+
+def test_allows_all_that_named_cases():
+    P = inputs.policy
+    wide, narrow = P(None, None, "10.0.0.0/8"), P(None, None, "10.1.0.0/16")
+    assert fp.allows_all_that(P("deny-all"), P("allow-all"))
+    assert fp.allows_all_that(P("deny-all"), narrow)
+    assert fp.allows_all_that(narrow, wide) and not fp.allows_all_that(wide, narrow)
+    assert not fp.allows_all_that(P("allow-all"), P("deny-all"))
+    assert not fp.allows_all_that(P("allow-all"), wide)            # custom drops DNS over TLS
+    assert fp.allows_all_that(wide, P("allow-all"))
+    # a custom policy that opened metadata is not widened by allow-all
+    assert not fp.allows_all_that(P(None, None, "169.254.169.254/32"), P("allow-all"))
+    # a new denied range narrows
+    assert not fp.allows_all_that(wide, P(None, None, "10.0.0.0/8", "10.2.0.0/16"))
+    assert fp.allows_all_that(P(None, None, "10.0.0.0/8", "10.2.0.0/16"), wide)
+    # domains: the same or more
+    assert fp.allows_all_that(P(None, "a.example.com"), P(None, "a.example.com,b.example.com"))
+    assert not fp.allows_all_that(P(None, "a.example.com,b.example.com"), P(None, "a.example.com"))
+
+
+def test_allows_all_that_agrees_with_outbound_allowed():
+    """Whenever allows_all_that says NEW is the wider, no destination that OLD
+    lets out is refused by NEW (random policies, random destinations)."""
+    import random
+    rng = random.Random(7)
+    pool = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "203.0.113.0/24", "203.0.113.10/32",
+            "169.254.0.0/16", "169.254.169.254/32", "192.0.2.0/24", "0.0.0.0/0"]
+    destinations = ["10.1.2.3", "10.1.9.9", "10.200.0.1", "203.0.113.10", "203.0.113.99", "169.254.169.254",
+                    "169.254.1.1", "192.0.2.1", "198.51.100.7", "8.8.8.8"]
+
+    def random_policy():
+        mode = rng.choice(["allow-all", "deny-all", "custom", "custom", "custom"])
+        if mode != "custom":
+            return inputs.policy(mode)
+        allowed = rng.sample(pool, rng.randint(0, 3))
+        denied = [c for c in rng.sample(pool, rng.randint(0, 2)) if c != "0.0.0.0/0"]
+        return inputs.policy("custom", None, ",".join(allowed) or None, ",".join(denied) or None)
+
+    wider = 0
+    for _ in range(3000):
+        old, new = random_policy(), random_policy()
+        if not fp.allows_all_that(old, new):
+            continue
+        wider += 1
+        for dst in destinations:
+            for proto, port in (("tcp", 443), ("tcp", 853), ("udp", 53)):
+                if fp.outbound_allowed(old, dst, proto, port):
+                    assert fp.outbound_allowed(new, dst, proto, port), (old, new, dst, proto, port)
+    assert wider > 300
