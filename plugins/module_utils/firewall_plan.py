@@ -88,7 +88,10 @@ def _accept_resolver(proto):
 def explicit_link_local(policy):
     """Allowed CIDRs that lie inside 169.254.0.0/16."""
     import ipaddress
-    return [c for c in policy.allowed_cidrs if ipaddress.IPv4Network(c).subnet_of(A.LINK_LOCAL)]
+    # canonical CIDR text: only one whose network address is 169.254.x.y
+    # can lie inside (parsing a thousand-entry list each time costs ~15 ms)
+    return [c for c in policy.allowed_cidrs
+            if c.startswith("169.254.") and ipaddress.IPv4Network(c).subnet_of(A.LINK_LOCAL)]
 
 
 def _policy_rules(vm_id, policy):
@@ -304,21 +307,26 @@ def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
     return bool(policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains))
 
 
+def _network_key(cidr):
+    """Canonical CIDR text -> (network address as int, prefix length)."""
+    import socket
+    address, _slash, prefix = cidr.partition("/")
+    return int.from_bytes(socket.inet_aton(address), "big"), int(prefix or 32)
+
+
 def _covered(cidrs, by):
-    """Whether every network of CIDRS lies inside some network of BY."""
-    import ipaddress
+    """Whether every network of CIDRS (canonical text) lies inside some
+    network of BY."""
     exact = set(by)
     rest = [c for c in cidrs if c not in exact]
     if not rest:
         return True
-    # (network as int, prefix) of BY; a network is covered when one of its
-    # supernets (or itself) is there: at most 33 set lookups each.
-    wanted = {(int(n.network_address), n.prefixlen) for n in map(ipaddress.IPv4Network, by)}
+    # a network is covered when one of its supernets (or itself) is in BY:
+    # at most 33 set lookups each
+    wanted = {_network_key(n) for n in by}
     for cidr in rest:
-        net = ipaddress.IPv4Network(cidr)
-        address = int(net.network_address)
-        if not any((address & ((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF), p) in wanted
-                   for p in range(net.prefixlen + 1)):
+        address, prefix = _network_key(cidr)
+        if not any((address & ((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF), p) in wanted for p in range(prefix + 1)):
             return False
     return True
 

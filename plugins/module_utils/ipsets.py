@@ -34,6 +34,18 @@ def _entries(msg):
     return result
 
 
+def storable(networks):
+    """NETWORKS as a hash:net set can hold them: it cannot hold /0, which
+    becomes its two /1 halves."""
+    out = []
+    for net in networks:        # canonical CIDR text (inputs.cidr)
+        if net.endswith("/0"):
+            out.extend(str(half) for half in ipaddress.IPv4Network(net).subnets(1))
+        else:
+            out.append(net)
+    return out
+
+
 class SetManager(object):
     """Open while inside the namespace; the socket stays bound to it."""
 
@@ -68,11 +80,10 @@ class SetManager(object):
 
     def networks(self, name):
         """Members of a hash:net set as normalised CIDR strings."""
-        out = set()
-        for item in self.members(name):
-            prefix = item["cidr"] if item["cidr"] is not None else 32
-            out.add(str(ipaddress.IPv4Network("%s/%s" % (item["address"], prefix))))
-        return out
+        # the kernel stores a network by its network address: the text is
+        # already the canonical form that inputs.cidr produces
+        return {"%s/%d" % (item["address"], item["cidr"] if item["cidr"] is not None else 32)
+                for item in self.members(name)}
 
     def create_net_set(self, name):
         self.ipset.create(name, stype="hash:net", exclusive=False)
@@ -82,14 +93,16 @@ class SetManager(object):
 
     def replace_networks(self, name, networks):
         """Make hash:net set NAME hold exactly NETWORKS, atomically for readers:
-        fill a temporary set and swap it in."""
+        fill a temporary set (all members in a few batched netlink writes,
+        see ipset_wire) and swap it in."""
+        from .ipset_wire import IpsetSocket
         temp = name + "~"
         if self.exists(temp):
             self.ipset.destroy(temp)
         self.ipset.create(temp, stype="hash:net")
         try:
-            for net in networks:
-                self._add_net(temp, net)
+            with IpsetSocket() as sock:
+                sock.add_many(temp, [(net, None, None) for net in storable(networks)])
             if not self.exists(name):
                 self.ipset.rename(temp, name)
                 return
@@ -98,14 +111,23 @@ class SetManager(object):
             if self.exists(temp):
                 self.ipset.destroy(temp)
 
-    def _add_net(self, name, net):
-        network = ipaddress.IPv4Network(net)
-        if network.prefixlen == 0:
-            # hash:net cannot hold /0: split it into two /1s.
-            for half in network.subnets(1):
-                self._add_net(name, str(half))
-            return
-        self.ipset.add(name, str(network), etype="net", exclusive=False)
+    def edit_networks(self, name, remove, add, narrow_first=True):
+        """Change hash:net set NAME in place: delete REMOVE and add ADD (CIDR
+        lists, each already storable). A list that changes by a few entries
+        costs a few messages instead of refilling every member. The order
+        says what a packet in between meets: NARROW_FIRST deletes before it
+        adds (for an allow list: never more open than old or new), else it
+        adds first (for a deny list: never less closed)."""
+        from .ipset_wire import IpsetSocket
+        with IpsetSocket() as sock:
+            steps = [("del", remove), ("add", add)]
+            for what, networks in (steps if narrow_first else reversed(steps)):
+                if not networks:
+                    continue
+                if what == "del":
+                    sock.delete_many(name, networks)
+                else:
+                    sock.add_many(name, [(net, None, None) for net in networks])
 
     def learn(self, name, address, timeout, comment):
         self.ipset.add(name, address, etype="ip", timeout=int(timeout), comment=comment[:255], exclusive=False)

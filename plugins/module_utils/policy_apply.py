@@ -10,7 +10,7 @@ from . import domains
 from . import firewall_plan as fp
 from . import netns as ns
 from .inputs import policy_from_dict
-from .ipsets import SetManager
+from .ipsets import SetManager, storable
 
 try:
     from pyroute2 import Conntrack
@@ -60,10 +60,22 @@ def apply_sets(record, check_mode, sets):
                 if not check_mode:
                     sets.create_learned_set(name)
             continue
-        if not present or sets.networks(name) != set(networks):
+        if not present:
             changes.append("set ipset %s (%d networks)" % (name, len(networks)))
             if not check_mode:
                 sets.replace_networks(name, networks)
+            continue
+        have, wanted = sets.networks(name), set(storable(networks))
+        if have == wanted:
+            continue
+        remove, add = sorted(have - wanted), sorted(wanted - have)
+        changes.append("set ipset %s (%d networks: %d added, %d removed)" % (name, len(wanted), len(add), len(remove)))
+        if check_mode:
+            continue
+        if len(remove) + len(add) > len(wanted):
+            sets.replace_networks(name, networks)      # mostly new: fill a fresh set and swap it in
+        else:
+            sets.edit_networks(name, remove, add, narrow_first=(role == "allow"))
     return changes
 
 

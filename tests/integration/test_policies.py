@@ -162,6 +162,25 @@ def test_live_update_from_allowed_cidr_to_another_range(sandbox):
     assert reach(guest, BAD) == ALL and reach(guest, WEB_A) == NONE
 
 
+def test_widening_update_keeps_the_flow_and_a_whole_internet_cidr_is_stable(sandbox):
+    """A change that only widens (no conntrack walk: allows_all_that) keeps
+    the flow; 0.0.0.0/0 is stored as two /1 halves, and the next run with the
+    same list reports no change."""
+    vm, guest = make_vm(sandbox, "wd", "--allowed-cidr", "203.0.113.0/25")
+    with guest.stream(WEB_A, 9001) as stream:
+        assert stream.is_flowing()
+        out = sandbox.vmsan("network", vm["id"], "--allowed-cidr", "203.0.113.0/24,192.0.2.0/24").out
+        assert out["changed"] and not any(c.startswith("cut") for c in out["changes"])
+        assert stream.is_flowing()
+    assert reach(guest, BAD) == ALL
+    whole = sandbox.vmsan("network", vm["id"], "--allowed-cidr", "0.0.0.0/0").out
+    assert whole["changed"]
+    assert reach(guest, WEB_A) == ALL and reach(guest, BAD) == ALL
+    assert sandbox.vmsan("network", vm["id"], "--allowed-cidr", "0.0.0.0/0").out["changed"] is False
+    # and 169.254.169.254 stays closed: 0.0.0.0/0 does not open link-local
+    assert guest.tcp("169.254.169.254", 80) is None
+
+
 def test_flushed_rules_are_restored_by_the_next_run(sandbox):
     vm, guest = make_vm(sandbox, "fl", "--network-policy", "deny-all")
     ns = "/run/netns/" + vm["netns"]
