@@ -4,25 +4,32 @@ Nothing here opens a socket or touches the kernel: the daemon
 (``resolver_daemon``) feeds wire bytes, state records and upstream replies in
 and sends what comes out. Everything a test wants to pin down lives here:
 
-* reading a guest's query from the wire (``parse_query``) and the short
-  replies that need no upstream (``short_reply``: REFUSED, NXDOMAIN, ...);
+* reading a guest's query (``parse_query``) and the short replies that need
+  no upstream (``short_reply``: REFUSED, NXDOMAIN, ...);
 * what a VM's policy says about a name (``VmPolicy.decide``);
-* reading an upstream reply (``parse_reply``: names decompressed, so records
-  can be copied into the guest's reply as they are);
+* reading an upstream reply (``parse_reply``; names in record data come
+  back decompressed, so records can be packed into the guest's reply);
 * which parts of an upstream answer a guest may see, and which addresses are
   learned into the VM's address set (``guest_view``), with the rebinding
   filter (``Rebinding``);
 * how long an answer is cached and how long a learned address stays
   (``cache_ttl``, ``learn_timeout``);
-* the wire form of the guest's answer, with the offsets of its TTL fields so
-  a cached answer can be re-aged without re-encoding it (``render``,
-  ``Rendered``).
-"""
+* the guest's answer, with the offsets of its TTL fields so a cached answer
+  can be re-aged without packing it again (``render``, ``Rendered``).
 
+Every DNS message is read and written with dnslib (DNSRecord, DNSHeader,
+DNSQuestion, RR, EDNS0, dnslib's DNSBuffer); the only bytes this module
+touches itself are the TTL fields of a reply dnslib packed (``Rendered.at``)
+and, in the daemon, the two id bytes of a cached reply.
+"""
 import ipaddress
-import socket
+import re
 import struct
 from collections import namedtuple
+
+from dnslib import A as ARecord
+from dnslib import CLASS, CNAME, QTYPE, RCODE, RR, SOA, DNSHeader, DNSQuestion, DNSRecord, EDNS0
+from dnslib.label import DNSBuffer, DNSLabel
 
 from . import addressing as A
 from . import domains
@@ -95,134 +102,152 @@ def upstream_from_resolv_conf(text):
 
 
 # --------------------------------------------------------------------------
-# wire constants
+# the wire: every message is read and written with dnslib
 # --------------------------------------------------------------------------
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-               NOTIMP: "NOTIMP", REFUSED: "REFUSED"}
-T_A, T_NS, T_CNAME, T_SOA, T_AAAA, T_OPT = 1, 2, 5, 6, 28, 41
-CLASS_IN = 1
+NOERROR, FORMERR, SERVFAIL = RCODE.NOERROR, RCODE.FORMERR, RCODE.SERVFAIL
+NXDOMAIN, NOTIMP, REFUSED = RCODE.NXDOMAIN, RCODE.NOTIMP, RCODE.REFUSED
+RCODE_NAMES = {code: RCODE[code] for code in (NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED)}
+T_A, T_CNAME, T_SOA, T_AAAA, T_OPT = QTYPE.A, QTYPE.CNAME, QTYPE.SOA, QTYPE.AAAA, QTYPE.OPT
+CLASS_IN = CLASS.IN
+MAX_RECORD_TTL = 0x7FFFFFFF     # RFC 2181 8: a TTL with the top bit set counts as this
 
-F_QR = 0x8000
-F_AA = 0x0400
-F_TC = 0x0200
-F_RD = 0x0100
-F_RA = 0x0080
-F_CD = 0x0010
-_OPCODE_MASK = 0x7800
+_OPT = EDNS0(udp_len=EDNS_PAYLOAD)     # what every EDNS reply and upstream query carries
+_TTL = struct.Struct("!I")             # only to re-age a cached reply in place (Rendered.at)
 
-_HEADER = struct.Struct("!HHHHHH")
-_QTAIL = struct.Struct("!HH")
-_TTL = struct.Struct("!I")
-_OPT_RR = b"\x00" + struct.pack("!HHIH", T_OPT, EDNS_PAYLOAD, 0, 0)
+
+def _key(label):
+    """A DNSLabel's lower-case labels: names compare ASCII case-insensitively."""
+    return tuple(part.lower() for part in label.label)
+
+
+_NOT_IN_A_NAME = re.compile(rb"[^\x21-\x2d\x2f-\x7e]")     # a dot, or outside printable ASCII
+
+
+def _name_text(labels):
+    """Text form for policy matching, or None when a label holds a dot or a
+    byte outside printable ASCII (such a name could pass for another)."""
+    for label in labels:
+        if _NOT_IN_A_NAME.search(label):
+            return None
+    return b".".join(labels).decode("ascii").lower()
 
 
 class Question(object):
-    """A guest's query as read from the wire.
+    """A guest's query as dnslib read it.
 
-    ``wire`` is the question section exactly as sent (name, type and class;
-    the guest's spelling, echoed back in the reply), ``key`` the same lower-cased (DNS names compare
-    ASCII case-insensitively) and ``name`` the text form for policy matching,
-    or None when a label holds a dot or an unprintable byte (such a name can
-    match no pattern)."""
+    ``header`` and ``question`` are dnslib's (``question.qname`` keeps the
+    guest's spelling, which the reply echoes); ``key`` is the name's labels
+    lower-cased (one cache entry for every spelling), ``name`` the text form
+    for policy matching or None (see ``_name_text``); ``edns``/``payload``
+    whether the query had an OPT record and the UDP size it offers."""
 
-    __slots__ = ("id", "flags", "wire", "key", "name", "qtype", "qclass", "end", "edns", "payload")
+    __slots__ = ("id", "header", "question", "key", "name", "qtype", "qclass", "edns", "payload")
 
     def cache_key(self):
         return (self.key, self.qtype, self.qclass)
 
 
 class BadQuery(Exception):
-    """A query that gets FORMERR (or NOTIMP) back. ``question`` may be None."""
+    """A query that gets FORMERR (or NOTIMP) back; ``header`` is its dnslib
+    header (id and flags to answer with)."""
 
-    def __init__(self, rcode, qid, flags):
+    def __init__(self, rcode, header):
         Exception.__init__(self, RCODE_NAMES.get(rcode, rcode))
-        self.rcode, self.id, self.flags = rcode, qid, flags
-
-
-def _name_text(labels):
-    parts = []
-    for label in labels:
-        if b"." in label or any(c < 33 or c > 126 for c in label):
-            return None
-        parts.append(label.decode("ascii").lower())
-    return ".".join(parts)
+        self.rcode, self.header, self.id = rcode, header, header.id
 
 
 def parse_query(data):
-    """A query's question, or None for what deserves no answer at all (a
-    response, a runt). Raises BadQuery for what gets an error reply."""
+    """A query's question (read with dnslib), or None for what deserves no
+    answer at all (a response, a runt). Raises BadQuery for what gets an
+    error reply: not exactly one question, a name that is not a plain
+    uncompressed name of at most 255 bytes, anything dnslib cannot read
+    (DNSError), other opcodes (NOTIMP)."""
     if len(data) < 12:
         return None
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
-    if flags & F_QR:
+    buffer = DNSBuffer(data)
+    header = DNSHeader.parse(buffer)
+    if header.qr:
         return None
-    if flags & _OPCODE_MASK:
-        raise BadQuery(NOTIMP, qid, flags)
-    if qdcount != 1:
-        raise BadQuery(FORMERR, qid, flags)
-    pos, labels, size = 12, [], 0
-    while True:
-        if pos >= len(data):
-            raise BadQuery(FORMERR, qid, flags)
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:                     # no compression in a question
-            raise BadQuery(FORMERR, qid, flags)
-        size += length + 1
-        if size > 254:
-            raise BadQuery(FORMERR, qid, flags)
-        labels.append(data[pos + 1:pos + 1 + length])
-        pos += 1 + length
-    if pos + 4 > len(data):
-        raise BadQuery(FORMERR, qid, flags)
+    if header.opcode:
+        raise BadQuery(NOTIMP, header)
+    if header.q != 1:
+        raise BadQuery(FORMERR, header)
+    try:
+        question = DNSQuestion.parse(buffer)
+        labels = question.qname.label
+        wire_size = len(labels) + 1
+        for label in labels:
+            if len(label) > 63:
+                raise BadQuery(FORMERR, header)
+            wire_size += len(label)
+        if buffer.offset - 4 - 12 != wire_size or wire_size > 255:
+            raise BadQuery(FORMERR, header)     # compressed (a pointer in a question), or too long
+        edns, payload = False, 512
+        for _record in range(header.a + header.auth):
+            RR.parse(buffer)
+        for _record in range(header.ar):
+            rr = RR.parse(buffer)
+            if rr.rtype == T_OPT and not edns:
+                edns, payload = True, max(512, rr.rclass)
+    except BadQuery:
+        raise
+    except Exception:       # DNSError, and whatever else garbage makes dnslib raise
+        raise BadQuery(FORMERR, header)
     q = Question()
-    q.id, q.flags = qid, flags
-    q.qtype, q.qclass = _QTAIL.unpack_from(data, pos)
-    q.end = pos + 4
-    q.wire = data[12:q.end]
-    q.key = q.wire.lower()
+    q.id, q.header, q.question = header.id, header, question
+    q.qtype, q.qclass = question.qtype, question.qclass
+    q.key = tuple(label.lower() for label in labels)
     q.name = _name_text(labels)
-    q.edns, q.payload = False, 512
-    if arcount and not ancount and not nscount:
-        q.edns, q.payload = _read_opt(data, q.end)
+    q.edns, q.payload = edns, payload
     return q
 
 
-def _read_opt(data, pos):
-    """(has OPT, UDP payload size the client accepts) from the additional
-    section that follows the question."""
-    if pos + 11 <= len(data) and data[pos] == 0:
-        rtype, payload = struct.unpack_from("!HH", data, pos + 1)
-        if rtype == T_OPT:
-            return True, max(512, payload)
-    return False, 512
+_REPLY_FLAGS = {}
 
 
-def reply_flags(query_flags, rcode, truncated=False):
-    flags = F_QR | F_RA | (query_flags & (F_RD | F_CD)) | rcode
-    return flags | F_TC if truncated else flags
+def _reply_flags(query_header, rcode, truncated=False):
+    """The flag word of a reply: QR and RA set, RD and CD as the guest sent
+    them, no AA, RCODE. (Made by a dnslib DNSHeader once per combination
+    and kept: a header built with keyword flags costs three times as much.)"""
+    key = (query_header.rd, query_header.cd, rcode, truncated)
+    flags = _REPLY_FLAGS.get(key)
+    if flags is None:
+        flags = _REPLY_FLAGS[key] = DNSHeader(id=0, bitmap=0, qr=1, ra=1, rd=key[0], cd=key[1], rcode=rcode,
+                                              tc=1 if truncated else 0).bitmap
+    return flags
 
 
-def short_reply(data, q, rcode, truncated=False):
-    """A reply with no records: the question echoed, OPT if the guest sent one."""
-    header = _HEADER.pack(q.id, reply_flags(q.flags, rcode, truncated), 1, 0, 0, 1 if q.edns else 0)
-    return header + data[12:q.end] + (_OPT_RR if q.edns else b"")
+def _reply_header(query_header, rcode, truncated=False, answers=0, authority=0, additional=0):
+    return DNSHeader(id=query_header.id, bitmap=_reply_flags(query_header, rcode, truncated),
+                     q=1, a=answers, auth=authority, ar=additional)
+
+
+def short_reply(q, rcode, truncated=False):
+    """A reply with no records: the guest's question, OPT if it sent one."""
+    return bytes(DNSRecord(_reply_header(q.header, rcode, truncated), [q.question],
+                           ar=[_OPT] if q.edns else None).pack())
 
 
 def error_reply(bad):
-    """Reply to a query that could not be read: header only."""
-    return _HEADER.pack(bad.id, reply_flags(bad.flags, bad.rcode), 0, 0, 0, 0)
+    """Reply to a query that could not be read: the header alone."""
+    return bytes(DNSRecord(DNSHeader(id=bad.id, bitmap=_reply_flags(bad.header, bad.rcode))).pack())
+
+
+_QUERY_FLAGS = DNSHeader(id=0, bitmap=0, rd=1).bitmap     # a plain query, recursion desired
 
 
 def upstream_query(qid, q):
-    """The query sent upstream: the question lower-cased (one cache entry for
-    every spelling), recursion desired, EDNS with our payload size."""
-    return _HEADER.pack(qid, F_RD, 1, 0, 0, 1) + q.key + _OPT_RR
+    """The query sent upstream: the name lower-cased (one cache entry for
+    every spelling), recursion desired, EDNS with our payload size. (Packed
+    section by section with dnslib, as DNSRecord.pack() would.)"""
+    question = q.question
+    if question.qname.label != q.key:
+        question = DNSQuestion(DNSLabel(q.key), q.qtype, q.qclass)
+    buffer = DNSBuffer()
+    DNSHeader(id=qid, bitmap=_QUERY_FLAGS, q=1, ar=1).pack(buffer)
+    question.pack(buffer)
+    _OPT.pack(buffer)
+    return bytes(buffer.data)
 
 
 def udp_limit(q):
@@ -352,119 +377,59 @@ class Rebinding(object):
 
 
 # --------------------------------------------------------------------------
-# upstream replies: read at the wire level, names decompressed
+# upstream replies
 # --------------------------------------------------------------------------
 class BadReply(Exception):
-    pass
+    """An upstream reply dnslib cannot read. ``header`` and ``questions``
+    are set when those parts could be read (to match the reply to its
+    query and answer the guests SERVFAIL at once)."""
 
-
-# Types whose RDATA holds names that may be compressed (RFC 1035, 2782, 6672):
-# (bytes before the first name, number of names, whether bytes follow).
-_NAMES_IN_RDATA = {T_NS: (0, 1), T_CNAME: (0, 1), 12: (0, 1), 39: (0, 1),   # PTR, DNAME
-                   15: (2, 1), 33: (6, 1), T_SOA: (0, 2)}                   # MX, SRV, SOA
-_RR_HEAD = struct.Struct("!HHIH")
-
-
-def _read_name(msg, pos):
-    """(uncompressed wire name, position after the name where it started)."""
-    out, end, jumps = [], None, 0
-    size = len(msg)
-    total = 1
-    while True:
-        if pos >= size:
-            raise BadReply("name runs past the message")
-        length = msg[pos]
-        if length >= 0xC0:
-            if pos + 1 >= size or jumps > 64:
-                raise BadReply("bad compression pointer")
-            if end is None:
-                end = pos + 2
-            pos = ((length & 0x3F) << 8) | msg[pos + 1]
-            jumps += 1
-            continue
-        if length > 63:
-            raise BadReply("unknown label type")
-        if length == 0:
-            out.append(b"\0")
-            return b"".join(out), (end if end is not None else pos + 1)
-        total += length + 1
-        if total > 255 or pos + 1 + length > size:
-            raise BadReply("name too long")
-        out.append(msg[pos:pos + 1 + length])
-        pos += 1 + length
-
-
-def _rdata(msg, rtype, start, length):
-    """RDATA with every name in it decompressed, so it can be copied into
-    another message as it is."""
-    layout = _NAMES_IN_RDATA.get(rtype)
-    if layout is None:
-        return msg[start:start + length]
-    fixed, names = layout
-    parts, pos = [msg[start:start + fixed]], start + fixed
-    for _name in range(names):
-        name, pos = _read_name(msg, pos)
-        parts.append(name)
-    parts.append(msg[pos:start + length])          # SOA's five numbers
-    return b"".join(parts)
-
-
-class Record(object):
-    """One resource record of an upstream answer. ``owner`` is the owner
-    name in uncompressed wire form, ``rdata`` with its names decompressed."""
-
-    __slots__ = ("owner", "rtype", "rclass", "ttl", "rdata")
-
-    def __init__(self, owner, rtype, rclass, ttl, rdata):
-        self.owner, self.rtype, self.rclass, self.ttl, self.rdata = owner, rtype, rclass, ttl, rdata
-
-    def aged(self, ttl):
-        return self if ttl == self.ttl else Record(self.owner, self.rtype, self.rclass, ttl, self.rdata)
-
-    def address(self):
-        """The A record's address as text."""
-        return socket.inet_ntoa(self.rdata)
+    def __init__(self, message, header=None, questions=None):
+        Exception.__init__(self, message)
+        self.header, self.questions = header, questions
 
 
 def parse_reply(msg):
-    """(id, flags, answer records, authority records) of an upstream reply.
-    Raises BadReply."""
-    if len(msg) < 12:
-        raise BadReply("short message")
-    qid, flags, qdcount, ancount, nscount, _arcount = _HEADER.unpack_from(msg)
-    pos = 12
-    for _question in range(qdcount):
-        pos = _read_name(msg, pos)[1] + 4
-    sections = ([], [])
-    for index, count in ((0, ancount), (1, nscount)):
-        for _record in range(count):
-            owner, pos = _read_name(msg, pos)
-            if pos + 10 > len(msg):
-                raise BadReply("record runs past the message")
-            rtype, rclass, ttl, length = _RR_HEAD.unpack_from(msg, pos)
-            pos += 10
-            if pos + length > len(msg):
-                raise BadReply("record data runs past the message")
-            if rtype != T_OPT:
-                sections[index].append(Record(owner, rtype, rclass, min(ttl, 0x7FFFFFFF),
-                                              _rdata(msg, rtype, pos, length)))
-            pos += length
-    return qid, flags, sections[0], sections[1]
+    """An upstream reply read with dnslib: a DNSRecord with its header,
+    questions, answer and authority records (the additional section is not
+    read: nothing in it is used). Names in record data come back
+    decompressed (dnslib's CNAME, SOA, MX, ... hold DNSLabels), so the
+    records can be packed into another message. Raises BadReply."""
+    buffer = DNSBuffer(msg)
+    header = questions = None
+    try:
+        header = DNSHeader.parse(buffer)
+        questions = [DNSQuestion.parse(buffer) for _question in range(header.q)]
+        answers = [RR.parse(buffer) for _record in range(header.a)]
+        authority = [RR.parse(buffer) for _record in range(header.auth)]
+    except Exception as exc:      # DNSError, and whatever else garbage makes dnslib raise
+        raise BadReply(str(exc) or type(exc).__name__, header, questions)
+    return DNSRecord(header, questions, answers, auth=authority)
+
+
+def answers_question(questions, q):
+    """Whether a reply with QUESTIONS (dnslib's) answers the query Q."""
+    if not questions or len(questions) != 1:
+        return False
+    asked = questions[0]
+    return asked.qtype == q.qtype and asked.qclass == q.qclass and _key(asked.qname) == q.key
 
 
 class Answer(object):
-    """An upstream reply, kept in the shared cache: rcode, answer and
-    authority records, when it was fetched and until when it may be used."""
+    """An upstream reply, kept in the shared cache: rcode, answer records
+    (dnslib RRs) with their owners' lower-case keys, SOA records of the
+    authority section, when it was fetched and until when it may be used."""
 
-    __slots__ = ("rcode", "answers", "authority", "fetched", "expires")
+    __slots__ = ("rcode", "answers", "owners", "authority", "fetched", "expires")
 
     def __init__(self, rcode, answers, authority, fetched, ttl):
         self.rcode, self.answers, self.authority = rcode, answers, authority
+        self.owners = [_key(r.rname) for r in answers]
         self.fetched, self.expires = fetched, fetched + ttl
 
 
 def _soa_minimum(record):
-    return struct.unpack_from("!I", record.rdata, len(record.rdata) - 4)[0] if len(record.rdata) >= 22 else 0
+    return record.rdata.times[4] if isinstance(record.rdata, SOA) else 0
 
 
 def cache_ttl(rcode, answers, authority):
@@ -480,22 +445,28 @@ def cache_ttl(rcode, answers, authority):
     return 0
 
 
-def answer_from_reply(msg, now):
-    """An Answer from the wire bytes of an upstream reply. Raises BadReply."""
-    _qid, flags, answers, authority = parse_reply(msg)
-    rcode = flags & 0xF
-    authority = [r for r in authority if r.rtype == T_SOA]
+def answer_from_reply(reply, now):
+    """An Answer from an upstream reply: a DNSRecord from parse_reply, or
+    the wire bytes (then parsed here; raises BadReply)."""
+    if not isinstance(reply, DNSRecord):
+        reply = parse_reply(reply)
+    answers = [r for r in reply.rr if r.rtype != T_OPT]
+    authority = [r for r in reply.auth if r.rtype == T_SOA]
+    for r in answers + authority:
+        if r.ttl > MAX_RECORD_TTL:
+            r.ttl = MAX_RECORD_TTL
+    rcode = reply.header.rcode
     return Answer(rcode, answers, authority, now, cache_ttl(rcode, answers, authority))
 
 
-def chain_owners(qname_wire, answers):
-    """Owner names (lower-case wire form) of the answer's CNAME chain that
-    starts at QNAME_WIRE, QNAME first; bounded against loops."""
+def chain_owners(qkey, answer):
+    """Owner keys of ANSWER's CNAME chain that starts at the name QKEY (lower
+    case labels), QKEY first; bounded against loops."""
     cname_of = {}
-    for r in answers:
-        if r.rtype == T_CNAME:
-            cname_of.setdefault(r.owner.lower(), r.rdata.lower())
-    owners = [qname_wire.lower()]
+    for r, owner in zip(answer.answers, answer.owners):
+        if r.rtype == T_CNAME and isinstance(r.rdata, CNAME):
+            cname_of.setdefault(owner, _key(r.rdata.label))
+    owners = [qkey]
     while owners[-1] in cname_of and len(owners) < 16:
         nxt = cname_of[owners[-1]]
         if nxt in owners:
@@ -505,34 +476,54 @@ def chain_owners(qname_wire, answers):
 
 
 GuestView = namedtuple("GuestView", "rcode answers authority learn removed")
-# learn: [(address, ttl)], removed: [address] (rebinding)
+# answers, authority: dnslib RRs as the guest gets them; learn: [(address, ttl)];
+# removed: [address] (rebinding)
+
+
+def _address(rdata):
+    """(text, integer) of an A record's dnslib rdata."""
+    a, b, c, d = rdata.data
+    return "%d.%d.%d.%d" % (a, b, c, d), (a << 24) | (b << 16) | (c << 8) | d
+
+
+def _shown(r, rname, ttl):
+    """The cached record R as the guest gets it: aged TTL (at most a day),
+    owner RNAME; R itself when that changes nothing (cached records are
+    never modified)."""
+    ttl = min(ttl, MAX_CACHE_TTL)
+    if ttl == r.ttl and rname.label == r.rname.label:
+        return r
+    return RR(rname, r.rtype, r.rclass, ttl, r.rdata)
 
 
 def guest_view(answer, q, vm, rebinding, age=0):
     """What the guest VM sees of ANSWER to its question Q, AGE seconds after
     it was fetched: AAAA records go; under ``custom``, records off the CNAME
     chain go, and so do A records that point into the rebinding ranges; the
-    remaining A addresses are to be learned. TTLs are aged."""
+    remaining A addresses are to be learned. TTLs are aged; records owned by
+    the asked name carry the guest's spelling of it (so they compress
+    against the question)."""
     if answer.rcode not in (NOERROR, NXDOMAIN):
         return GuestView(SERVFAIL, [], [], [], [])
     answers, learn, removed = [], [], []
     custom = vm.mode == "custom"
-    chain = set(chain_owners(q.key[:-4], answer.answers)) if custom else None
-    for r in answer.answers:
+    qkey, qname = q.key, q.question.qname
+    chain = set(chain_owners(qkey, answer)) if custom else None
+    for r, owner in zip(answer.answers, answer.owners):
         if r.rtype == T_AAAA:
             continue
-        if custom and r.owner.lower() not in chain:
+        if custom and owner not in chain:
             continue            # not part of what was asked: never learned, never shown
         ttl = max(r.ttl - age, 0)
-        if custom and r.rtype == T_A and r.rclass == CLASS_IN and len(r.rdata) == 4:
-            value = int.from_bytes(r.rdata, "big")
+        if custom and r.rtype == T_A and r.rclass == CLASS_IN and isinstance(r.rdata, ARecord):
+            text, value = _address(r.rdata)
             if rebinding.blocked(value, vm):
-                removed.append(r.address())
+                removed.append(text)
                 continue
             if vm.may_learn(value):
-                learn.append((r.address(), ttl))
-        answers.append(r.aged(ttl))
-    authority = [r.aged(max(r.ttl - age, 0)) for r in answer.authority]
+                learn.append((text, ttl))
+        answers.append(_shown(r, qname if owner == qkey else r.rname, ttl))
+    authority = [_shown(r, r.rname, max(r.ttl - age, 0)) for r in answer.authority]
     return GuestView(answer.rcode, answers, authority, learn, removed)
 
 
@@ -540,8 +531,9 @@ def guest_view(answer, q, vm, rebinding, age=0):
 # rendering
 # --------------------------------------------------------------------------
 class Rendered(object):
-    """A reply without its first two bytes (the query id), with the offsets
-    of its TTL fields, so that serving it again later only rewrites those.
+    """A reply packed by dnslib, without its first two bytes (the query id),
+    with the offsets of its TTL fields, so that serving it again later only
+    rewrites those (no parsing, no packing).
 
     ``expires`` is when the upstream answer it came from runs out;
     ``tail`` is right until ``fresh_until`` (then ``at`` re-ages it)."""
@@ -554,7 +546,7 @@ class Rendered(object):
         self.fresh_until = min(made + 1, expires) if offsets else expires
 
     def at(self, now):
-        """The tail with TTLs aged to NOW (re-encoded once per second)."""
+        """The tail with TTLs aged to NOW (rewritten once per second)."""
         age = int(now - self.made)
         if age != self.age and self.offsets:
             buf = bytearray(self.tail)
@@ -565,32 +557,50 @@ class Rendered(object):
         return self.tail
 
 
-_POINTER_TO_QUESTION = b"\xc0\x0c"
+class _NameEnds(DNSBuffer):
+    """dnslib's DNSBuffer, noting where each name it encodes ends."""
+
+    def __init__(self):
+        DNSBuffer.__init__(self)
+        self.name_ends = []
+
+    def encode_name(self, name):
+        DNSBuffer.encode_name(self, name)
+        self.name_ends.append(self.offset)
 
 
-def render(data, q, view, limit, made, expires):
-    """Encode VIEW as the reply to the query DATA (whose question is Q),
-    echoing the guest's question as sent. Owner names equal to the question
-    point to it; other names go uncompressed. Answers larger than LIMIT bytes
-    come back truncated (TC, no records). Returns a Rendered."""
+def pack_with_ttl_offsets(header, questions, records, additional=()):
+    """What DNSRecord(header, questions, answers + authority, ar).pack()
+    gives (HEADER's counts must be right), packed section by section with
+    dnslib, noting where the TTL of each of RECORDS landed: (wire bytes,
+    [offsets]). RR.pack encodes the owner name first (compressed or not),
+    then type, class and TTL."""
+    buffer = _NameEnds()
+    header.pack(buffer)
+    for question in questions:
+        question.pack(buffer)
+    offsets = []
+    for rr in records:
+        first = len(buffer.name_ends)
+        rr.pack(buffer)
+        offsets.append(buffer.name_ends[first] + 4)
+    for rr in additional:
+        rr.pack(buffer)
+    return bytes(buffer.data), offsets
+
+
+def render(q, view, limit, made, expires):
+    """Pack VIEW with dnslib as the reply to the guest's question Q (echoed
+    as sent). Answers larger than LIMIT bytes come back truncated (TC, no
+    records). Returns a Rendered."""
     records = list(view.answers) + list(view.authority)
-    tail = bytearray(struct.pack("!HHHHH", reply_flags(q.flags, view.rcode), 1, len(view.answers),
-                                 len(view.authority), 1 if q.edns else 0))
-    tail += data[12:q.end]
-    qname = q.key[:-4]
-    offsets, ttls = [], []
-    for r in records:
-        tail += _POINTER_TO_QUESTION if r.owner.lower() == qname else r.owner
-        ttl = min(r.ttl, MAX_CACHE_TTL)
-        offsets.append(len(tail) + 4)        # after type and class; relative to the tail
-        ttls.append(ttl)
-        tail += _RR_HEAD.pack(r.rtype, r.rclass, ttl, len(r.rdata))
-        tail += r.rdata
-    if q.edns:
-        tail += _OPT_RR
-    if len(tail) + 2 > limit:
-        return Rendered(short_reply(data, q, view.rcode, truncated=True)[2:], (), (), made, expires)
-    return Rendered(tail, tuple(offsets), tuple(ttls), made, expires)
+    header = _reply_header(q.header, view.rcode, answers=len(view.answers), authority=len(view.authority),
+                           additional=1 if q.edns else 0)
+    wire, offsets = pack_with_ttl_offsets(header, (q.question,), records, (_OPT,) if q.edns else ())
+    if len(wire) > limit:
+        return Rendered(short_reply(q, view.rcode, truncated=True)[2:], (), (), made, expires)
+    ttls = tuple(rr.ttl for rr in records)
+    return Rendered(wire[2:], tuple(off - 2 for off in offsets), ttls, made, expires)
 
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from . import netns as ns
 from . import resolver_core as core
 from . import resolver_udp
 from .errors import NotFoundError, VmsanError
-from .resolver_ipset import LearnSocket, is_missing_set
+from .ipset_wire import IpsetSocket, is_missing_set
 from .state import StateStore
 
 log = logging.getLogger("vmsan.resolver")
@@ -86,7 +86,7 @@ class Learner(object):
 
     def _open(self):
         with ns.entered(self.netns):
-            self._sock = LearnSocket()
+            self._sock = IpsetSocket()
         self._inode = _netns_inode(self.netns)
 
     def close(self):
@@ -327,7 +327,7 @@ class Resolver(object):
         if state is None:
             if self.notices.note(ip, None, now) is not None:
                 log.warning("refused a query from %s: no VM has that address", ip)
-            reply(core.short_reply(data, q, core.REFUSED))
+            reply(core.short_reply(q, core.REFUSED))
             return True
         action, _pattern = state.policy.decide(q)
         if action != core.FORWARD:
@@ -343,13 +343,13 @@ class Resolver(object):
 
     def _refuse(self, state, data, q, action, reply, now):
         if action == core.REFUSE:
-            reply(core.short_reply(data, q, core.REFUSED))
+            reply(core.short_reply(q, core.REFUSED))
             return
         held = self.refusals.note(state.policy.vm_id, q.name, now)
         if held is not None:
-            log.info("refused %s for VM %s: not in its allowed domains%s", q.name or repr(q.wire),
+            log.info("refused %s for VM %s: not in its allowed domains%s", q.name or repr(str(q.question.qname)),
                      state.policy.vm_id, " (and %d more times)" % held if held else "")
-        reply(core.short_reply(data, q, core.NXDOMAIN))
+        reply(core.short_reply(q, core.NXDOMAIN))
 
     def _answer(self, state, data, q, tcp, answer, reply, now):
         view = core.guest_view(answer, q, state.policy, self.rebinding, int(now - answer.fetched))
@@ -359,9 +359,9 @@ class Resolver(object):
         if view.learn and state.policy.learns:
             self._learn(state, view.learn, q.name, now)
         if view.rcode == core.SERVFAIL:
-            reply(core.short_reply(data, q, core.SERVFAIL))
+            reply(core.short_reply(q, core.SERVFAIL))
             return
-        rendered = core.render(data, q, view, 65535 if tcp else core.udp_limit(q), now, answer.expires)
+        rendered = core.render(q, view, 65535 if tcp else core.udp_limit(q), now, answer.expires)
         if answer.expires > now:
             hot = state.hot_tcp if tcp else state.hot_udp
             if len(hot) >= MAX_HOT_PER_VM:
@@ -428,22 +428,26 @@ class Resolver(object):
                 log.exception("upstream answer: %s", exc)
 
     def upstream_datagram(self, wire):
-        """One datagram from the upstream server."""
-        if len(wire) < 12:
+        """One datagram from the upstream server (read with dnslib)."""
+        error = None
+        try:
+            reply = core.parse_reply(wire)
+            header, questions = reply.header, reply.questions
+        except core.BadReply as exc:        # still answers its query if header and question are there
+            reply, error, header, questions = None, exc, exc.header, exc.questions
+        if header is None or not header.qr:
             return
-        qid, flags = struct.unpack_from("!HH", wire)
         with self.lock:
-            pending = self.pending.get(qid)
-        if pending is None or not flags & core.F_QR:
-            return
-        question = pending.q.key         # name, type and class, lower case
-        if wire[12:12 + len(question)].lower() != question:
+            pending = self.pending.get(header.id)
+        if pending is None or not core.answers_question(questions, pending.q):
             return                  # not the answer to what we asked
         self._take(pending)
-        if flags & core.F_TC:
+        if header.tc:
             threading.Thread(target=self._upstream_tcp, args=(pending,), daemon=True).start()
             return
-        self._complete(pending, wire)
+        if error is not None:
+            log.warning("unreadable upstream answer for %s: %s", pending.q.name, error)
+        self._complete(pending, reply)
 
     def _upstream_tcp(self, pending):
         """The upstream answer did not fit in UDP: ask again over TCP."""
@@ -452,21 +456,24 @@ class Resolver(object):
             with socket.create_connection(self.upstream, timeout=UPSTREAM_GIVE_UP) as conn:
                 conn.sendall(struct.pack("!H", len(pending.wire)) + pending.wire)
                 size = struct.unpack("!H", _recv_exact(conn, 2))[0]
-                reply = _recv_exact(conn, size)
+                reply = core.parse_reply(_recv_exact(conn, size))
+            if not core.answers_question(reply.questions, pending.q):
+                raise core.BadReply("the answer is not for the question asked")
         except Exception as exc:
             log.warning("upstream TCP query for %s failed: %s", pending.q.name, exc)
+            reply = None
         self._complete(pending, reply)
 
     def _complete(self, pending, reply):
-        """Cache the upstream answer (wire bytes, or None when there is
-        none) and give it to everyone who waited, each under the policy its
-        VM has now."""
+        """Cache the upstream answer (a DNSRecord from core.parse_reply, or
+        None when there is none) and give it to everyone who waited, each
+        under the policy its VM has now."""
         now = self.clock()
         answer = None
         if reply is not None:
             try:
                 answer = core.answer_from_reply(reply, now)
-            except core.BadReply as exc:
+            except Exception as exc:
                 log.warning("unreadable upstream answer for %s: %s", pending.q.name, exc)
         if answer is not None:
             if answer.expires > now:
@@ -478,13 +485,13 @@ class Resolver(object):
             try:
                 state = self.vms.get(ip)
                 if state is None:
-                    reply_fn(core.short_reply(data, q, core.REFUSED))
+                    reply_fn(core.short_reply(q, core.REFUSED))
                     continue
                 action, _unused = state.policy.decide(q)
                 if action != core.FORWARD:
                     self._refuse(state, data, q, action, reply_fn, now)
                 elif answer is None:
-                    reply_fn(core.short_reply(data, q, core.SERVFAIL))
+                    reply_fn(core.short_reply(q, core.SERVFAIL))
                 else:
                     self._answer(state, data, q, tcp, answer, reply_fn, now)
             except Exception as exc:       # one bad waiter must not starve the others

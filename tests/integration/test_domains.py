@@ -373,3 +373,80 @@ def test_fail_closed_without_the_daemon_and_back_after_restart(sandbox, resolver
     r.start()                                  # the VM is not touched
     assert dig(guest, "a.example.test") == ("NOERROR", [WEB_A])
     assert reaches(guest, WEB_A)
+
+
+# -- the netlink sender the resolver learns through (ipset_wire) ---------------------
+
+def _set_members(sandbox, name):
+    """{address or CIDR: (timeout, comment)} from the ipset command's own view."""
+    out = sandbox.host.run(["ipset", "save", name], check=True).stdout
+    members = {}
+    for line in out.splitlines():
+        words = line.split()
+        if words[:2] != ["add", name]:
+            continue
+        options = dict(zip(words[3::2], words[4::2]))
+        members[words[2]] = (int(options["timeout"]) if "timeout" in options else None,
+                             options.get("comment", "").strip('"') or None)
+    return members
+
+
+@pytest.fixture
+def ipset_socket(sandbox):
+    from ansible_collections.vmsan.network.plugins.module_utils.ipset_wire import IpsetSocket
+    with guard.entered(sandbox.host.name):
+        sock = IpsetSocket()        # lives in the sandbox host namespace from now on
+    yield sock
+    sock.close()
+
+
+def test_ipset_wire_adds_with_timeout_and_comment_and_refreshes(sandbox, ipset_socket):
+    sandbox.host.run(["ipset", "create", "wire-ip", "hash:ip", "timeout", "0", "comment"], check=True)
+    ipset_socket.add("wire-ip", "203.0.113.10", 600, "a.example.test")
+    ipset_socket.add("wire-ip", "203.0.113.11", None, None)
+    members = _set_members(sandbox, "wire-ip")
+    assert 590 <= members["203.0.113.10"][0] <= 600 and members["203.0.113.10"][1] == "a.example.test"
+    assert members["203.0.113.11"] == (0, None)             # the set's default: no timeout
+    ipset_socket.add("wire-ip", "203.0.113.10", 3000, "b.example.test")     # exist: refresh
+    timeout, comment = _set_members(sandbox, "wire-ip")["203.0.113.10"]
+    assert timeout > 2900 and comment == "b.example.test"
+    with pytest.raises(OSError) as err:
+        ipset_socket.add("wire-ip", "203.0.113.10", 10, "c", exist=False)
+    assert err.value.errno == 4103                          # IPSET_ERR_EXIST
+    ipset_socket.delete("wire-ip", "203.0.113.10")
+    ipset_socket.delete("wire-ip", "203.0.113.10")          # exist: no error when gone
+    assert set(_set_members(sandbox, "wire-ip")) == {"203.0.113.11"}
+
+
+def test_ipset_wire_adds_networks_to_a_hash_net_set(sandbox, ipset_socket):
+    sandbox.host.run(["ipset", "create", "wire-net", "hash:net"], check=True)
+    ipset_socket.add_many("wire-net", [("198.51.100.0/24", None, None), ("192.0.2.7/32", None, None),
+                                       ("203.0.113.5", None, None)])
+    assert set(_set_members(sandbox, "wire-net")) == {"198.51.100.0/24", "192.0.2.7", "203.0.113.5"}
+    with guard.entered(sandbox.host.name):
+        with SetManager() as sets:
+            assert sets.networks("wire-net") == {"198.51.100.0/24", "192.0.2.7/32", "203.0.113.5/32"}
+    match = sandbox.host.run(["ipset", "test", "wire-net", "198.51.100.77"])
+    assert match.returncode == 0, match.stderr
+
+
+def test_ipset_wire_adds_a_batch_of_1000(sandbox, ipset_socket):
+    sandbox.host.run(["ipset", "create", "wire-batch", "hash:net"], check=True)
+    networks = ["10.%d.%d.0/24" % (i // 256, i % 256) for i in range(1000)]
+    assert ipset_socket.add_many("wire-batch", [(n, None, None) for n in networks]) == 1000
+    assert set(_set_members(sandbox, "wire-batch")) == set(networks)
+    ipset_socket.delete_many("wire-batch", networks[:500])
+    assert set(_set_members(sandbox, "wire-batch")) == set(networks[500:])
+
+
+def test_ipset_wire_reports_a_missing_set_as_enoent(sandbox, ipset_socket):
+    import errno
+    with pytest.raises(OSError) as err:
+        ipset_socket.add("wire-missing", "203.0.113.10", 60, "a.example.test")
+    assert err.value.errno == errno.ENOENT
+    with pytest.raises(OSError) as err:              # a whole batch of failures: every ack is read
+        ipset_socket.add_many("wire-missing", [("10.0.%d.%d" % (i // 256, i % 256), None, None) for i in range(1000)])
+    assert err.value.errno == errno.ENOENT and len(err.value.failures) == 1000
+    sandbox.host.run(["ipset", "create", "wire-missing", "hash:ip"], check=True)
+    ipset_socket.add("wire-missing", "203.0.113.10")         # and the socket still works
+    assert set(_set_members(sandbox, "wire-missing")) == {"203.0.113.10"}

@@ -1,10 +1,13 @@
 """The resolver's pure decisions: reading queries, policy, rebinding,
-learning, caching and the wire form of answers."""
+learning, caching and the wire form of answers (read and written with
+dnslib; test packets are built with dnslib or, where dnslib would refuse to
+build them, by hand)."""
 
 import struct
 
 import pytest
-from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord, EDNS0
+from dnslib import (AAAA, CNAME, MX, QTYPE, RCODE, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion,
+                    DNSRecord, EDNS0)
 
 from ansible_collections.vmsan.network.plugins.module_utils import resolver_core as core
 from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError
@@ -37,10 +40,11 @@ def parsed(name, qtype="A", edns=False):
 # -- reading queries ----------------------------------------------------------
 
 def test_parse_query_reads_name_type_and_keeps_the_spelling():
-    data, q = parsed("A.Example.TEST.")
+    _data, q = parsed("A.Example.TEST.")
     assert (q.id, q.qtype, q.qclass, q.name) == (0x1234, QTYPE.A, 1, "a.example.test")
-    assert q.wire == data[12:q.end] and b"A\x07Example" in q.wire
-    assert q.key == q.wire.lower()
+    assert q.question.qname.label == (b"A", b"Example", b"TEST")      # echoed as sent
+    assert q.key == (b"a", b"example", b"test")
+    assert q.header.rd == 1
     assert not q.edns and core.udp_limit(q) == 512
 
 
@@ -54,6 +58,13 @@ def test_parse_query_sees_edns_and_its_payload():
     assert core.udp_limit(q) == core.EDNS_PAYLOAD      # never more than we offer
 
 
+def test_edns_payload_below_512_counts_as_512():
+    record = DNSRecord.question("a.example.test")
+    record.add_ar(EDNS0(udp_len=100))
+    q = core.parse_query(bytes(record.pack()))
+    assert q.edns and q.payload == 512 and core.udp_limit(q) == 512
+
+
 def test_responses_and_runts_get_no_answer():
     reply = DNSRecord.question("a.example.test").reply().pack()
     assert core.parse_query(reply) is None
@@ -64,15 +75,23 @@ def test_responses_and_runts_get_no_answer():
     (lambda d: d[:4] + b"\x00\x02" + d[6:], core.FORMERR),             # two questions
     (lambda d: d[:4] + b"\x00\x00" + d[6:], core.FORMERR),             # none
     (lambda d: d[:14], core.FORMERR),                                    # cut name
-    (lambda d: d[:12] + b"\xc0\x0c" + d[-4:], core.FORMERR),           # compression in a question
+    (lambda d: d[:12] + b"\xc0\x0c" + d[-4:], core.FORMERR),           # compression in a question (a loop)
+    (lambda d: d[:12] + b"\x01x\xc0\x02" + d[-4:], core.FORMERR),     # compression into the header
+    (lambda d: d[:12] + b"\x40" + b"x" * 64 + b"\x00" + d[-4:], core.FORMERR),      # label over 63 bytes
+    (lambda d: d[:12] + b"\x3fxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" * 4 + b"\x00" + d[-4:],
+     core.FORMERR),                                                      # name over 255 bytes
+    (lambda d: d[:12] + b"\x01\xff\x00" + d[-4:], core.FORMERR),      # a label dnslib cannot read
+    (lambda d: d[:10] + b"\x00\x01" + d[12:] + b"\x00\x00", core.FORMERR),       # additional record cut short
     (lambda d: d[:2] + b"\x28\x00" + d[4:], core.NOTIMP),              # opcode UPDATE
 ])
 def test_malformed_queries_get_an_error(mangle, rcode):
+    data = mangle(query("a.example.test"))
     with pytest.raises(core.BadQuery) as err:
-        core.parse_query(mangle(query("a.example.test")))
+        core.parse_query(data)
     assert err.value.rcode == rcode and err.value.id == 0x1234
     reply = DNSRecord.parse(core.error_reply(err.value))
-    assert reply.header.rcode == rcode and reply.header.qr == 1
+    assert reply.header.rcode == rcode and reply.header.qr == 1 and reply.header.rd == data[2] & 1
+    assert not reply.questions and not reply.rr
 
 
 def test_a_label_holding_a_dot_matches_no_pattern():
@@ -83,15 +102,33 @@ def test_a_label_holding_a_dot_matches_no_pattern():
     assert custom(["a.example.test", "*.test"]).decide(q) == (core.DENY_NAME, None)
 
 
+def test_a_label_outside_printable_ascii_matches_no_pattern():
+    data = bytes(DNSRecord(DNSHeader(id=1), q=DNSQuestion(DNSLabel([b"caf\xc3\xa9", b"test"]))).pack())
+    q = core.parse_query(data)
+    assert q.name is None and q.key == (b"caf\xc3\xa9", b"test")
+    assert custom(["*.test"]).decide(q) == (core.DENY_NAME, None)
+
+
 @pytest.mark.parametrize("edns", [False, True])
 def test_short_reply_echoes_question_and_id(edns):
     data, q = parsed("Bad.Example.Test", edns=edns)
-    reply = DNSRecord.parse(core.short_reply(data, q, core.NXDOMAIN))
+    wire = core.short_reply(q, core.NXDOMAIN)
+    reply = DNSRecord.parse(wire)
     assert reply.header.id == 0x1234 and reply.header.rcode == RCODE.NXDOMAIN
     assert reply.header.qr == 1 and reply.header.rd == 1 and reply.header.ra == 1
+    assert reply.header.aa == 0 and reply.header.tc == 0
     assert str(reply.q.qname) == "Bad.Example.Test."
+    assert wire[12:12 + len(data) - 12 - (11 if edns else 0)] == data[12:len(data) - (11 if edns else 0)]
     assert not reply.rr
     assert bool(reply.ar) == edns
+    if edns:
+        assert reply.ar[0].rtype == QTYPE.OPT and reply.ar[0].edns_len == core.EDNS_PAYLOAD
+
+
+def test_short_reply_keeps_cd_and_a_missing_rd():
+    record = DNSRecord(DNSHeader(id=5, bitmap=0, cd=1), q=DNSQuestion("a.example.test"))
+    reply = DNSRecord.parse(core.short_reply(core.parse_query(bytes(record.pack())), core.REFUSED))
+    assert reply.header.cd == 1 and reply.header.rd == 0 and reply.header.rcode == RCODE.REFUSED
 
 
 def test_upstream_query_is_lower_case_with_edns():
@@ -220,7 +257,7 @@ def test_view_removes_rebinding_addresses_and_does_not_learn_them():
     vm = custom(["rebind.example.test"])
     view = core.guest_view(answer, parsed("rebind.example.test")[1], vm, core.Rebinding())
     assert view.removed == ["127.0.0.1"] and view.learn == [("203.0.113.10", 60)]
-    assert [r.address() for r in view.answers] == ["203.0.113.10"]
+    assert [str(r.rdata) for r in view.answers] == ["203.0.113.10"]
 
 
 def test_view_keeps_what_an_allowed_cidr_covers():
@@ -264,18 +301,28 @@ def test_parse_reply_decompresses_names_so_records_can_be_copied():
     reply.add_answer(RR("mx.example.test", QTYPE.MX, ttl=5, rdata=MX("smtp.example.test", 10)))
     reply.add_answer(RR("mx.example.test", QTYPE.TXT, ttl=5, rdata=TXT("hello")))
     reply.add_auth(RR("example.test", QTYPE.SOA, ttl=5, rdata=SOA("ns.example.test", "h.example.test", (1, 2, 3, 4, 5))))
+    reply.add_ar(EDNS0(udp_len=1232))
     wire = bytes(reply.pack())
     assert b"\xc0" in wire                      # dnslib compressed the names
-    answers, authority = core.parse_reply(wire)[2:]
+    parsed_reply = core.parse_reply(wire)
+    answers, authority = parsed_reply.rr, parsed_reply.auth
     assert [r.rtype for r in answers] == [QTYPE.CNAME, QTYPE.MX, QTYPE.TXT]
-    assert answers[0].rdata == b"\x02mx\x07example\x04test\x00"
-    assert answers[1].rdata[:2] == b"\x00\x0a" and answers[1].rdata.endswith(b"\x04smtp\x07example\x04test\x00")
-    # copied into a new message, every record still reads the same
-    data, q = parsed("Mail.Example.Test", "MX")
+    assert answers[0].rdata.label == DNSLabel("mx.example.test")
+    assert answers[1].rdata.preference == 10 and answers[1].rdata.label == DNSLabel("smtp.example.test")
+    assert not parsed_reply.ar                  # the additional section is not read
+    # packed into a new message, every record still reads the same
+    _data, q = parsed("Mail.Example.Test", "MX")
     view = core.GuestView(0, answers, authority, [], [])
-    copy = DNSRecord.parse(data[:2] + core.render(data, q, view, 65535, 0.0, 5.0).tail)
+    copy = DNSRecord.parse(b"\x12\x34" + core.render(q, view, 65535, 0.0, 5.0).tail)
     assert [str(r.rdata).lower() for r in copy.rr] == [str(r.rdata).lower() for r in reply.rr]
     assert str(copy.auth[0].rdata) == str(reply.auth[0].rdata)
+
+
+def test_records_of_types_dnslib_does_not_know_are_copied_as_they_are():
+    reply = DNSRecord(q=DNSQuestion("odd.example.test", 65280)).reply()
+    reply.add_answer(RR("odd.example.test", 65280, ttl=5, rdata=RD(b"\xc0\x0c raw")))
+    parsed_reply = core.parse_reply(bytes(reply.pack()))
+    assert parsed_reply.rr[0].rdata.data == b"\xc0\x0c raw"
 
 
 @pytest.mark.parametrize("wire", [
@@ -287,6 +334,25 @@ def test_parse_reply_decompresses_names_so_records_can_be_copied():
 def test_malformed_upstream_replies_are_rejected(wire):
     with pytest.raises(core.BadReply):
         core.answer_from_reply(wire, 0.0)
+
+
+def test_a_bad_record_still_tells_which_query_the_reply_was_for():
+    good = DNSRecord.question("a.example.test").reply()
+    good.header.id = 4242
+    good.add_answer(RR("a.example.test", QTYPE.A, ttl=5, rdata=A("203.0.113.10")))
+    wire = bytes(good.pack())[:-2]                               # the A record's data cut short
+    with pytest.raises(core.BadReply) as err:
+        core.parse_reply(wire)
+    assert err.value.header.id == 4242
+    assert core.answers_question(err.value.questions, parsed("A.example.TEST")[1])
+
+
+def test_answers_question_compares_name_type_and_class():
+    q = parsed("A.Example.Test")[1]
+    assert core.answers_question([DNSQuestion("a.example.test")], q)
+    assert not core.answers_question([DNSQuestion("b.example.test")], q)
+    assert not core.answers_question([DNSQuestion("a.example.test", QTYPE.AAAA)], q)
+    assert not core.answers_question([], q) and not core.answers_question(None, q)
 
 
 # -- caching and learning times -------------------------------------------------
@@ -335,11 +401,11 @@ def test_upstream_from_resolv_conf():
 
 # -- rendering ----------------------------------------------------------------
 
-def render(name, records, edns=False, limit=None, made=0.0):
+def render(name, records, edns=False, limit=None, made=0.0, auth=()):
     data, q = parsed(name, edns=edns)
-    answer = upstream(name.lower().rstrip("."), records)
+    answer = upstream(name.lower().rstrip("."), records, auth=auth)
     view = core.guest_view(answer, q, custom([name.lower().rstrip(".")]), core.Rebinding())
-    out = core.render(data, q, view, limit or core.udp_limit(q), made, answer.expires)
+    out = core.render(q, view, limit or core.udp_limit(q), made, answer.expires)
     return data, out
 
 
@@ -359,6 +425,38 @@ def test_render_ages_ttls_in_place():
     assert DNSRecord.parse(data[:2] + out.at(10.5)).rr[0].ttl == 60
     assert DNSRecord.parse(data[:2] + out.at(17.2)).rr[0].ttl == 53
     assert DNSRecord.parse(data[:2] + out.at(500.0)).rr[0].ttl == 0
+
+
+def test_render_finds_every_ttl_behind_compressed_and_plain_names():
+    """Owners equal to the question become pointers, others are packed in
+    full: the TTL offsets must be right for both, and for the authority."""
+    data, out = render("Chain.Example.Test", [cname("chain.example.test", "alias.example.test", ttl=50),
+                                              cname("alias.example.test", "a.example.test", ttl=40),
+                                              a("a.example.test", "203.0.113.10", ttl=30)], made=0.0)
+    aged = DNSRecord.parse(data[:2] + out.at(7.0))
+    assert [rr.ttl for rr in aged.rr] == [43, 33, 23]
+    assert [str(rr.rdata) for rr in aged.rr] == ["alias.example.test.", "a.example.test.", "203.0.113.10"]
+    assert str(aged.rr[0].rname) == "Chain.Example.Test."     # the guest's spelling
+    soa = RR("example.test", QTYPE.SOA, ttl=20, rdata=SOA("ns.example.test", "h.example.test", (1, 2, 3, 4, 20)))
+    data, out = render("none.example.test", [], auth=[soa], edns=True)
+    aged = DNSRecord.parse(data[:2] + out.at(5.0))
+    assert aged.auth[0].ttl == 15 and aged.ar[0].rtype == QTYPE.OPT
+
+
+def test_render_is_what_dnslib_packs():
+    _data, q = parsed("Alias.Example.Test", edns=True)
+    answer = upstream("alias.example.test", [cname("alias.example.test", "a.example.test"),
+                                             a("a.example.test", "203.0.113.10")])
+    view = core.guest_view(answer, q, custom(["alias.example.test"]), core.Rebinding())
+    expected = DNSRecord(DNSHeader(id=q.id, bitmap=0, qr=1, rd=1, ra=1), [q.question], list(view.answers),
+                         ar=[EDNS0(udp_len=core.EDNS_PAYLOAD)])
+    assert core.render(q, view, 65535, 0.0, 60.0).tail == bytes(expected.pack())[2:]
+    assert b"\xc0\x0c" in bytes(expected.pack())           # the owner points at the question
+
+
+def test_render_keeps_ttls_of_a_day_at_most():
+    data, out = render("a.example.test", [a("a.example.test", "203.0.113.10", ttl=10 ** 6)])
+    assert DNSRecord.parse(data[:2] + out.tail).rr[0].ttl == core.MAX_CACHE_TTL
 
 
 def test_render_with_edns_adds_opt():

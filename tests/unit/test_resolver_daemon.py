@@ -229,3 +229,42 @@ def test_bad_resolver_flags_exit_2_naming_the_flag(capsys):
         assert cli.main(["resolver"] + argv) == 2
         err = capsys.readouterr().err
         assert flag + ":" in err and "accepted:" in err, err
+
+
+def test_a_query_dnslib_cannot_read_gets_formerr(env):
+    ip = env.vm("w", 4)
+    got = []
+    data = bytes(DNSRecord.question("a.example.test").pack())
+    env.resolver.handle(data[:12] + b"\x01\xff\x00" + data[-4:], ip, got.append, False)      # not UTF-8
+    reply = DNSRecord.parse(got[0])
+    assert reply.header.rcode == RCODE.FORMERR and reply.header.id == DNSRecord.parse(data).header.id
+    assert not env.resolver.up.sent
+    response = bytes(DNSRecord.question("a.example.test").reply().pack())
+    assert env.resolver.handle(response, ip, got.append, False) is False      # a response: no answer
+
+
+def test_an_unreadable_upstream_answer_is_servfail_at_once(env):
+    ip = env.vm("w", 4)
+    got = ask(env.resolver, ip, "a.example.test")
+    reply = env.resolver.up.sent[0].reply()
+    reply.add_answer(RR("a.example.test", QTYPE.A, ttl=60, rdata=A("203.0.113.10")))
+    env.resolver.upstream_datagram(bytes(reply.pack())[:-2])        # the record cut short
+    assert got[0].header.rcode == RCODE.SERVFAIL
+    assert not env.resolver.pending and not env.resolver.answers
+
+
+def test_edns_query_gets_an_edns_answer_and_the_hot_path_serves_the_same_bytes(env):
+    from dnslib import EDNS0
+    ip = env.vm("w", 4)
+    q = DNSRecord.question("A.example.test")
+    q.add_ar(EDNS0(udp_len=4096))
+    q.header.id = 1
+    first, again = [], []
+    env.resolver.handle(bytes(q.pack()), ip, first.append, False)
+    answer_upstream(env.resolver, [("a.example.test", "203.0.113.10", 60)])
+    q.header.id = 2
+    env.resolver.handle(bytes(q.pack()), ip, again.append, False)
+    assert DNSRecord.parse(first[0]).ar[0].edns_len == core.EDNS_PAYLOAD
+    assert str(DNSRecord.parse(first[0]).q.qname) == "A.example.test."
+    assert again[0][2:] == first[0][2:] and again[0][:2] == b"\x00\x02"
+    assert len(env.resolver.up.sent) == 1
