@@ -71,6 +71,8 @@ SOL_NETLINK = 270
 IPSET_PROTOCOL = 6          # the oldest protocol every ipset kernel accepts
 IPSET_MAX_COMMENT = 254     # characters; the kernel's IPSET_MAX_COMMENT_SIZE is 255 with the NUL
 CHUNK = 512                 # messages per send(); about 40 KiB of adds
+LIST_SIZE = 200             # entries per list message (fill): ~5 KiB
+LIST_SEND = 16              # list messages per send(): ~80 KiB, inside the socket's send buffer
 RCVBUF = 4 << 20            # room for the error acks of a whole chunk
 
 IPSET_ERRORS = {value: name for name, value in vars(_ipset).items()
@@ -106,9 +108,8 @@ def _comment(text):
     return str(text).encode("ascii", "replace").decode("ascii")[:IPSET_MAX_COMMENT]
 
 
-def message(command, set_name, entry, timeout=None, comment=None, seq=0, exist=True, ack=True):
-    """The netlink message (bytes) of an ipset ADD or DEL (COMMAND is
-    ``IPSET_CMD_ADD`` or ``IPSET_CMD_DEL``) of ENTRY in SET_NAME. Pure."""
+def _data(entry, timeout=None, comment=None):
+    """(family, the attributes of one IPSET_ATTR_DATA) of ENTRY."""
     family, address, prefix = _entry(entry)
     data = [["IPSET_ATTR_IP", {"attrs": [["IPSET_ATTR_IPADDR_IPV4" if family == socket.AF_INET
                                           else "IPSET_ATTR_IPADDR_IPV6", address]]}]]
@@ -118,16 +119,43 @@ def message(command, set_name, entry, timeout=None, comment=None, seq=0, exist=T
         data.append(["IPSET_ATTR_TIMEOUT", int(timeout)])
     if comment is not None:
         data.append(["IPSET_ATTR_COMMENT", _comment(comment)])
+    return family, data
+
+
+def _encoded(command, family, set_name, payload, seq, exist, ack, extra=()):
     msg = ipset_msg()
     msg["header"]["type"] = (NFNL_SUBSYS_IPSET << 8) | command
     msg["header"]["flags"] = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | (0 if exist else NLM_F_EXCL)
     msg["header"]["sequence_number"] = seq
     msg["nfgen_family"] = family
-    msg["attrs"] = [["IPSET_ATTR_PROTOCOL", IPSET_PROTOCOL],
-                    ["IPSET_ATTR_SETNAME", set_name],
-                    ["IPSET_ATTR_DATA", {"attrs": data}]]
+    msg["attrs"] = [["IPSET_ATTR_PROTOCOL", IPSET_PROTOCOL], ["IPSET_ATTR_SETNAME", set_name], payload] + list(extra)
     msg.encode()
     return bytes(msg.data)
+
+
+def message(command, set_name, entry, timeout=None, comment=None, seq=0, exist=True, ack=True):
+    """The netlink message (bytes) of an ipset ADD or DEL (COMMAND is
+    ``IPSET_CMD_ADD`` or ``IPSET_CMD_DEL``) of ENTRY in SET_NAME. Pure."""
+    family, data = _data(entry, timeout, comment)
+    return _encoded(command, family, set_name, ["IPSET_ATTR_DATA", {"attrs": data}], seq, exist, ack)
+
+
+def list_message(command, set_name, entries, seq=0, exist=True, ack=True):
+    """One message that adds or deletes every entry of ENTRIES (addresses or
+    CIDRs of one family), as an IPSET_ATTR_ADT list of IPSET_ATTR_DATA: what
+    ``ipset restore`` sends. pyroute2 encodes it ~2.5x faster per entry than
+    a message each, but the kernel stops at the first entry it refuses and
+    answers for the message as a whole. Pure."""
+    if not entries:
+        raise ValueError("list_message needs at least one entry")
+    items = [_data(entry) for entry in entries]
+    families = {family for family, _data_attrs in items}
+    if len(families) != 1:
+        raise ValueError("list_message: entries of one address family only")
+    payload = ["IPSET_ATTR_ADT", {"attrs": [["IPSET_ATTR_DATA", {"attrs": data}] for _f, data in items]}]
+    # the kernel takes a list only with a line number (it reports the
+    # failing entry's there, as for ipset restore)
+    return _encoded(command, families.pop(), set_name, payload, seq, exist, ack, [["IPSET_ATTR_LINENO", 0]])
 
 
 def add_message(set_name, entry, timeout=None, comment=None, seq=0, exist=True, ack=True):
@@ -215,6 +243,31 @@ class IpsetSocket(object):
     def delete_many(self, set_name, addresses, exist=True):
         """Delete every address or CIDR of ADDRESSES from SET_NAME."""
         return self._batch(set_name, [(IPSET_CMD_DEL, entry, None, None) for entry in addresses], exist)
+
+    def fill(self, set_name, entries):
+        """Add ENTRIES (addresses or CIDRs, one family, no timeout or
+        comment) to SET_NAME, LIST_SIZE to a message (``list_message``).
+        For a set that was just created, where no entry can fail; a failure
+        is raised as IpsetError for the first message that had one, and the
+        entries after it in that message were not added."""
+        entries = list(entries)
+        chunks = [entries[i:i + LIST_SIZE] for i in range(0, len(entries), LIST_SIZE)]
+        with self._lock:
+            first = self._seq + 1
+            self._seq = (self._seq + len(chunks)) & 0xFFFFFFFF
+            wires = [list_message(IPSET_CMD_ADD, set_name, chunk, seq=(first + i) & 0xFFFFFFFF)
+                     for i, chunk in enumerate(chunks)]
+            failures = []
+            for start in range(0, len(wires), LIST_SEND):
+                batch = wires[start:start + LIST_SEND]
+                self.sock.send(b"".join(batch))
+                failures += [(start + index, err) for index, err in self._collect(first + start, len(batch))]
+        if failures:
+            index, err = failures[0]
+            raise IpsetError(err, "ipset add %s (entries %d-%d): %s"
+                             % (set_name, index * LIST_SIZE + 1, index * LIST_SIZE + len(chunks[index]),
+                                describe(err)), failures)
+        return len(entries)
 
     def _batch(self, set_name, items, exist):
         failures = []

@@ -93,8 +93,7 @@ class SetManager(object):
 
     def replace_networks(self, name, networks):
         """Make hash:net set NAME hold exactly NETWORKS, atomically for readers:
-        fill a temporary set (all members in a few batched netlink writes,
-        see ipset_wire) and swap it in."""
+        fill a temporary set (a few list messages, see ipset_wire.fill) and swap it in."""
         from .ipset_wire import IpsetSocket
         temp = name + "~"
         if self.exists(temp):
@@ -102,7 +101,7 @@ class SetManager(object):
         self.ipset.create(temp, stype="hash:net")
         try:
             with IpsetSocket() as sock:
-                sock.add_many(temp, [(net, None, None) for net in storable(networks)])
+                sock.fill(temp, storable(networks))
             if not self.exists(name):
                 self.ipset.rename(temp, name)
                 return

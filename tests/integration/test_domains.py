@@ -439,6 +439,17 @@ def test_ipset_wire_adds_a_batch_of_1000(sandbox, ipset_socket):
     assert set(_set_members(sandbox, "wire-batch")) == set(networks[500:])
 
 
+def test_ipset_wire_fills_a_new_set_with_list_messages(sandbox, ipset_socket):
+    import errno
+    sandbox.host.run(["ipset", "create", "wire-fill", "hash:net"], check=True)
+    networks = ["10.%d.%d.0/24" % (i // 256, i % 256) for i in range(1000)] + ["192.0.2.9/32"]
+    assert ipset_socket.fill("wire-fill", networks) == 1001          # six list messages
+    assert set(_set_members(sandbox, "wire-fill")) == set(networks[:-1]) | {"192.0.2.9"}
+    with pytest.raises(OSError) as err:
+        ipset_socket.fill("wire-fill-missing", networks)
+    assert err.value.errno == errno.ENOENT
+
+
 def test_ipset_wire_reports_a_missing_set_as_enoent(sandbox, ipset_socket):
     import errno
     with pytest.raises(OSError) as err:

@@ -234,3 +234,25 @@ def test_delete_many_sends_del_messages():
     fake_socket(kernel).delete_many("s", ["192.0.2.1", "10.0.0.0/8"])
     msg = decoded(kernel.sent[0])
     assert msg["header"]["type"] == (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_DEL
+
+
+# -- list messages (fill) -----------------------------------------------------------
+
+def test_list_message_carries_every_entry_in_one_adt():
+    msg = decoded(wire.list_message(IPSET_CMD_ADD, "vmsan-a-allow~", ["10.0.0.0/8", "203.0.113.7"], seq=9))
+    assert msg["header"]["type"] == (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_ADD
+    assert msg["header"]["sequence_number"] == 9 and msg["header"]["flags"] & NLM_F_ACK
+    assert msg.get_attr("IPSET_ATTR_SETNAME") == "vmsan-a-allow~"
+    entries = []
+    for data in msg.get_attr("IPSET_ATTR_ADT").get_attrs("IPSET_ATTR_DATA"):
+        address = data.get_attr("IPSET_ATTR_IP_FROM").get_attr("IPSET_ATTR_IPADDR_IPV4")   # id 1: IP
+        entries.append((address, data.get_attr("IPSET_ATTR_CIDR")))
+    assert entries == [("10.0.0.0", 8), ("203.0.113.7", None)]
+    assert msg.get_attr("IPSET_ATTR_LINENO") == 0          # the kernel refuses a list without it
+
+
+def test_list_message_refuses_mixed_families_and_nothing():
+    with pytest.raises(ValueError):
+        wire.list_message(IPSET_CMD_ADD, "s", ["10.0.0.0/8", "2001:db8::/32"])
+    with pytest.raises(ValueError):
+        wire.list_message(IPSET_CMD_ADD, "s", [])
