@@ -5,12 +5,12 @@ the namespace of whoever mounted it)."""
 import os
 
 
-def _path(key):
+def path(key):
     return "/proc/sys/" + key.replace(".", "/")
 
 
 def read(key):
-    with open(_path(key)) as handle:
+    with open(path(key)) as handle:
         return handle.read().strip()
 
 
@@ -21,7 +21,7 @@ def ensure(key, value, check_mode=False):
     each with a thousand VMs)."""
     value = str(value)
     try:
-        fd = os.open(_path(key), os.O_RDONLY if check_mode else os.O_RDWR)
+        fd = os.open(path(key), os.O_RDONLY if check_mode else os.O_RDWR)
     except FileNotFoundError:
         return None
     try:

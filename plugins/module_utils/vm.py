@@ -305,7 +305,7 @@ def converge(record, check_mode=False, devices=True, shaping=True):
     if not check_mode:
         faults.point("after-firewall")
     from . import ports
-    changes += ports.converge_loopback(record, check_mode)
+    changes += ports.converge_loopback(record, check_mode, fresh)
     from . import bandwidth
     if shaping:
         changes += bandwidth.converge(record, check_mode, fresh)
