@@ -60,10 +60,16 @@ import os
 import socket
 import threading
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, nlmsg, nlmsgerr
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
-from pyroute2.netlink.nfnetlink import ipset as _ipset
-from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
+try:
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, nlmsg, nlmsgerr
+    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
+    from pyroute2.netlink.nfnetlink import ipset as _ipset
+    from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
+    HAS_PYROUTE2 = True
+except ImportError:  # pragma: no cover - the faces report the missing library
+    HAS_PYROUTE2 = False
+    _ipset = None
+    IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
 
 NETLINK_NETFILTER = 12
 NETLINK_CAP_ACK = 10        # error acks without a copy of the failed request
@@ -75,7 +81,7 @@ LIST_SIZE = 200             # entries per list message (fill): ~5 KiB
 LIST_SEND = 16              # list messages per send(): ~80 KiB, inside the socket's send buffer
 RCVBUF = 4 << 20            # room for the error acks of a whole chunk
 
-IPSET_ERRORS = {value: name for name, value in vars(_ipset).items()
+IPSET_ERRORS = {value: name for name, value in (vars(_ipset).items() if _ipset is not None else ())
                 if name.startswith("IPSET_ERR_") and isinstance(value, int)}
 
 

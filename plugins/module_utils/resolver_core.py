@@ -27,9 +27,16 @@ import re
 import struct
 from collections import namedtuple
 
-from dnslib import A as ARecord
-from dnslib import CLASS, CNAME, QTYPE, RCODE, RR, SOA, DNSHeader, DNSQuestion, DNSRecord, EDNS0
-from dnslib.label import DNSBuffer, DNSLabel
+try:
+    from dnslib import A as ARecord
+    from dnslib import CNAME, RR, SOA, DNSHeader, DNSQuestion, DNSRecord, EDNS0
+    from dnslib.label import DNSBuffer, DNSLabel
+    HAS_DNSLIB = True
+    DNSLIB_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - only the resolver needs it; resolver_daemon says so
+    HAS_DNSLIB = False
+    DNSLIB_IMPORT_ERROR = exc
+    DNSBuffer = object
 
 from . import addressing as A
 from . import domains
@@ -104,14 +111,15 @@ def upstream_from_resolv_conf(text):
 # --------------------------------------------------------------------------
 # the wire: every message is read and written with dnslib
 # --------------------------------------------------------------------------
-NOERROR, FORMERR, SERVFAIL = RCODE.NOERROR, RCODE.FORMERR, RCODE.SERVFAIL
-NXDOMAIN, NOTIMP, REFUSED = RCODE.NXDOMAIN, RCODE.NOTIMP, RCODE.REFUSED
-RCODE_NAMES = {code: RCODE[code] for code in (NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED)}
-T_A, T_CNAME, T_SOA, T_AAAA, T_OPT = QTYPE.A, QTYPE.CNAME, QTYPE.SOA, QTYPE.AAAA, QTYPE.OPT
-CLASS_IN = CLASS.IN
+# protocol numbers (RFC 1035, 3596, 6891), the same as dnslib's RCODE/QTYPE/CLASS
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
+               NOTIMP: "NOTIMP", REFUSED: "REFUSED"}
+T_A, T_CNAME, T_SOA, T_AAAA, T_OPT = 1, 5, 6, 28, 41
+CLASS_IN = 1
 MAX_RECORD_TTL = 0x7FFFFFFF     # RFC 2181 8: a TTL with the top bit set counts as this
 
-_OPT = EDNS0(udp_len=EDNS_PAYLOAD)     # what every EDNS reply and upstream query carries
+_OPT = EDNS0(udp_len=EDNS_PAYLOAD) if HAS_DNSLIB else None     # what every EDNS reply and upstream query carries
 _TTL = struct.Struct("!I")             # only to re-age a cached reply in place (Rendered.at)
 
 
@@ -233,7 +241,7 @@ def error_reply(bad):
     return bytes(DNSRecord(DNSHeader(id=bad.id, bitmap=_reply_flags(bad.header, bad.rcode))).pack())
 
 
-_QUERY_FLAGS = DNSHeader(id=0, bitmap=0, rd=1).bitmap     # a plain query, recursion desired
+_QUERY_FLAGS = DNSHeader(id=0, bitmap=0, rd=1).bitmap if HAS_DNSLIB else None     # a plain query, recursion desired
 
 
 def upstream_query(qid, q):

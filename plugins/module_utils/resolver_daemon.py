@@ -749,6 +749,9 @@ def _raise_fd_limit():
 def main(upstream=None, listen=None, ttl_floor=None, grace=None):
     """Run the resolver in the foreground until SIGTERM or SIGINT; SIGHUP
     re-reads every state file. Returns the exit status."""
+    if not core.HAS_DNSLIB:
+        raise VmsanError("the resolver needs the Python library dnslib (%s); install the pinned requirements "
+                         "(scripts/setup.sh, or pip install -r requirements.txt)" % core.DNSLIB_IMPORT_ERROR)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="vmsan-resolver: %(levelname)s %(message)s")
     log.setLevel(os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper())
     cfg = core.settings(ttl_floor, grace)
