@@ -263,11 +263,7 @@ class IpsetSocket(object):
             self._seq = (self._seq + len(chunks)) & 0xFFFFFFFF
             wires = [list_message(IPSET_CMD_ADD, set_name, chunk, seq=(first + i) & 0xFFFFFFFF)
                      for i, chunk in enumerate(chunks)]
-            failures = []
-            for start in range(0, len(wires), LIST_SEND):
-                batch = wires[start:start + LIST_SEND]
-                self.sock.send(b"".join(batch))
-                failures += [(start + index, err) for index, err in self._collect(first + start, len(batch))]
+            failures = self._send(wires, first, LIST_SEND)
         if failures:
             index, err = failures[0]
             raise IpsetError(err, "ipset add %s (entries %d-%d): %s"
@@ -275,8 +271,17 @@ class IpsetSocket(object):
                                 describe(err)), failures)
         return len(entries)
 
-    def _batch(self, set_name, items, exist):
+    def _send(self, wires, first, per_send):
+        """Send WIRES (sequence numbers from FIRST), PER_SEND to a send(),
+        reading each group's acks: [(index, errno)] of the failed ones."""
         failures = []
+        for start in range(0, len(wires), per_send):
+            group = wires[start:start + per_send]
+            self.sock.send(b"".join(group))
+            failures += [(start + index, err) for index, err in self._collect(first + start, len(group))]
+        return failures
+
+    def _batch(self, set_name, items, exist):
         with self._lock:
             # Everything is encoded before anything is sent: an entry that
             # is not an address raises ValueError with the set untouched.
@@ -285,10 +290,7 @@ class IpsetSocket(object):
             wires = [message(command, set_name, entry, timeout, comment, seq=(first + i) & 0xFFFFFFFF,
                              exist=exist, ack=(i + 1) % CHUNK == 0 or i == len(items) - 1)
                      for i, (command, entry, timeout, comment) in enumerate(items)]
-            for start in range(0, len(wires), CHUNK):
-                chunk = wires[start:start + CHUNK]
-                self.sock.send(b"".join(chunk))
-                failures += [(start + index, err) for index, err in self._collect(first + start, len(chunk))]
+            failures = self._send(wires, first, CHUNK)
         if failures:
             index, err = failures[0]
             command, entry = items[index][:2]
