@@ -119,17 +119,12 @@ class SetManager(object):
         adds first (for a deny list: never less closed)."""
         from .ipset_wire import IpsetSocket
         with IpsetSocket() as sock:
-            steps = [("del", remove), ("add", add)]
-            for what, networks in (steps if narrow_first else reversed(steps)):
-                if not networks:
-                    continue
-                if what == "del":
-                    sock.delete_many(name, networks)
-                else:
-                    sock.add_many(name, [(net, None, None) for net in networks])
-
-    def learn(self, name, address, timeout, comment):
-        self.ipset.add(name, address, etype="ip", timeout=int(timeout), comment=comment[:255], exclusive=False)
+            if remove and narrow_first:
+                sock.delete_many(name, remove)
+            if add:
+                sock.add_many(name, [(net, None, None) for net in add])
+            if remove and not narrow_first:
+                sock.delete_many(name, remove)
 
     def forget(self, name, address):
         try:

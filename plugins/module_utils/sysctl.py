@@ -9,11 +9,6 @@ def path(key):
     return "/proc/sys/" + key.replace(".", "/")
 
 
-def read(key):
-    with open(path(key)) as handle:
-        return handle.read().strip()
-
-
 def ensure(key, value, check_mode=False):
     """Set KEY to VALUE if it differs; returns a change string or None.
     One open for the read and the write: resolving a /proc/sys path costs

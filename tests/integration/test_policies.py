@@ -181,6 +181,27 @@ def test_widening_update_keeps_the_flow_and_a_whole_internet_cidr_is_stable(sand
     assert guest.tcp("169.254.169.254", 80) is None
 
 
+def test_a_small_edit_of_long_lists_is_made_in_place(sandbox):
+    """One CIDR swapped in a list of several: the set is edited by the
+    difference (not refilled), and the guest meets the new lists."""
+    others = ["10.%d.0.0/16" % i for i in range(6)]
+    vm, guest = make_vm(sandbox, "ed", "--allowed-cidr", ",".join(others + ["203.0.113.0/24"]),
+                        "--denied-cidr", "203.0.113.128/25," + ",".join("10.%d.1.0/24" % i for i in range(6)))
+    assert reach(guest, WEB_A) == ALL and reach(guest, BAD) == NONE and reach(guest, APEX) == NONE
+    out = sandbox.vmsan("network", vm["id"], "--allowed-cidr", ",".join(others + ["192.0.2.0/24"]),
+                        "--denied-cidr", "192.0.2.128/25," + ",".join("10.%d.1.0/24" % i for i in range(6)),
+                        "--json").out
+    edits = [c for c in out["changes"] if "ipset" in c]
+    assert any("-allow (7 networks: 1 added, 1 removed)" in c for c in edits), edits
+    assert any("-deny (7 networks: 1 added, 1 removed)" in c for c in edits), edits
+    assert reach(guest, BAD) == ALL and reach(guest, WEB_A) == NONE
+    with_deny = sandbox.vmsan("network", vm["id"], "--allowed-cidr", ",".join(others + ["192.0.2.0/24"]),
+                              "--denied-cidr", "192.0.2.0/28," + ",".join("10.%d.1.0/24" % i for i in range(6)),
+                              "--json").out
+    assert any("-deny (7 networks: 1 added, 1 removed)" in c for c in with_deny["changes"])
+    assert reach(guest, BAD) == NONE         # 192.0.2.10 now inside the edited deny list
+
+
 def test_flushed_rules_are_restored_by_the_next_run(sandbox):
     vm, guest = make_vm(sandbox, "fl", "--network-policy", "deny-all")
     ns = "/run/netns/" + vm["netns"]
