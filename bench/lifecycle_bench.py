@@ -355,7 +355,7 @@ def mem_available_mib():
     return int(value) / 1024.0 if value.isdigit() else float("nan")
 
 
-def profile_inproc(sandbox, n, top, k=20):
+def profile_inproc(sandbox, n, top, k=20, sort="cumulative"):
     """cProfile of K in-process creates and K removes with N VMs in place
     (the creates of VMs N-K+1..N, the removes of the same), after the
     measured runs: the profiler slows everything down."""
@@ -384,9 +384,9 @@ def profile_inproc(sandbox, n, top, k=20):
             if profiled:
                 removing.disable()
     for title, prof in (("creates", creating), ("removes", removing)):
-        C.note("\n## cProfile of %d in-process %s with %d VMs in place (cumulative, top %d)\n" % (k, title, n, top))
+        C.note("\n## cProfile of %d in-process %s with %d VMs in place (%s, top %d)\n" % (k, title, n, sort, top))
         stats = pstats.Stats(prof, stream=sys.stdout)
-        stats.strip_dirs().sort_stats("cumulative").print_stats(top)
+        stats.strip_dirs().sort_stats(sort).print_stats(top)
 
 
 def main(argv=None):
@@ -398,6 +398,9 @@ def main(argv=None):
                         help="afterwards, create N VMs in-process and cProfile the last 20 creates and the first "
                              "20 removes (the top functions are printed)")
     parser.add_argument("--top", type=int, default=25, help="functions shown by --profile (default 25)")
+    parser.add_argument("--sort", default="cumulative", choices=("cumulative", "tottime", "ncalls"),
+                        help="order of the --profile table (default cumulative; tottime shows where the time "
+                             "is spent, system calls included)")
     args = parser.parse_args(argv)
     sizes = C.parse_sizes(args.sizes)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -446,7 +449,7 @@ def main(argv=None):
                         C.print_table("## N = %d: remove (wall time per VM)" % n, REMOVE_HEADERS, rows_remove)
             print_comparison(results)
             if args.profile:
-                profile_inproc(sandbox, args.profile, args.top)
+                profile_inproc(sandbox, args.profile, args.top, sort=args.sort)
         finally:
             C.print_end(info, began)
             C.write_json(args.json, results)

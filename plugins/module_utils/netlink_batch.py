@@ -11,6 +11,8 @@ import os
 import socket
 import struct
 
+from .netconf import forwarding_af_spec
+
 try:
     from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
@@ -34,12 +36,16 @@ class Batch(object):
     def __init__(self):
         self._requests = []      # (encoded bytes, description, tolerated errnos)
 
-    def _add(self, msg, mtype, flags, description, tolerate=()):
+    def _add(self, msg, mtype, flags, description, tolerate=(), raw_attrs=b""):
+        """RAW_ATTRS: attributes already in wire form, appended to MSG."""
         msg["header"]["type"] = mtype
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
         msg["header"]["sequence_number"] = len(self._requests) + 1
         msg.encode()
-        self._requests.append((msg.data, description, tuple(tolerate)))
+        data = bytes(msg.data)
+        if raw_attrs:
+            data = struct.pack("I", len(data) + len(raw_attrs)) + data[4:] + raw_attrs
+        self._requests.append((data, description, tuple(tolerate)))
 
     def veth(self, name, peer, peer_netns_fd=None):
         peer_attrs = [("IFLA_IFNAME", peer)]
@@ -58,6 +64,12 @@ class Batch(object):
         msg["flags"] = IFF_UP
         msg["change"] = IFF_UP
         self._add(msg, RTM_NEWLINK, 0, "link %s up" % ifname)
+
+    def forwarding(self, ifname):
+        """IPv4 forwarding on for packets arriving on IFNAME (netconf.py)."""
+        msg = ifinfmsg()
+        msg["index"] = socket.if_nametoindex(ifname)
+        self._add(msg, RTM_NEWLINK, 0, "IPv4 forwarding on %s" % ifname, raw_attrs=forwarding_af_spec())
 
     def address(self, ifname, address, prefixlen, tolerate_existing=False):
         msg = ifaddrmsg()

@@ -1,6 +1,16 @@
 """Sysctls of the calling thread's network namespace, through /proc/sys/net
 (which resolves to the namespace of the thread that opens it; /sys would give
-the namespace of whoever mounted it)."""
+the namespace of whoever mounted it).
+
+Why the directory handles: /proc/sys/net is one directory shared by every
+namespace, and each namespace's ``ipv4``, ``ipv6``, ``core``... below it is a
+separate cache entry under the same parent and name. Looking up
+``net/ipv6`` therefore walks a hash chain as long as the number of
+namespaces: ~0.1 ms with a thousand VMs (and ~0.4 ms the first time in a
+new namespace), against microseconds for every other step of the path.
+``Tree`` resolves each protocol directory once and opens the rest of each
+key relative to it.
+"""
 
 import os
 
@@ -9,23 +19,69 @@ def path(key):
     return "/proc/sys/" + key.replace(".", "/")
 
 
-def ensure(key, value, check_mode=False):
-    """Set KEY to VALUE if it differs; returns a change string or None.
-    One open for the read and the write: resolving a /proc/sys path costs
-    more the more network namespaces and devices the machine has (~1 ms
-    each with a thousand VMs)."""
-    value = str(value)
-    try:
-        fd = os.open(path(key), os.O_RDONLY if check_mode else os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        current = os.read(fd, 256).decode().strip()
-        if current == value:
+class Tree(object):
+    """/proc/sys of the namespace the calling thread is in when it is
+    opened; keep it inside that namespace's ``with`` block."""
+
+    def __init__(self):
+        self._dirs = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for fd in self._dirs.values():
+            if fd is not None:
+                os.close(fd)
+        self._dirs = {}
+
+    def _open(self, key, flags):
+        """An fd of KEY's file, or None if the key does not exist."""
+        parts = key.split(".")
+        top, rest = "/".join(parts[:2]), "/".join(parts[2:])
+        if top not in self._dirs:
+            try:
+                self._dirs[top] = os.open("/proc/sys/" + top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._dirs[top] = None
+        dir_fd = self._dirs[top]
+        if dir_fd is None or not rest:
             return None
-        if not check_mode:
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-    return "sysctl %s=%s (was %s)" % (key, value, current)
+        try:
+            return os.open(rest, flags | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+
+    def ensure(self, key, value, check_mode=False):
+        """Set KEY to VALUE if it differs; returns a change string or None
+        (also None when the key does not exist). One open for the read and
+        the write."""
+        value = str(value)
+        fd = self._open(key, os.O_RDONLY if check_mode else os.O_RDWR)
+        if fd is None:
+            return None
+        try:
+            current = os.read(fd, 256).decode().strip()
+            if current == value:
+                return None
+            if not check_mode:
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+        return "sysctl %s=%s (was %s)" % (key, value, current)
+
+
+def ensure(key, value, check_mode=False):
+    """One key (see ``Tree.ensure``)."""
+    with Tree() as tree:
+        return tree.ensure(key, value, check_mode)
+
+
+def ensure_all(pairs, check_mode=False):
+    """Each (key, value) of PAIRS, in order; the changes made (or planned)."""
+    with Tree() as tree:
+        return [c for c in (tree.ensure(k, v, check_mode) for k, v in pairs) if c]

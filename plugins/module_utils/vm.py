@@ -14,6 +14,7 @@ from . import addressing as A
 from . import faults
 from . import firewall_plan as fp
 from . import iptables_apply
+from . import netconf
 from . import netns as ns
 from . import sysctl
 from .errors import ConflictError, NotRootError, VmsanError
@@ -108,9 +109,10 @@ def _converge_host(check_mode):
     """Host-namespace prerequisites shared by every VM: forwarding, and the
     resolver's address on the loopback."""
     changes = []
-    change = sysctl.ensure("net.ipv4.ip_forward", 1, check_mode)
-    if change:
-        changes.append(change)
+    if not netconf.forwarding():
+        change = sysctl.ensure("net.ipv4.ip_forward", 1, check_mode)
+        if change:
+            changes.append(change)
     batch = Batch()
     if not is_up(RESOLVER_LINK):
         batch.up(RESOLVER_LINK)
@@ -149,8 +151,25 @@ def _converge_tap(nl, record, check_mode):
     change = sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % tap, 1, check_mode)
     if change:
         changes.append(change)
+    changes += _ensure_forwarding(tap, check_mode)
     changes += nl.ensure_connected(tap, A.host_ip(slot), 30, A.guest_ip(slot), check_mode)
     return changes
+
+
+def _ensure_forwarding(ifname, check_mode):
+    """IPv4 forwarding on for packets arriving on IFNAME (which exists)."""
+    if netconf.forwarding(link_index(ifname)):
+        return []
+    if not check_mode:
+        batch = Batch()
+        batch.forwarding(ifname)
+        batch.commit()
+    return ["IPv4 forwarding on %s" % ifname]
+
+
+# In a VM's namespace IPv6 is off for every device (all, and default for
+# the ones made later); forwarding is switched on per device (netconf.py).
+VM_NETNS_SYSCTLS = (("net.ipv6.conf.all.disable_ipv6", 1), ("net.ipv6.conf.default.disable_ipv6", 1))
 
 
 def _create_vm_netns(record):
@@ -171,17 +190,18 @@ def _create_vm_netns(record):
     finally:
         os.close(fd)
     with ns.entered(name):
-        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv4.ip_forward"):
-            sysctl.ensure(key, 1)
+        sysctl.ensure_all(VM_NETNS_SYSCTLS)
         from .tap import create_persistent
         create_persistent(tap, record.get("tap_owner"))
         changes.append("create TAP %s" % tap)
         batch = Batch()
         batch.up("lo")
         batch.address(vm_veth, transit_vm, 30)
+        batch.forwarding(vm_veth)
         batch.up(vm_veth)
         batch.route("0.0.0.0", 0, transit_host, vm_veth)
         batch.address(tap, A.host_ip(slot), 30)
+        batch.forwarding(tap)
         batch.up(tap)
         changes += ["%s: %s" % (name, c) for c in batch.commit()]
     sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % host_veth, 1)
@@ -228,14 +248,12 @@ def _converge_vm_netns(record, check_mode):
             changes += host_nl.ensure_connected(host_veth, transit_host, 30, transit_vm, check_mode)
             changes += host_nl.ensure_route(str(A.subnet(slot)), transit_vm, A.guest_ip(slot), host_veth, check_mode)
     with ns.entered(name):
-        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv4.ip_forward"):
-            change = sysctl.ensure(key, 1, check_mode)
-            if change:
-                changes.append("%s: %s" % (name, change))
+        changes += ["%s: %s" % (name, c) for c in sysctl.ensure_all(VM_NETNS_SYSCTLS, check_mode)]
         with Netlink() as nl:
             if not is_up("lo"):
                 changes += nl.ensure_up("lo", check_mode)
             if link_index(vm_veth) is not None:
+                changes += ["%s: %s" % (name, c) for c in _ensure_forwarding(vm_veth, check_mode)]
                 changes += nl.ensure_connected(vm_veth, transit_vm, 30, transit_host, check_mode)
                 changes += nl.ensure_route("0.0.0.0/0", transit_host, "192.0.2.1", vm_veth, check_mode)
             changes += ["%s: %s" % (name, c) for c in _converge_tap(nl, record, check_mode)]
@@ -446,7 +464,9 @@ class Manager(object):
             check_conflicts(self.store, vm_id, ports)
             if existing is None:
                 if check_mode:
-                    wanted = slot if slot is not None else min(set(range(A.MAX_SLOT + 1)) - self.store.used_slots())
+                    wanted = slot if slot is not None else self.store.lowest_free_slot(A.MAX_SLOT)
+                    if wanted is None:
+                        raise VmsanError("no free slot left (0-%s are all held)" % A.MAX_SLOT)
                     record = self._new_record(vm_id, wanted, use_netns, policy, ports, bandwidth, bandwidth_in, tap_owner)
                     result.changes = ["create VM %s in slot %d" % (vm_id, wanted)] + converge(record, True)
                     result.vm = facts(record)

@@ -200,6 +200,15 @@ def test_drift_is_repaired_by_the_next_run(machine):
     assert repaired["changed"] and any("set chain vmsan-%s-out" % name in c for c in repaired["changes"])
     assert guest.tcp(WEB_A, 9000) and guest.tcp(WEB_B, 9000) is None
     assert machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])["changed"] is False
+    # forwarding is switched on per device in the VM's namespace: switched
+    # off by hand on the TAP, the guest is cut off until the next run
+    ns = ["nsenter", "--net=/run/netns/" + vm["netns"]]
+    subprocess.run(ns + ["sysctl", "-qw", "net.ipv4.conf.%s.forwarding=0" % vm["tap"]], check=True)
+    assert guest.tcp(WEB_A, 9000) is None
+    repaired = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])
+    assert repaired["changed"] and any("IPv4 forwarding on %s" % vm["tap"] in c for c in repaired["changes"])
+    assert guest.tcp(WEB_A, 9000)
+    assert machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])["changed"] is False
 
 
 def test_absent_removes_everything_once(machine):

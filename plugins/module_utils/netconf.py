@@ -1,0 +1,92 @@
+"""IPv4 forwarding through netlink instead of /proc/sys.
+
+Reading ``net.ipv4.ip_forward`` or a device's ``forwarding`` through /proc
+costs a lookup that grows with the number of namespaces on the machine (see
+sysctl.py); the kernel gives the same switches over rtnetlink:
+
+* read: RTM_GETNETCONF for one device, or for the whole namespace
+  (NETCONFA_IFINDEX_ALL, which is what ``net.ipv4.ip_forward`` writes);
+* set, per device: RTM_NEWLINK with IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF
+  holding the one entry to change (``Batch.forwarding``).
+
+Forwarding is decided per input device (the kernel's IN_DEV_FORWARD), so a
+VM's namespace forwards between its TAP and its veth with both devices'
+switches on and the namespace-wide one left alone.
+"""
+
+import errno
+import socket
+import struct
+
+try:
+    from pyroute2.netlink import NLM_F_REQUEST, nlmsg
+    HAS_PYROUTE2 = True
+except ImportError:  # the modules report the missing library (missing_required_lib)
+    HAS_PYROUTE2 = False
+    nlmsg = object
+
+NETLINK_ROUTE = 0
+RTM_NEWNETCONF = 80
+RTM_GETNETCONF = 82
+NETCONFA_IFINDEX_ALL = -1
+IFLA_AF_SPEC = 26
+IFLA_INET_CONF = 1
+IPV4_DEVCONF_FORWARDING = 1      # index into ipv4_devconf, counted from 1
+_NLMSG_ERROR = 2
+
+
+class netconfmsg(nlmsg):
+    """struct netconfmsg: one family byte, padded to the attribute alignment."""
+    fields = (("family", "B"), ("__pad", "3x"))
+    nla_map = (("NETCONFA_UNSPEC", "none"),
+               ("NETCONFA_IFINDEX", "int32"),
+               ("NETCONFA_FORWARDING", "int32"),
+               ("NETCONFA_RP_FILTER", "int32"),
+               ("NETCONFA_MC_FORWARDING", "int32"),
+               ("NETCONFA_PROXY_NEIGH", "int32"),
+               ("NETCONFA_IGNORE_ROUTES_WITH_LINKDOWN", "int32"),
+               ("NETCONFA_INPUT", "int32"),
+               ("NETCONFA_BC_FORWARDING", "int32"))
+
+
+def forwarding(ifindex=NETCONFA_IFINDEX_ALL):
+    """IPv4 forwarding of device IFINDEX (default: the namespace's
+    ``net.ipv4.ip_forward``) in the calling thread's namespace: True or
+    False, or None when the device does not exist."""
+    request = netconfmsg()
+    request["family"] = socket.AF_INET
+    request["attrs"] = [("NETCONFA_IFINDEX", ifindex)]
+    request["header"]["type"] = RTM_GETNETCONF
+    request["header"]["flags"] = NLM_F_REQUEST
+    request["header"]["sequence_number"] = 1
+    request.encode()
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    try:
+        sock.bind((0, 0))
+        sock.send(request.data)
+        buf = sock.recv(65536)
+    finally:
+        sock.close()
+    length, mtype = struct.unpack_from("IH", buf, 0)
+    if mtype == _NLMSG_ERROR:
+        code = -struct.unpack_from("i", buf, 16)[0]
+        if code in (errno.ENODEV, errno.EINVAL):     # no such device
+            return None
+        raise OSError(code, "RTM_GETNETCONF of ifindex %d failed" % ifindex)
+    if mtype != RTM_NEWNETCONF:
+        raise OSError(0, "RTM_GETNETCONF answered with message type %d" % mtype)
+    reply = netconfmsg(buf[:length])
+    reply.decode()
+    return bool(reply.get_attr("NETCONFA_FORWARDING"))
+
+
+def _attr(kind, payload):
+    length = 4 + len(payload)
+    return struct.pack("HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def forwarding_af_spec(on=True):
+    """The IFLA_AF_SPEC attribute that sets one device's IPv4 forwarding
+    (and nothing else of its configuration)."""
+    entry = _attr(IPV4_DEVCONF_FORWARDING, struct.pack("I", 1 if on else 0))
+    return _attr(IFLA_AF_SPEC, _attr(socket.AF_INET, _attr(IFLA_INET_CONF, entry)))
