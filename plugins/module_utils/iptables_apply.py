@@ -19,9 +19,11 @@ except Exception as exc:  # pragma: no cover - depends on the target
     HAS_IPTC = False
     IPTC_IMPORT_ERROR = exc
 
+import ctypes
 import threading
 
 from . import iptables_entries as entries
+from . import iptables_template as template
 from .errors import VmsanError
 from .firewall_plan import TABLES
 
@@ -60,15 +62,15 @@ def open_table(name):
 
 
 class Encoded(object):
-    """A rule encoded by python-iptables, kept as the bytes libiptc takes
-    (``buf``) and the key it is compared by (see iptables_entries.key)."""
+    """A rule encoded for libiptc, kept as the bytes it takes (``buf``, a
+    ctypes buffer) and the key it is compared by (see iptables_entries.key)."""
 
     __slots__ = ("tokens", "buf", "key", "comment")
 
-    def __init__(self, tokens, rule):
+    def __init__(self, tokens, buf):
         self.tokens = tokens
-        self.buf = rule.rule        # final_check done; libiptc copies it on every write
-        raw = bytes(self.buf)
+        self.buf = buf              # final_check done; libiptc copies it on every write
+        raw = bytes(buf)
         label = entries.target_name(raw)
         standard = label in entries.VERDICTS or _ChainOracle.is_chain(label)
         self.key = entries.key(raw, label, standard)
@@ -77,6 +79,9 @@ class Encoded(object):
 
 _ENCODED = {}
 _ENCODED_MAX = 4096
+# shape (iptables_template.split) -> [template bytes, verified] or False
+_TEMPLATES = {}
+_TEMPLATES_MAX = 1024
 
 
 def encode(tokens):
@@ -86,12 +91,45 @@ def encode(tokens):
     index when the rule is parsed."""
     encoded = _ENCODED.get(tokens)
     if encoded is None:
-        encoded = Encoded(tokens, _encode(tokens))
+        encoded = Encoded(tokens, _encode_buffer(tokens))
         if "--match-set" not in tokens:
             if len(_ENCODED) >= _ENCODED_MAX:
                 _ENCODED.clear()
             _ENCODED[tokens] = encoded
     return encoded
+
+
+def _encode_buffer(tokens):
+    """The entry bytes of TOKENS: from python-iptables, or written into the
+    bytes of an earlier rule of the same shape once a second rule of that
+    shape has come out the same both ways (see iptables_template)."""
+    parts = template.split(tokens)
+    if parts is None:
+        return _encode(tokens).rule
+    shape, values = parts
+    known = _TEMPLATES.get(shape)
+    if known is None:
+        buf = _encode(tokens).rule
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[shape] = [bytes(buf), False]
+        return buf
+    if known is False:
+        return _encode(tokens).rule
+    try:
+        patched = template.patch(known[0], shape, values)
+    except ValueError:
+        patched = None
+    if not known[1]:
+        buf = _encode(tokens).rule
+        if patched is not None and patched == bytes(buf):
+            known[1] = True
+        else:
+            _TEMPLATES[shape] = False
+        return buf
+    if patched is None:
+        return _encode(tokens).rule
+    return ctypes.create_string_buffer(patched, len(patched))
 
 
 def _encode(tokens):
