@@ -6,8 +6,9 @@ Why the directory handles: /proc/sys/net is one directory shared by every
 namespace, and each namespace's ``ipv4``, ``ipv6``, ``core``... below it is a
 separate cache entry under the same parent and name. Looking up
 ``net/ipv6`` therefore walks a hash chain as long as the number of
-namespaces: ~0.1 ms with a thousand VMs (and ~0.4 ms the first time in a
-new namespace), against microseconds for every other step of the path.
+namespaces: 0.1-0.9 ms with a thousand VMs (measured: 0.03 ms per lookup
+while the first hundred VMs were made, 0.76 ms after 900), against
+microseconds for every other step of the path.
 ``Tree`` resolves each protocol directory once and opens the rest of each
 key relative to it.
 """
