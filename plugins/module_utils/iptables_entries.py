@@ -46,17 +46,22 @@ def offsets(raw):
     return _OFFSETS.unpack_from(raw, 88)
 
 
-def matches(raw):
-    """The matches of entry bytes RAW, in order, as Match tuples."""
+def match_spans(raw):
+    """(name, offset, size) of each match of entry bytes RAW, in order."""
     target_offset, _next = offsets(raw)
     found, pos = [], ENTRY_SIZE
     while pos < target_offset:
         size = _SIZE.unpack_from(raw, pos)[0]
         if size < HEADER_SIZE or pos + size > target_offset:
             raise ValueError("malformed rule: match of %d bytes at offset %d" % (size, pos))
-        found.append(Match(_name(raw, pos), raw[pos + 31], raw[pos + HEADER_SIZE:pos + size]))
+        found.append((_name(raw, pos), pos, size))
         pos += size
     return found
+
+
+def matches(raw):
+    """The matches of entry bytes RAW, in order, as Match tuples."""
+    return [Match(name, raw[pos + 31], raw[pos + HEADER_SIZE:pos + size]) for name, pos, size in match_spans(raw)]
 
 
 def target_name(raw):

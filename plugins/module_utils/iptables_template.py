@@ -78,15 +78,8 @@ def _interface(raw, value, name_at, mask_at):
 
 def _match_data_at(raw, name, size):
     """Offset of the data of RAW's one match called NAME, at least SIZE long."""
-    target_offset = entries.offsets(raw)[0]
-    found, pos = [], entries.ENTRY_SIZE
-    while pos < target_offset:
-        length = struct.unpack_from("=H", raw, pos)[0]
-        if length < entries.HEADER_SIZE:
-            raise ValueError("malformed template")
-        if entries._name(raw, pos) == name and length - entries.HEADER_SIZE >= size:
-            found.append(pos + entries.HEADER_SIZE)
-        pos += length
+    found = [pos + entries.HEADER_SIZE for match, pos, length in entries.match_spans(bytes(raw))
+             if match == name and length - entries.HEADER_SIZE >= size]
     if len(found) != 1:
         raise ValueError("template has %d %s matches" % (len(found), name))
     return found[0]

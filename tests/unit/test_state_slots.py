@@ -59,3 +59,16 @@ def test_a_full_range_is_refused(store):
     with pytest.raises(VmsanError, match="no free slot left"):
         store.reserve_slot("late", max_slot=2)
     assert store.lowest_free_slot(2) is None
+
+
+def test_a_valid_hint_spares_the_listing(store, monkeypatch):
+    for i in range(3):
+        store.reserve_slot("vm%d" % i, max_slot=9)
+
+    def no_listing():
+        raise AssertionError("the slot links were listed")
+
+    monkeypatch.setattr(store, "used_slots", no_listing)
+    assert store.reserve_slot("next", max_slot=9) == 3
+    store.release_slot(1, "vm1")
+    assert store.reserve_slot("again", max_slot=9) == 1
