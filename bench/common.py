@@ -33,6 +33,26 @@ from sandbox import guard  # noqa: E402
 
 MODULE_UTILS = "ansible_collections.vmsan.network.plugins.module_utils"
 
+# Where each core module the benchmarks drive lives: the layered packages,
+# then the flat layout of 1.x (so a bench can drive an older checkout too).
+CORE_MODULES = {
+    "manager": ("lifecycle.manager", "vm"),
+    "netns": ("kernel.netns", "netns"),
+    "inputs": ("model.inputs", "inputs"),
+    "addressing": ("model.addressing", "addressing"),
+}
+
+
+def core_module(name):
+    """Import the core module NAME (a key of CORE_MODULES) from whichever
+    layout the installed collection has."""
+    import importlib
+    new, old = CORE_MODULES[name]
+    try:
+        return importlib.import_module(MODULE_UTILS + "." + new)
+    except ImportError:
+        return importlib.import_module(MODULE_UTILS + "." + old)
+
 
 # --------------------------------------------------------------------------
 # statistics

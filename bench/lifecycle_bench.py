@@ -25,7 +25,6 @@ Everything is cleaned up at the end, also on Ctrl-C.
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import shlex
@@ -37,9 +36,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402  (sets up sys.path and VMSAN_SANDBOX_ONLY)
 
-vm_mod = importlib.import_module(C.MODULE_UTILS + ".vm")
-netns = importlib.import_module(C.MODULE_UTILS + ".netns")
-A = importlib.import_module(C.MODULE_UTILS + ".addressing")
+vm_mod = C.core_module("manager")
+netns = C.core_module("netns")
+A = C.core_module("addressing")
 
 MODES = ("inproc", "cli", "shell", "cni")
 LABELS = {

@@ -20,7 +20,6 @@ cost in throughput.
 """
 
 import argparse
-import importlib
 import ipaddress
 import os
 import random
@@ -30,9 +29,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402  (sets up sys.path and VMSAN_SANDBOX_ONLY)
 
-vm_mod = importlib.import_module(C.MODULE_UTILS + ".vm")
-netns = importlib.import_module(C.MODULE_UTILS + ".netns")
-inputs = importlib.import_module(C.MODULE_UTILS + ".inputs")
+vm_mod = C.core_module("manager")
+netns = C.core_module("netns")
+inputs = C.core_module("inputs")
 
 SERVER = "203.0.113.10"        # iperf3 and the greeting server, in the allowed set
 OUTSIDER = "203.0.113.11"      # not in any allowed set: must be blocked under custom

@@ -48,8 +48,8 @@ def timed(fn):
 
 
 def bench_ports(sb, rounds):
-    from ansible_collections.vmsan.network.plugins.module_utils import inputs
-    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
     ports = ",".join(str(p) for p in range(10000, 10050))
     vm = sb.vmsan("create", "--id", sb.unique_id("ports"), "--publish-port", ports).out
     vm_id = vm["id"]

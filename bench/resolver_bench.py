@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from sandbox import Sandbox, guard, procs  # noqa: E402
 
-from ansible_collections.vmsan.network.plugins.module_utils.ipsets import SetManager  # noqa: E402
-from ansible_collections.vmsan.network.plugins.module_utils.state import StateStore  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore  # noqa: E402
 
 UPSTREAM = "203.0.113.54"
 VMSAN = "169.254.64.1"

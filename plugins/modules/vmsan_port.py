@@ -133,11 +133,11 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 
 try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
-    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
     CORE_IMPORT_ERROR = None
 except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
     Manager = None

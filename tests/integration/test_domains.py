@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
 from sandbox import guard, procs
 
 pytestmark = pytest.mark.integration
@@ -393,7 +393,7 @@ def _set_members(sandbox, name):
 
 @pytest.fixture
 def ipset_socket(sandbox):
-    from ansible_collections.vmsan.network.plugins.module_utils.ipset_wire import IpsetSocket
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipset_wire import IpsetSocket
     with guard.entered(sandbox.host.name):
         sock = IpsetSocket()        # lives in the sandbox host namespace from now on
     yield sock

@@ -4,11 +4,11 @@ written with, and a rule changed by hand is seen as changed."""
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils import iptables_apply as apply
-from ansible_collections.vmsan.network.plugins.module_utils import iptables_entries as E
-from ansible_collections.vmsan.network.plugins.module_utils.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
 from sandbox import guard
 
 pytestmark = pytest.mark.integration

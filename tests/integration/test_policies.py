@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import addressing as A
+from ansible_collections.vmsan.network.plugins.module_utils.model import addressing as A
 from integration import snapshot
 from sandbox import packets
 

@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.vmsan.network.plugins.module_utils import addressing as A
+from ansible_collections.vmsan.network.plugins.module_utils.model import addressing as A
 
 IP_FIELDS = ("client", "server", "gateway", "netmask", "hostname", "device", "autoconf", "dns0", "dns1")
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import addressing as A
+from ansible_collections.vmsan.network.plugins.module_utils.model import addressing as A
 from sandbox import packets, procs
 from sandbox.fixtures import *  # noqa: F401,F403  (fixture `sandbox`)
 

@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import addressing as A
+from ansible_collections.vmsan.network.plugins.module_utils.model import addressing as A
 
 
 def test_seed_scheme_below_255():

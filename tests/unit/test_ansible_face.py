@@ -4,9 +4,9 @@ diffs. Pure: no kernel, no root."""
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import ansible_face as face
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.errors import ConflictError, InputError
+from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import ConflictError, InputError
 
 
 class FakeModule:

@@ -4,8 +4,8 @@ tests/integration/test_bandwidth.py."""
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import bandwidth as bw
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.plan import bandwidth as bw
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 
 def have(**kw):
     state = bw.absent()
@@ -25,7 +25,7 @@ def actions(steps):
 
 def test_ifb_is_named_after_its_tap_and_fits_ifnamsiz():
     assert bw.ifb_name(3) == "ifb-fhvm3"
-    from ansible_collections.vmsan.network.plugins.module_utils.addressing import MAX_SLOT
+    from ansible_collections.vmsan.network.plugins.module_utils.model.addressing import MAX_SLOT
     assert len(bw.ifb_name(MAX_SLOT)) <= 15
 
 

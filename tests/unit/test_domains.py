@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import domains
+from ansible_collections.vmsan.network.plugins.module_utils.model import domains
 
 PATTERNS = ("api.example.com", "*.github.com", "*.example.test", "x.y.z")
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 
 VM = {"id": "web1", "slot": 3}
 
@@ -107,7 +107,7 @@ def test_render_is_iptables_save_like():
 
 def test_every_rule_encodes():
     iptables_apply = pytest.importorskip(
-        "ansible_collections.vmsan.network.plugins.module_utils.iptables_apply")
+        "ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
     pol = inputs.policy("deny-all")
     ports = inputs.port_list("published_ports", "8080,53/udp")
     plans = [fp.vm_plan(VM, pol, ports), fp.vm_plan(VM, inputs.policy(), ports, in_host_namespace=True),

@@ -1,7 +1,7 @@
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
 
 def err(fn, *args):

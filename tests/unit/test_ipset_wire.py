@@ -12,7 +12,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, 
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
 from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_ERR_EXIST, ipset_msg
 
-from ansible_collections.vmsan.network.plugins.module_utils import ipset_wire as wire
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import ipset_wire as wire
 
 
 def decoded(data):

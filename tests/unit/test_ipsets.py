@@ -1,7 +1,7 @@
 """Pure parts of ipsets: how a CIDR list is stored in a hash:net set."""
 
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.ipsets import storable
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import storable
 
 
 def test_whole_internet_becomes_two_halves():

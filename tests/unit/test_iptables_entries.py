@@ -4,9 +4,9 @@ import struct
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils import iptables_entries as E
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E
 
 
 def header(size, name, revision=0, garbage=b""):
@@ -65,7 +65,7 @@ def test_malformed_match_is_refused():
 def test_every_planned_rule_keeps_its_key_in_the_form_the_kernel_returns():
     """After a commit the kernel hands a standard target back with an empty
     name and an offset for a verdict: the key must not change."""
-    apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.iptables_apply")
+    apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
     vm = {"id": "web1", "slot": 3}
     ports = inputs.port_list("published_ports", "8080,53/udp")
     plans = [fp.vm_plan(vm, inputs.policy("deny-all"), ports), fp.vm_plan(vm, inputs.policy(), ports),

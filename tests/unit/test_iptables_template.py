@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils import iptables_template as T
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_template as T
 
-apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.iptables_apply")
+apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
 
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 

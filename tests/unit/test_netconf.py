@@ -2,7 +2,7 @@
 
 import struct
 
-from ansible_collections.vmsan.network.plugins.module_utils.netconf import forwarding_af_spec
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.netconf import forwarding_af_spec
 
 
 def _attrs(data):

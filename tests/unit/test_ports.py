@@ -7,10 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan as fp
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils import ports
-from ansible_collections.vmsan.network.plugins.module_utils.errors import ConflictError, InputError
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import host_sockets
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import ports as lifecycle_ports
+from ansible_collections.vmsan.network.plugins.module_utils.plan import ports
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import ConflictError, InputError
 
 VM = {"id": "web1", "slot": 3, "netns": "vmsan-web1"}
 
@@ -55,7 +57,7 @@ def test_host_sockets_reads_listeners_of_this_namespace(tmp_path):
         header
         + "   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A "
           "00000000:00000000 00:00000000 00000000     0        0 77 1\n")
-    found = ports.host_sockets("tcp", proc_net=str(tmp_path))
+    found = host_sockets.host_sockets("tcp", proc_net=str(tmp_path))
     # the established connection on 8081 is not a listener
     assert found == [("127.0.0.1", 8080, "4242"), ("::", 80, "77")]
 
@@ -75,22 +77,22 @@ class FakeStore(object):
 
 
 def test_another_vms_port_is_refused_naming_port_and_holder(monkeypatch):
-    monkeypatch.setattr(ports, "host_sockets", lambda protocol: [])
+    monkeypatch.setattr(lifecycle_ports, "host_sockets", lambda protocol: [])
     store = FakeStore([{"id": "other", "published_ports": ["8080:80/tcp"]}])
     with pytest.raises(ConflictError) as info:
-        ports.check_conflicts(store, "web1", specs("127.0.0.1:8080"))
+        lifecycle_ports.check_conflicts(store, "web1", specs("127.0.0.1:8080"))
     assert "8080/tcp" in str(info.value) and "'other'" in str(info.value) and "8080:80/tcp" in str(info.value)
     # another protocol or another host port is fine
-    ports.check_conflicts(store, "web1", specs("8080/udp,8081"))
+    lifecycle_ports.check_conflicts(store, "web1", specs("8080/udp,8081"))
 
 
 def test_a_host_listener_is_refused_but_not_our_own_port(monkeypatch):
-    monkeypatch.setattr(ports, "host_sockets", lambda protocol: [("0.0.0.0", 5353, "9")] if protocol == "udp" else [])
-    monkeypatch.setattr(ports, "_process_of", lambda inode: "dnsd (pid 42)")
+    monkeypatch.setattr(lifecycle_ports, "host_sockets", lambda protocol: [("0.0.0.0", 5353, "9")] if protocol == "udp" else [])
+    monkeypatch.setattr(lifecycle_ports, "_process_of", lambda inode: "dnsd (pid 42)")
     store = FakeStore([{"id": "web1", "published_ports": ["5353:53/udp"]}])
-    ports.check_conflicts(store, "web1", specs("5353:53/udp"))      # ours already: re-converging is fine
+    lifecycle_ports.check_conflicts(store, "web1", specs("5353:53/udp"))      # ours already: re-converging is fine
     with pytest.raises(ConflictError) as info:
-        ports.check_conflicts(FakeStore([]), "web1", specs("5353:53/udp"))
+        lifecycle_ports.check_conflicts(FakeStore([]), "web1", specs("5353:53/udp"))
     assert "5353/udp" in str(info.value) and "dnsd (pid 42)" in str(info.value)
 
 
@@ -178,7 +180,7 @@ def test_no_netns_in_chain_accepts_only_replies_of_the_hosts_connections():
 
 def test_published_rules_encode():
     iptables_apply = pytest.importorskip(
-        "ansible_collections.vmsan.network.plugins.module_utils.iptables_apply")
+        "ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
     plan = fp.published_plan(VM, specs("8080,127.0.0.1:9000:90/udp"))
     for group in (plan.owned, plan.members):
         for rules in group.values():

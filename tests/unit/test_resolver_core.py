@@ -9,8 +9,8 @@ import pytest
 from dnslib import (AAAA, CNAME, MX, QTYPE, RCODE, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion,
                     DNSRecord, EDNS0)
 
-from ansible_collections.vmsan.network.plugins.module_utils import resolver_core as core
-from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import core
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
 
 def record(policy, slot=3, vm_id="vm1", netns="vmsan-vm1"):

@@ -7,9 +7,9 @@ import time
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from ansible_collections.vmsan.network.plugins.module_utils import resolver_core as core
-from ansible_collections.vmsan.network.plugins.module_utils import resolver_daemon as daemon
-from ansible_collections.vmsan.network.plugins.module_utils.state import StateStore
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import core
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import daemon
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore
 
 
 class FakeUpstream(object):
@@ -223,7 +223,7 @@ def test_tcp_gets_what_udp_cannot_carry(env):
 
 
 def test_bad_resolver_flags_exit_2_naming_the_flag(capsys):
-    from ansible_collections.vmsan.network.plugins.module_utils import cli
+    from ansible_collections.vmsan.network.plugins.module_utils.faces import cli
     for argv, flag in ((["--ttl-floor", "soon"], "--ttl-floor"), (["--grace", "-5"], "--grace"),
                        (["--listen", "localhost"], "--listen"), (["--upstream", "dns.example"], "--upstream")):
         assert cli.main(["resolver"] + argv) == 2

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils import resolver_udp
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import udp_batch as resolver_udp
 
 pytestmark = pytest.mark.skipif(not resolver_udp.AVAILABLE, reason="no recvmmsg/sendmmsg in this libc")
 

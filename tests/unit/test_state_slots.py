@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ansible_collections.vmsan.network.plugins.module_utils.errors import ConflictError, VmsanError
-from ansible_collections.vmsan.network.plugins.module_utils.state import FREE_HINT, StateStore
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import ConflictError, VmsanError
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import FREE_HINT, StateStore
 
 
 @pytest.fixture

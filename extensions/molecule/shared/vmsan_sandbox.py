@@ -303,7 +303,7 @@ def stop(workdir, timeout=60):
 # --------------------------------------------------------------------------
 def vm_facts(machine, vm_id):
     """The facts of VM_ID as the core reports them, from the machine's state."""
-    from ansible_collections.vmsan.network.plugins.module_utils.vm import Manager
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
     return Manager(machine["home"]).get(vm_id)
 
 

@@ -1,4 +1,5 @@
-"""Bandwidth caps through tc (pyroute2), in the namespace that holds the VM's
+"""Bandwidth caps through tc (pyroute2): reading and changing the kernel
+(the steps are planned by ``plan.bandwidth``), in the namespace that holds the VM's
 TAP (its own, or the host's with --no-netns).
 
 Both directions are shaped (queued and sent at the cap), not policed, so TCP
@@ -22,9 +23,9 @@ would make); a cap is changed in place, so the TAP is never recreated.
 """
 
 import errno
-from collections import namedtuple
 
-from . import addressing as A
+from ..model.errors import VmsanError
+from ..plan.bandwidth import absent, burst, caps, describe, ifb_alias, ifb_name, plan
 from . import netns as ns
 
 try:
@@ -47,125 +48,7 @@ QUANTUM = 65536
 # Give it what a NIC (and the TAP) has, so a burst is queued, not dropped.
 IFB_TXQLEN = 1000
 U32_MAX = 0xFFFFFFFF
-BURST_FRAME = 1600
 
-Caps = namedtuple("Caps", "tap ifb receive send")
-# tap, ifb: device names; receive / send: the cap in bytes per second or None
-
-
-def absent():
-    """What ``read`` returns when none of the VM's devices exist."""
-    return {"tap_index": None, "root": None, "ingress": False, "redirect_to": None,
-            "ifb_index": None, "ifb_up": False, "ifb_root": None, "ifb_foreign": False}
-
-
-# --------------------------------------------------------------------------
-# pure: names, desired state, rendering
-# --------------------------------------------------------------------------
-def ifb_name(slot):
-    """The IFB that shapes what the guest in SLOT sends: named after its TAP
-    (at most 13 characters, slots go to 16382)."""
-    return "ifb-" + A.tap_name(slot)
-
-
-def ifb_alias(vm_id):
-    return "vmsan %s: shapes what the guest sends" % vm_id
-
-
-def bytes_per_second(bits):
-    """A cap in bit/s (``inputs.rate``) -> what tc takes (bytes/s), or None."""
-    if not bits:
-        return None
-    return max(1, int(bits) // 8)
-
-
-def caps(record):
-    slot = record["slot"]
-    return Caps(A.tap_name(slot), ifb_name(slot),
-                bytes_per_second(record.get("bandwidth_in")), bytes_per_second(record.get("bandwidth")))
-
-
-def burst(bytes_ps):
-    """Bytes the class may send at once after an idle moment: one
-    millisecond at the cap plus a full frame (what tc computed when the
-    kernel ticked at 1000 Hz; tc's default today is a single frame, which
-    starves fast caps between two timer runs)."""
-    return bytes_ps // 1000 + BURST_FRAME
-
-
-def rate_text(bytes_ps):
-    """bytes/s -> the way a user writes it (50mbit); exact, never rounded."""
-    bits = bytes_ps * 8
-    for unit, size in (("gbit", 1000 ** 3), ("mbit", 1000 ** 2), ("kbit", 1000)):
-        if bits >= size and bits % size == 0:
-            return "%d%s" % (bits // size, unit)
-    return "%dbit" % bits
-
-
-def plan(want, have):
-    """The steps that turn HAVE (see ``read``) into WANT (a Caps): a list of
-    (action, argument) tuples, in the order they must run. Pure, so the
-    decisions are unit-tested without a kernel.
-
-    Actions: ``shape_root`` / ``reshape_root`` / ``unshape_root`` (TAP egress),
-    ``create_ifb`` / ``ifb_up`` / ``shape_ifb`` / ``reshape_ifb``,
-    ``redirect`` / ``unredirect`` (TAP ingress), ``delete_ifb``.
-    The IFB is shaped before traffic is redirected to it, and traffic stops
-    being redirected before the IFB goes.
-    """
-    steps = []
-    # what the guest receives: the TAP's root
-    if want.receive:
-        if have["root"] is None:
-            steps.append(("shape_root", want.receive))
-        elif have["root"] != want.receive:
-            steps.append(("reshape_root", (have["root"], want.receive)))
-    elif have["root"] is not None:
-        steps.append(("unshape_root", None))
-    # what the guest sends: IFB, its shaper, then the redirect
-    if want.send:
-        fresh = have["ifb_index"] is None
-        if fresh:
-            steps.append(("create_ifb", None))
-        elif not have["ifb_up"]:
-            steps.append(("ifb_up", None))
-        if fresh or have["ifb_root"] is None:
-            steps.append(("shape_ifb", want.send))
-        elif have["ifb_root"] != want.send:
-            steps.append(("reshape_ifb", (have["ifb_root"], want.send)))
-        if fresh or have["redirect_to"] != have["ifb_index"]:
-            steps.append(("redirect", None))
-    else:
-        if have["ingress"]:
-            steps.append(("unredirect", None))
-        if have["ifb_index"] is not None:
-            steps.append(("delete_ifb", None))
-    return steps
-
-
-def _was(bytes_ps):
-    return "was %s" % rate_text(bytes_ps) if bytes_ps > 0 else "was not a plain cap"
-
-
-def describe(step, want):
-    """One line for the change report."""
-    action, arg = step
-    tap, ifb = want.tap, want.ifb
-    text = {
-        "shape_root": lambda: "tc: cap what the guest receives at %s (HTB at the root of %s)" % (rate_text(arg), tap),
-        "reshape_root": lambda: "tc: cap what the guest receives at %s (%s) on %s"
-                                % (rate_text(arg[1]), _was(arg[0]), tap),
-        "unshape_root": lambda: "tc: remove the cap on what the guest receives (root of %s)" % tap,
-        "create_ifb": lambda: "create IFB %s for what the guest sends through %s" % (ifb, tap),
-        "ifb_up": lambda: "link %s up" % ifb,
-        "shape_ifb": lambda: "tc: cap what the guest sends at %s (HTB at the root of %s)" % (rate_text(arg), ifb),
-        "reshape_ifb": lambda: "tc: cap what the guest sends at %s (%s) on %s"
-                               % (rate_text(arg[1]), _was(arg[0]), ifb),
-        "redirect": lambda: "tc: redirect everything arriving on %s to %s (ingress, u32, mirred)" % (tap, ifb),
-        "unredirect": lambda: "tc: remove the ingress qdisc of %s (cap on what the guest sends)" % tap,
-        "delete_ifb": lambda: "delete IFB %s" % ifb,
-    }[action]
-    return text()
 
 
 # --------------------------------------------------------------------------
@@ -390,15 +273,13 @@ def converge(record, check_mode=False, fresh=False):
     if record["netns"] is not None and not ns.exists(record["netns"]):
         if check_mode:      # a VM still to be created: everything is new
             return _prefixed(record, [describe(s, want) for s in plan(want, absent())])
-        from .errors import VmsanError
         raise VmsanError("network namespace %s of VM %s is missing" % (record["netns"], record["id"]))
     with ns.entered(record["netns"]):
         with open_ipr() as ipr:
             have = read(ipr, want)
             if have["tap_index"] is None and not check_mode:
                 if want.receive or want.send:
-                    from .errors import VmsanError
-                    raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
+                                raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
             steps = plan(want, have)
             changes = [describe(s, want) for s in steps]
             if steps and not check_mode:

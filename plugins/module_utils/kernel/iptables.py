@@ -24,8 +24,8 @@ import threading
 
 from . import iptables_entries as entries
 from . import iptables_template as template
-from .errors import VmsanError
-from .firewall_plan import TABLES
+from ..model.errors import VmsanError
+from ..plan.firewall import TABLES
 
 _active = threading.local()
 

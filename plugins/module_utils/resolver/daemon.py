@@ -31,14 +31,14 @@ import sys
 import threading
 import time
 
-from . import addressing as A
-from . import firewall_plan as fp
-from . import netns as ns
-from . import resolver_core as core
-from . import resolver_udp
-from .errors import NotFoundError, VmsanError
-from .ipset_wire import IpsetSocket, is_missing_set
-from .state import StateStore
+from ..model import addressing as A
+from ..plan import firewall as fp
+from ..kernel import netns as ns
+from . import core
+from . import udp_batch as resolver_udp
+from ..model.errors import NotFoundError, VmsanError
+from ..kernel.ipset_wire import IpsetSocket, is_missing_set
+from ..lifecycle.state import StateStore
 
 log = logging.getLogger("vmsan.resolver")
 
@@ -128,7 +128,7 @@ class Learner(object):
         """Forget learned addresses whose name VM's policy no longer allows
         (the CLI prunes too; this catches what an answer in flight learned
         under the old policy while the change was being made)."""
-        from .ipsets import SetManager
+        from ..kernel.ipsets import SetManager
         forgotten = []
         with self._lock:
             with ns.entered(self.netns):

@@ -23,7 +23,7 @@ masquerade towards the default route.
 
 from collections import namedtuple
 
-from . import addressing as A
+from ..model import addressing as A
 
 TABLES = ("raw", "nat", "filter")
 

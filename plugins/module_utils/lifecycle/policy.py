@@ -5,12 +5,12 @@ TAP unless they enter it themselves (``_in_fw_ns``)."""
 import socket
 from contextlib import contextmanager
 
-from . import addressing as A
-from . import domains
-from . import firewall_plan as fp
-from . import netns as ns
-from .inputs import policy_from_dict
-from .ipsets import SetManager, storable
+from ..model import addressing as A
+from ..model import domains
+from ..plan import firewall as fp
+from ..kernel import netns as ns
+from ..model.inputs import policy_from_dict
+from ..kernel.ipsets import SetManager, storable
 
 try:
     from pyroute2 import Conntrack

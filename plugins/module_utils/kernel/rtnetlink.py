@@ -40,7 +40,7 @@ class Netlink(object):
             return None
 
     def index(self, ifname):
-        from .netlink_batch import link_index
+        from .rtnl_batch import link_index
         return link_index(ifname)
 
     def addresses(self, index):
@@ -61,7 +61,7 @@ class Netlink(object):
         kernel how it would reach PEER_IP (directly out of IFNAME from
         LOCAL_IP), instead of dumping every address of the namespace, which
         grows with the number of VMs on the host."""
-        from .netlink_batch import is_up, link_index
+        from .rtnl_batch import is_up, link_index
         index = link_index(ifname)
         if index is None:
             return []
@@ -113,7 +113,7 @@ class Netlink(object):
     def ensure_route(self, dst, gateway, probe_ip, ifname, check_mode=False):
         """A route to DST via GATEWAY (on IFNAME); checked by asking the kernel
         which route it would use for PROBE_IP (one lookup, not a table dump)."""
-        from .netlink_batch import link_index
+        from .rtnl_batch import link_index
         index = link_index(ifname)
         current = self.route_get(probe_ip)
         if index is not None and current is not None and current[:2] == (gateway, index):

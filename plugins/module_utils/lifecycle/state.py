@@ -20,7 +20,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 
-from .errors import NotFoundError, VmsanError, ConflictError
+from ..model.errors import NotFoundError, VmsanError, ConflictError
 
 SCHEMA_VERSION = 1
 DEFAULT_HOME = "/var/lib/vmsan"

@@ -18,8 +18,8 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.vmsan.network.plugins.module_utils import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.errors import InputError, VmsanError
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError, VmsanError
 
 __metaclass__ = type
 
@@ -119,7 +119,9 @@ def rules_text(facts):
     for no VM): its own namespace's rules, then the host namespace's."""
     if not facts:
         return ""
-    from ansible_collections.vmsan.network.plugins.module_utils import firewall_plan, policy_apply, vm
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import converge as vm
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import policy as policy_apply
+    from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as firewall_plan
     record = record_from_facts(facts)
     vm_plan, host_plan = vm.firewall_plans(record)
     # The CIDR lists live in ipsets that the rules match: show their contents.

@@ -8,7 +8,7 @@ with VMSAN_FAIL_AT=<point>:kill the process kills itself there (a crash).
 import os
 import signal
 
-from .errors import VmsanError
+from ..model.errors import VmsanError
 
 POINTS = ("after-netns", "after-links", "after-firewall")
 

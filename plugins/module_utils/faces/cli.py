@@ -9,8 +9,8 @@ import argparse
 import json
 import sys
 
-from . import inputs
-from .errors import InputError, VmsanError
+from ..model import inputs
+from ..model.errors import InputError, VmsanError
 
 
 class UsageError(Exception):
@@ -124,7 +124,7 @@ def _changes_text(result):
 
 
 def _run(args):
-    from .vm import Manager
+    from ..lifecycle.manager import Manager
     manager = Manager()
     cmd = args.command
     if cmd == "create":
@@ -135,7 +135,7 @@ def _run(args):
         bw = inputs.rate("bandwidth", args.bandwidth)
         bw_in = inputs.rate("bandwidth_in", args.bandwidth_in)
         owner = inputs.tap_owner(args.tap_owner)
-        from .vm import new_id
+        from ..lifecycle.manager import new_id
         result = manager.ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
                                 ports=ports, bandwidth=bw, bandwidth_in=bw_in, tap_owner=owner, must_be_new=True)
         for w in result.warnings:
@@ -154,7 +154,7 @@ def _run(args):
         return 0
     if cmd == "port":
         vm_id = inputs.vm_id(args.vm, "vm")
-        from .ports import PortCommands
+        from .port_command import PortCommands
         return PortCommands(manager).run(args, _out)
     if cmd == "list":
         vms = manager.list()
@@ -167,7 +167,7 @@ def _run(args):
             sys.stdout.write(text + ("\n" if text else ""))
         return 0
     if cmd == "show":
-        from .vm import require_root
+        from ..lifecycle.manager import require_root
         require_root()
         vm = manager.show(inputs.vm_id(args.vm, "vm"))
         from .show import rules_text
@@ -184,7 +184,7 @@ def _run(args):
         _out(args, report, text)
         return 0 if report["ok"] else 1
     if cmd == "resolver":
-        from .resolver_daemon import main as resolver_main
+        from ..resolver.daemon import main as resolver_main
         upstream = inputs.upstream(args.upstream) if args.upstream else None
         return resolver_main(upstream=upstream, listen=args.listen, ttl_floor=args.ttl_floor, grace=args.grace)
     raise UsageError("unknown command %r" % cmd)

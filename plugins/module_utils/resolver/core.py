@@ -38,9 +38,9 @@ except ImportError as exc:  # pragma: no cover - only the resolver needs it; res
     DNSLIB_IMPORT_ERROR = exc
     DNSBuffer = object
 
-from . import addressing as A
-from . import domains
-from .errors import InputError
+from ..model import addressing as A
+from ..model import domains
+from ..model.errors import InputError
 
 # --------------------------------------------------------------------------
 # settings
@@ -295,7 +295,7 @@ class VmPolicy(object):
                  "identity", "policy_key", "_decisions")
 
     def __init__(self, record):
-        from .inputs import policy_from_dict
+        from ..model.inputs import policy_from_dict
         policy = policy_from_dict(record.get("policy"))
         self.vm_id = record["id"]
         self.slot = record["slot"]

@@ -14,7 +14,7 @@ import errno
 import os
 from contextlib import contextmanager
 
-from .errors import VmsanError
+from ..model.errors import VmsanError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000

@@ -2,7 +2,7 @@
 
 import os
 
-from . import addressing as A
+from ..model import addressing as A
 
 
 def _check(name, ok, detail, warn=False):
@@ -42,13 +42,13 @@ def _probe(name, attempt, ok_detail, fail_prefix):
 
 
 def _open_tables():
-    from .iptables_apply import open_table
+    from ..kernel.iptables import open_table
     for name in ("filter", "nat", "raw"):
         open_table(name).close()
 
 
 def _list_sets():
-    from .ipsets import SetManager
+    from ..kernel.ipsets import SetManager
     with SetManager() as sets:
         sets.names()
 

@@ -1,0 +1,151 @@
+"""Published ports: conflicts refused before anything changes, the host-side
+settings a published port needs beyond its DNAT rules, the clean-up after a
+port goes, and ``vmsan port add|remove|list``.
+
+The DNAT rules themselves are data (``firewall_plan.published_plan``) applied
+with the VM's other rules; this module holds what is not a rule:
+
+* ``check_conflicts``: another VM's port, or a socket on the host, holds the
+  host port (run under the state lock, before any change);
+* ``converge_loopback``: ``route_localnet`` on the host-side interface towards
+  the VM, without which the kernel refuses to route a packet from 127.0.0.1
+  (``curl 127.0.0.1:PORT`` on the host) to the guest;
+* ``after_ports_change``: connections still tracked through a port that is no
+  longer published are cut, and a ``pub`` chain left empty is deleted.
+"""
+
+import os
+
+from ..model import addressing as A
+from ..plan import firewall as fp
+from ..kernel import sysctl
+from ..kernel.host_sockets import host_sockets, _process_of
+from ..model.errors import ConflictError
+from ..model.inputs import port_spec, port_to_text, ports_collide
+from ..plan.ports import host_holder, host_side_interface, reachable_on_loopback, tracked_through
+
+def check_conflicts(store, vm_id, ports):
+    """Refuse ports that another VM publishes or a host socket holds. Runs
+    under the state lock and before any change, so a refusal changes nothing."""
+    if not ports:
+        return
+    mine = set()
+    if store.exists(vm_id):
+        mine = set(store.load(vm_id).get("published_ports", []))
+    others = [(r["id"], text, port_spec("published_ports", text))
+              for r in store.all() if r["id"] != vm_id for text in r.get("published_ports", [])]
+    sockets = {}
+    for spec in ports:
+        for other_id, text, other in others:
+            if ports_collide(spec, other):
+                raise ConflictError("host port %d/%s is already published by VM %r (as %s); choose another "
+                                    "host port, or remove it there first"
+                                    % (spec.host_port, spec.protocol, other_id, text))
+        if port_to_text(spec) in mine:
+            continue    # ours already: our DNAT, not a listener, holds it
+        if spec.protocol not in sockets:
+            sockets[spec.protocol] = host_sockets(spec.protocol)
+        holder = host_holder(spec, sockets[spec.protocol], _process_of)
+        if holder:
+            raise ConflictError("host port %d/%s is held by %s; choose another host port"
+                                % (spec.host_port, spec.protocol, holder))
+
+
+def converge_loopback(record, check_mode=False, fresh=False):
+    """route_localnet on the host-side interface: 1 while the VM publishes a
+    port reachable on 127.0.0.1, else 0 (the kernel default). Runs in the
+    host namespace, after the links exist. FRESH: the interface was made by
+    this create and has the default, so 0 needs no look (a /proc/sys lookup
+    costs ~1 ms on a host with a thousand namespaces)."""
+    key = "net.ipv4.conf.%s.route_localnet" % host_side_interface(record)
+    wanted = 1 if reachable_on_loopback(_specs(record)) else 0
+    if fresh and not wanted:
+        return []
+    change = sysctl.ensure(key, wanted, check_mode)
+    if change is None and check_mode and wanted and not os.path.exists(sysctl.path(key)):
+        return ["sysctl %s=1" % key]        # no such interface yet: a VM still to be made
+    return [change] if change else []
+
+
+def _specs(record):
+    return [port_spec("published_ports", t) for t in record.get("published_ports", [])]
+
+
+def _delete_entries(ct, entries):
+    for entry in entries:
+        try:
+            ct.entry("del", tuple_orig=entry.tuple_orig)
+        except Exception:
+            pass    # ended meanwhile
+
+
+def _cut_connections(record, gone, check_mode):
+    """Delete the tracked connections through the ports in GONE: in the host
+    namespace (where their DNAT is remembered), and, with the VM's own
+    namespace, their twins there (where they were accepted as replies). The
+    next packet is then judged afresh: from the client it finds no DNAT (the
+    host answers with a reset or port unreachable), from the guest it is new
+    outbound traffic that the VM's policy decides on."""
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+    from ..kernel import netns as ns
+    guest = A.guest_ip(record["slot"])
+    changes, doomed = [], []
+    ct = Conntrack()
+    try:
+        entries = list(ct.dump_entries(tuple_reply=NFCTAttrTuple(saddr=guest)))
+        for spec in gone:
+            through = tracked_through(guest, spec, entries)
+            if through:
+                changes.append("cut %d connection(s) through the unpublished port %s"
+                               % (len(through), port_to_text(spec)))
+                doomed += through
+        if doomed and not check_mode:
+            _delete_entries(ct, doomed)
+    finally:
+        ct.close()
+    if not doomed or check_mode or record["netns"] is None or not ns.exists(record["netns"]):
+        return changes
+    # As the VM's namespace saw them: from the host entry's reply destination
+    # (the client, or the host's masqueraded address) to the guest's port.
+    twins = {(e.tuple_orig.proto, e.tuple_reply.daddr, e.tuple_reply.dport, e.tuple_reply.sport) for e in doomed}
+    with ns.entered(record["netns"]):
+        ct = Conntrack()
+        try:
+            inner = [e for e in ct.dump_entries(tuple_orig=NFCTAttrTuple(daddr=guest))
+                     if (e.tuple_orig.proto, e.tuple_orig.saddr, e.tuple_orig.sport, e.tuple_orig.dport) in twins]
+            _delete_entries(ct, inner)
+        finally:
+            ct.close()
+    return changes
+
+
+def _drop_pub_chain(record, check_mode):
+    from ..kernel import iptables as iptables_apply
+    chain = fp.chain_name(record["id"], "pub")
+    table = iptables_apply.open_table("nat")
+    try:
+        if not table.is_chain(chain):
+            return []
+        if not check_mode:
+            table.flush_entries(chain)
+            table.delete_chain(chain)
+            table.commit()
+    finally:
+        table.close()
+    return ["nat: delete chain %s (no port published)" % chain]
+
+
+def after_ports_change(before, after, check_mode=False):
+    """After the rules were converged to AFTER's ports: cut the connections
+    still tracked through ports that BEFORE had and AFTER has not (else they
+    would keep flowing without a rule), and delete the emptied ``pub`` chain.
+    Runs in the host namespace, where the DNAT happens."""
+    old, new = _specs(before), _specs(after)
+    gone = [p for p in old if p not in new]
+    changes = []
+    if gone:
+        changes += _cut_connections(after, gone, check_mode)
+    if old and not new:
+        changes += _drop_pub_chain(after, check_mode)
+    return changes
