@@ -99,3 +99,13 @@ def test_the_rule_catches_a_climb(tmp_path):
     ok = tmp_path / "ok.py"
     ok.write_text("from ..model import errors\nfrom . import netns\n")
     assert violations(str(ok), "kernel") == []
+
+
+def test_the_host_role_installs_every_layer():
+    """roles/vmsan_host copies the core onto the host folder by folder; a
+    layer it does not know would be missing there."""
+    import yaml
+    role_vars = os.path.join(ROOT, "..", "..", "roles", "vmsan_host", "vars", "main.yml")
+    with open(role_vars) as handle:
+        listed = yaml.safe_load(handle)["vmsan_host_core_layers"]
+    assert sorted(listed) == sorted(RANK)

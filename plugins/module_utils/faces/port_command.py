@@ -3,6 +3,7 @@
 from ..model.inputs import as_list, port_list, port_to_text
 from ..plan.ports import with_added, without
 
+
 class PortCommands(object):
     """``vmsan port add|remove|list VM ...``: ports of a running VM, its other
     ports untouched."""

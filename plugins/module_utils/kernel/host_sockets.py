@@ -4,6 +4,7 @@
 import os
 import socket
 
+
 _TCP_LISTEN = "0A"
 
 

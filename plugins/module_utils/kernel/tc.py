@@ -50,7 +50,6 @@ IFB_TXQLEN = 1000
 U32_MAX = 0xFFFFFFFF
 
 
-
 # --------------------------------------------------------------------------
 # reading the kernel
 # --------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def converge(record, check_mode=False, fresh=False):
             have = read(ipr, want)
             if have["tap_index"] is None and not check_mode:
                 if want.receive or want.send:
-                                raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
+                    raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
             steps = plan(want, have)
             changes = [describe(s, want) for s in steps]
             if steps and not check_mode:

@@ -18,6 +18,7 @@ from ..model.inputs import Policy, policy_from_dict, policy_to_dict, port_to_tex
 from .converge import converge, leftovers, record_ports, teardown, teardown_host
 from .state import StateStore
 
+
 def require_root():
     if os.geteuid() != 0:
         raise NotRootError("vmsan must run as root: it changes network namespaces, links and firewall rules")

@@ -24,6 +24,7 @@ from ..model.errors import ConflictError
 from ..model.inputs import port_spec, port_to_text, ports_collide
 from ..plan.ports import host_holder, host_side_interface, reachable_on_loopback, tracked_through
 
+
 def check_conflicts(store, vm_id, ports):
     """Refuse ports that another VM publishes or a host socket holds. Runs
     under the state lock and before any change, so a refusal changes nothing."""

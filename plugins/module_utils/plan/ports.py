@@ -8,6 +8,7 @@ from ..model import addressing as A
 from ..model.errors import ConflictError, InputError
 from ..model.inputs import port_spec, port_to_text, ports_collide
 
+
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
