@@ -79,7 +79,15 @@ def build_parser():
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
     p.add_argument("--ttl-floor", metavar="SECONDS", help="a learned address stays at least this long (default 30)")
     p.add_argument("--grace", metavar="SECONDS", help="a learned address stays this much longer than its TTL (default 30)")
+    for name, (flag, low, high, default) in inputs.RESOLVER_BUDGETS.items():
+        p.add_argument(flag, dest=name, metavar="N", help="per VM, unless its state says otherwise: %s (%d-%d, default %d)"
+                       % (_BUDGET_HELP[name], low, high, default))
     return parser
+
+
+_BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED",
+                "vm_upstream_queries": "queries upstream at once, beyond them REFUSED",
+                "vm_tcp_connections": "TCP connections open at once"}
 
 
 def _out(args, data, text):
@@ -186,7 +194,9 @@ def _run(args):
     if cmd == "resolver":
         from ..resolver.daemon import main as resolver_main
         upstream = inputs.upstream(args.upstream) if args.upstream else None
-        return resolver_main(upstream=upstream, listen=args.listen, ttl_floor=args.ttl_floor, grace=args.grace)
+        budget = inputs.resolver_budget(**{name: getattr(args, name) for name in inputs.RESOLVER_BUDGETS})
+        return resolver_main(upstream=upstream, listen=args.listen, ttl_floor=args.ttl_floor, grace=args.grace,
+                             budget=budget)
     raise UsageError("unknown command %r" % cmd)
 
 

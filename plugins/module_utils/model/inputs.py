@@ -280,3 +280,42 @@ def upstream(value):
     except ValueError:
         raise _E("upstream", "invalid upstream %r" % value, "an IPv4 address, optionally with :port")
     return (host, port_number("upstream", port) if port else 53)
+
+
+# -- the resolver's budgets per VM -------------------------------------------------
+# `vmsan resolver --vm-...` sets the defaults for every VM; a VM's own numbers,
+# when its state record has them, are read by resolver.limits.budget_from_record
+# (record field "dns_limits", the same names without the "vm_" prefix).
+RESOLVER_BUDGETS = {
+    # neutral name: (CLI flag, lowest, highest, default)
+    "vm_queries_per_second": ("--vm-queries-per-second", 1, 1000000, 1000),
+    "vm_upstream_queries": ("--vm-upstream-queries", 1, 4096, 128),
+    "vm_tcp_connections": ("--vm-tcp-connections", 1, 1024, 16),
+}
+PARAM_LABELS.update({name: (flag, name) for name, (flag, _low, _high, _default) in RESOLVER_BUDGETS.items()})
+
+
+def whole_number(param, value, low, high):
+    """VALUE (an int, or its decimal text) as an int in LOW..HIGH."""
+    accepted = "a whole number from %d to %d" % (low, high)
+    try:
+        number = int(str(value).strip())
+        if isinstance(value, bool) or isinstance(value, float) or str(number) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(param, "%r is not a whole number" % (value,), accepted)
+    if not low <= number <= high:
+        raise InputError(param, "%d is out of range" % number, accepted)
+    return number
+
+
+def resolver_budget(vm_queries_per_second=None, vm_upstream_queries=None, vm_tcp_connections=None):
+    """The resolver's per-VM budget: {neutral name: int}, defaults for what
+    is None."""
+    given = {"vm_queries_per_second": vm_queries_per_second, "vm_upstream_queries": vm_upstream_queries,
+             "vm_tcp_connections": vm_tcp_connections}
+    out = {}
+    for name, (_flag, low, high, default) in RESOLVER_BUDGETS.items():
+        value = given[name]
+        out[name] = default if value is None else whole_number(name, value, low, high)
+    return out

@@ -1,0 +1,451 @@
+"""The resolver's sockets: one event loop (epoll, one thread) over the UDP
+socket, the TCP listener and its connections, the upstream sockets, and a
+wake-up eventfd for work that other threads hand back.
+
+Nothing on the loop thread blocks: sockets are non-blocking, a TCP answer
+that the guest does not read waits in that connection's buffer (bounded;
+the connection is closed when it overflows or stays unread), and netlink
+work goes to the learning thread. So one guest's socket can never stall
+another guest's answers.
+
+UDP (``UdpServer``): many datagrams per system call (recvmmsg, udp_batch).
+For each: the VM by its source address (a dictionary lookup on the packed
+address), its query bucket (beyond its budget: a header-only REFUSED, before
+the query is read), then its cache of finished replies by the exact query
+bytes; everything else goes to ``Resolver.handle``.
+
+TCP (``TcpServer``): connections counted per VM (``Meter.tcp``) and in
+total; a message must arrive whole within ``TCP_MESSAGE_TIMEOUT`` of its
+first byte, an idle connection is closed after ``TCP_IDLE``, a message
+longer than ``wire.MAX_QUERY`` gets FORMERR (from its header) and the
+connection is closed.
+"""
+
+import collections
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+
+from . import core, udp_batch, wire
+
+log = logging.getLogger("vmsan.resolver")
+
+TICK = 0.05                 # timers: retries, deadlines, state checks
+UDP_BATCHES_PER_WAKE = 8    # then the other sockets get their turn
+TCP_MAX_CONNECTIONS = 1024  # host-wide
+TCP_UNKNOWN_CONNECTIONS = 16     # from addresses of no VM (the host itself), together
+TCP_MESSAGE_TIMEOUT = 3.0   # a message, from its first byte to its last
+TCP_IDLE = 10.0             # no message and no answer due
+TCP_WRITE_TIMEOUT = 5.0     # an answer the guest does not read
+TCP_OUT_MAX = 64 << 10      # bytes of answers waiting for a guest that does not read
+TCP_PIPELINE = 32           # answers a connection may have outstanding; then it is not read
+TCP_READ = 16384
+
+_EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+_EPOLLERR = select.EPOLLERR | select.EPOLLHUP
+_LEN = struct.Struct("!H")
+
+
+class Stop(Exception):
+    """Raised by the signal handler to end the loop (SIGTERM, SIGINT)."""
+
+
+class Loop(object):
+    """epoll with handlers by file descriptor, timers, and ``post`` (thread
+    safe) for callables to run on the loop thread."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.ep = select.epoll()
+        self.handlers = {}
+        self.posted = collections.deque()
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.add(self.wake_fd, _EPOLLIN, self._on_wake)
+        self.timers = []        # [interval, due, fn]
+        self.stopping = threading.Event()
+
+    def add(self, fd, events, handler):
+        self.ep.register(fd, events)
+        self.handlers[fd] = handler
+
+    def modify(self, fd, events):
+        self.ep.modify(fd, events)
+
+    def remove(self, fd):
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def post(self, fn):
+        self.posted.append(fn)
+        try:
+            os.eventfd_write(self.wake_fd, 1)
+        except OSError:
+            pass
+
+    def every(self, interval, fn):
+        self.timers.append([interval, self.clock() + interval, fn])
+
+    def _on_wake(self, _events):
+        try:
+            os.eventfd_read(self.wake_fd)
+        except OSError:
+            pass
+        posted = self.posted
+        while posted:
+            fn = posted.popleft()
+            try:
+                fn()
+            except Exception as exc:
+                log.exception("posted work failed: %s", exc)
+
+    def run_once(self, timeout):
+        for fd, events in self.ep.poll(timeout):
+            handler = self.handlers.get(fd)
+            if handler is None:
+                continue
+            try:
+                handler(events)
+            except Exception as exc:
+                log.exception("socket %d: %s", fd, exc)
+        now = self.clock()
+        for timer in self.timers:
+            if now >= timer[1]:
+                timer[1] = now + timer[0]
+                try:
+                    timer[2](now)
+                except Exception as exc:
+                    log.exception("timer: %s", exc)
+
+    def run(self):
+        while not self.stopping.is_set():
+            now = self.clock()
+            due = min([t[1] for t in self.timers] or [now + TICK])
+            self.run_once(max(0.0, min(TICK, due - now)))
+
+    def close(self):
+        self.stopping.set()
+        self.ep.close()
+        os.close(self.wake_fd)
+
+
+def _refused_tails():
+    """The header-only REFUSED reply without its id, by the query's RD and CD
+    bits (as the two bytes of the query's flag word select them)."""
+    return {(rd, cd): core.bare_reply(0, (wire.FLAG_RD if rd else 0) | (wire.FLAG_CD if cd else 0),
+                                      core.REFUSED)[2:]
+            for rd in (0, 1) for cd in (0, 1)} if core.HAS_DNSLIB else {}
+
+
+class UdpServer(object):
+    def __init__(self, sock, loop, resolver):
+        self.sock, self.loop, self.resolver = sock, loop, resolver
+        sock.setblocking(False)
+        self.batch = udp_batch.BatchSocket(sock) if udp_batch.AVAILABLE else None
+        self.refused = _refused_tails()
+        loop.add(sock.fileno(), _EPOLLIN, self.on_readable if self.batch else self.on_readable_simple)
+
+    def over_budget(self, data):
+        """The reply to a query over its VM's budget (or None: not a query)."""
+        if len(data) < 12 or data[2] & 0x80:
+            return None
+        return data[:2] + self.refused[(data[2] & 0x01, 1 if data[3] & 0x10 else 0)]
+
+    def on_readable(self, _events):
+        batch, resolver = self.batch, self.resolver
+        recv, data_of, key_of, queue, flush = batch.recv, batch.data, batch.key, batch.queue, batch.flush
+        handle, clock, registry = resolver.handle, resolver.clock, resolver.registry
+        sendto = self.sock.sendto
+        for _round in range(UDP_BATCHES_PER_WAKE):
+            try:
+                count = recv()
+            except OSError:
+                return
+            if not count:
+                return
+            now = clock()
+            resolver.maybe_check_state(now)
+            vms = registry.vms_raw
+            hits = 0
+            for i in range(count):
+                state = vms.get(key_of(i))
+                data = data_of(i)
+                if state is not None:
+                    if not state.meter.bucket.take(now):
+                        refused = self.over_budget(data)
+                        if refused is not None:
+                            queue(i, refused)
+                        resolver.note_over_budget(state.meter, now)
+                        continue
+                    hot = state.hot.get(data[2:])
+                    if hot is not None and now < hot.fresh_until:
+                        queue(i, data[:2] + hot.tail)
+                        hits += 1
+                        continue
+                address = batch.address(i)
+                try:
+                    handle(data, address[0], _udp_reply(sendto, address), False, state, True)
+                except Stop:
+                    raise
+                except Exception as exc:
+                    log.exception("query from %s failed: %s", address[0], exc)
+            flush()
+            resolver.stats["hot"] += hits
+            resolver.stats["queries"] += count
+            if count < batch.batch:
+                return          # drained (most likely): epoll says when more comes, no recvmmsg to find out
+
+    def on_readable_simple(self, _events):
+        resolver = self.resolver
+        recvfrom, sendto = self.sock.recvfrom, self.sock.sendto
+        for _round in range(UDP_BATCHES_PER_WAKE * 64):
+            try:
+                data, address = recvfrom(udp_batch.RECV_SIZE)
+            except OSError:
+                return
+            now = resolver.clock()
+            resolver.maybe_check_state(now)
+            resolver.stats["queries"] += 1
+            state = resolver.registry.get(address[0])
+            if state is not None:
+                if not state.meter.bucket.take(now):
+                    refused = self.over_budget(data)
+                    if refused is not None:
+                        _udp_reply(sendto, address)(refused)
+                    resolver.note_over_budget(state.meter, now)
+                    continue
+                hot = state.hot.get(data[2:])
+                if hot is not None and now < hot.fresh_until:
+                    resolver.stats["hot"] += 1
+                    _udp_reply(sendto, address)(data[:2] + hot.tail)
+                    continue
+            try:
+                resolver.handle(data, address[0], _udp_reply(sendto, address), False, state, True)
+            except Stop:
+                raise
+            except Exception as exc:
+                log.exception("query from %s failed: %s", address[0], exc)
+
+
+def _udp_reply(sendto, address):
+    def reply(payload):
+        try:
+            sendto(payload, address)
+        except OSError:
+            pass            # a full send buffer drops the reply, as a lost datagram would be
+    return reply
+
+
+class TcpServer(object):
+    def __init__(self, sock, loop, resolver, max_connections=TCP_MAX_CONNECTIONS):
+        self.sock, self.loop, self.resolver = sock, loop, resolver
+        self.max_connections = max_connections
+        self.conns = {}         # fd -> Connection
+        self.rejected = 0
+        sock.setblocking(False)
+        loop.add(sock.fileno(), _EPOLLIN, self.on_accept)
+
+    def on_accept(self, _events):
+        resolver = self.resolver
+        for _round in range(64):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:      # e.g. out of file descriptors: try again at the next wake-up
+                resolver.note_host_problem("accept", "cannot accept TCP connections: %s" % exc)
+                return
+            state = resolver.registry.get(peer[0])
+            meter = state.meter if state is not None else resolver.unknown
+            limit = meter.budget.tcp_connections if state is not None else TCP_UNKNOWN_CONNECTIONS
+            if len(self.conns) >= self.max_connections or meter.tcp >= limit:
+                self.rejected += 1
+                resolver.note_tcp_refused(meter, limit, len(self.conns) >= self.max_connections)
+                conn.close()
+                continue
+            meter.tcp += 1
+            connection = Connection(self, conn, peer[0], meter)
+            self.conns[connection.fd] = connection
+            self.loop.add(connection.fd, _EPOLLIN, connection.on_event)
+
+    def tick(self, now):
+        for connection in list(self.conns.values()):
+            connection.check(now)
+
+    def close_all(self):
+        for connection in list(self.conns.values()):
+            connection.close()
+
+
+class Connection(object):
+    """One guest's TCP connection (RFC 1035 4.2.2 framing, RFC 7766
+    pipelining); everything happens on the loop thread."""
+
+    __slots__ = ("server", "sock", "fd", "ip", "meter", "inbuf", "outbuf", "waiting", "msg_started",
+                 "last_active", "out_since", "closed", "read_closed", "reading", "closing", "events")
+
+    def __init__(self, server, sock, ip, meter):
+        self.server, self.sock, self.ip, self.meter = server, sock, ip, meter
+        sock.setblocking(False)
+        self.fd = sock.fileno()
+        self.inbuf, self.outbuf = bytearray(), bytearray()
+        self.waiting = 0
+        self.msg_started = self.out_since = None
+        self.last_active = server.resolver.clock()
+        self.closed = self.read_closed = self.closing = False
+        self.reading = True
+        self.events = _EPOLLIN
+
+    def on_event(self, events):
+        if events & _EPOLLOUT:
+            self.flush()
+        if self.closed:
+            return
+        if events & _EPOLLIN:
+            self.read()
+        elif events & _EPOLLERR:
+            self.close()
+
+    def read(self):
+        try:
+            data = self.sock.recv(TCP_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.read_closed = True         # the guest may close its side right after asking: answer first
+            self.reading = False
+            self._update_events()
+            self._close_if_done()
+            return
+        self.inbuf += data
+        self.process()
+
+    def process(self):
+        resolver = self.server.resolver
+        now = resolver.clock()
+        self.last_active = now
+        inbuf = self.inbuf
+        while len(inbuf) >= 2 and not self.closing:
+            size = (inbuf[0] << 8) | inbuf[1]
+            if size > wire.MAX_QUERY:
+                if len(inbuf) < 14:
+                    break               # its header tells whom to answer
+                header = bytes(inbuf[2:14])
+                inbuf.clear()
+                self.closing = True     # the rest of it is not read
+                self.reading = False
+                resolver.note_malformed(self.meter, "%d-byte TCP message" % size, now)
+                flags = (header[2] << 8) | header[3]
+                if not flags & wire.FLAG_QR:
+                    self.send(core.bare_reply((header[0] << 8) | header[1], flags, core.FORMERR))
+                break
+            if len(inbuf) < 2 + size:
+                break
+            message = bytes(inbuf[2:2 + size])
+            del inbuf[:2 + size]
+            self.waiting += 1
+            try:
+                answered = resolver.handle(message, self.ip, self.reply, True)
+            except Stop:
+                raise
+            except Exception as exc:
+                log.exception("TCP query from %s failed: %s", self.ip, exc)
+                answered = False
+            if not answered:
+                self.waiting -= 1
+            if self.waiting >= TCP_PIPELINE:
+                self.reading = False
+                break
+        self.msg_started = (self.msg_started or now) if inbuf else None
+        self._update_events()
+        self._close_if_done()
+
+    def reply(self, payload):
+        self.waiting -= 1
+        if self.closed:
+            return
+        self.send(payload)
+        if not self.reading and not self.read_closed and not self.closing and self.waiting < TCP_PIPELINE:
+            self.reading = True
+            if self.inbuf:
+                self.process()
+                return
+            self._update_events()
+        self._close_if_done()
+
+    def send(self, payload):
+        self.outbuf += _LEN.pack(len(payload)) + payload
+        self.flush()
+
+    def flush(self):
+        if self.closed or not self.outbuf:
+            return
+        try:
+            sent = self.sock.send(self.outbuf)
+            del self.outbuf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.close()
+            return
+        if len(self.outbuf) > TCP_OUT_MAX:
+            self.server.resolver.note_tcp_unread(self.meter, self.ip)
+            self.close()
+            return
+        if self.outbuf:
+            if self.out_since is None:
+                self.out_since = self.server.resolver.clock()
+        else:
+            self.out_since = None
+        self._update_events()
+        self._close_if_done()
+
+    def _update_events(self):
+        if self.closed:
+            return
+        events = (_EPOLLIN if self.reading else 0) | (_EPOLLOUT if self.outbuf else 0)
+        if events != self.events:
+            self.events = events
+            try:
+                self.server.loop.modify(self.fd, events)
+            except OSError:
+                self.close()
+
+    def _close_if_done(self):
+        if (self.read_closed or self.closing) and not self.waiting and not self.outbuf:
+            self.close()
+
+    def check(self, now):
+        if self.closed:
+            return
+        if self.msg_started is not None and now - self.msg_started > TCP_MESSAGE_TIMEOUT:
+            self.close()
+        elif self.out_since is not None and now - self.out_since > TCP_WRITE_TIMEOUT:
+            self.server.resolver.note_tcp_unread(self.meter, self.ip)
+            self.close()
+        elif not self.waiting and not self.outbuf and not self.inbuf and now - self.last_active > TCP_IDLE:
+            self.close()
+        elif self.closing and now - self.last_active > TCP_MESSAGE_TIMEOUT:
+            self.close()
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.server.loop.remove(self.fd)
+        self.server.conns.pop(self.fd, None)
+        self.meter.tcp -= 1
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.inbuf = self.outbuf = bytearray()
+
