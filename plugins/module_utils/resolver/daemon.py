@@ -150,11 +150,14 @@ class Resolver(object):
             log.log(level, text, *args)
 
     def note_over_budget(self, meter, now):
+        """A query beyond METER's budget: True to answer it REFUSED, False
+        to drop it (beyond twice the budget)."""
         meter.over_budget += 1
         self.stats["over_budget"] += 1
         if meter.log.allow("over budget", now):
-            log.warning("VM %s: more than %d queries a second: answering REFUSED beyond that", meter.vm_id,
-                        meter.budget.queries_per_second)
+            log.warning("VM %s: more than %d queries a second: answering REFUSED beyond that, nothing beyond "
+                        "twice that", meter.vm_id, meter.budget.queries_per_second)
+        return meter.refusals.take(now)
 
     def note_malformed(self, meter, why, now):
         meter.formerr += 1
@@ -194,8 +197,7 @@ class Resolver(object):
                 self.stats["queries"] += 1
         meter = state.meter if state is not None else self.unknown
         if not checked and not meter.bucket.take(now):
-            self.note_over_budget(meter, now)
-            if len(data) >= 12 and not data[2] & 0x80:
+            if self.note_over_budget(meter, now) and len(data) >= 12 and not data[2] & 0x80:
                 reply(core.bare_reply((data[0] << 8) | data[1], (data[2] << 8) | data[3], core.REFUSED))
                 return True
             return False

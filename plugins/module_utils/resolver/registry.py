@@ -49,12 +49,15 @@ class Meter(object):
     take: its query bucket, its upstream queries in flight, its TCP
     connections, its learning jobs waiting, its log lines."""
 
-    __slots__ = ("vm_id", "budget", "bucket", "in_flight", "tcp", "learning", "log", "over_budget", "formerr",
-                 "problems")
+    __slots__ = ("vm_id", "budget", "bucket", "refusals", "in_flight", "tcp", "learning", "log", "over_budget",
+                 "formerr", "problems")
 
     def __init__(self, vm_id, budget, now, log_lines=20, log_window=60.0):
         self.vm_id, self.budget = vm_id, budget
         self.bucket = limits.TokenBucket(budget.queries_per_second, now=now)
+        # REFUSED goes out at most at the same rate again; beyond that a
+        # flood is dropped unanswered (each answer costs the host a send)
+        self.refusals = limits.TokenBucket(budget.queries_per_second, now=now)
         self.in_flight = self.tcp = self.learning = 0
         self.log = limits.LogBudget(log_lines, log_window)
         self.over_budget = self.formerr = 0
@@ -64,6 +67,7 @@ class Meter(object):
         if budget != self.budget:
             self.budget = budget
             self.bucket.set_rate(budget.queries_per_second)
+            self.refusals.set_rate(budget.queries_per_second)
 
 
 # --------------------------------------------------------------------------

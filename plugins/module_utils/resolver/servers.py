@@ -39,8 +39,9 @@ TCP_MAX_CONNECTIONS = 1024  # host-wide
 TCP_UNKNOWN_CONNECTIONS = 16     # from addresses of no VM (the host itself), together
 TCP_MESSAGE_TIMEOUT = 3.0   # a message, from its first byte to its last
 TCP_IDLE = 10.0             # no message and no answer due
-TCP_WRITE_TIMEOUT = 5.0     # an answer the guest does not read
-TCP_OUT_MAX = 64 << 10      # bytes of answers waiting for a guest that does not read
+TCP_WRITE_TIMEOUT = 5.0     # answers waiting while the guest reads nothing
+TCP_OUT_MAX = 128 << 10     # bytes of answers waiting for a guest that does not read (two of the largest)
+TCP_SNDBUF = 32 << 10       # the kernel's send buffer per connection (it doubles it): no autotuning to MBs
 TCP_PIPELINE = 32           # answers a connection may have outstanding; then it is not read
 TCP_READ = 16384
 
@@ -177,10 +178,10 @@ class UdpServer(object):
                 data = data_of(i)
                 if state is not None:
                     if not state.meter.bucket.take(now):
-                        refused = self.over_budget(data)
-                        if refused is not None:
-                            queue(i, refused)
-                        resolver.note_over_budget(state.meter, now)
+                        if resolver.note_over_budget(state.meter, now):
+                            refused = self.over_budget(data)
+                            if refused is not None:
+                                queue(i, refused)
                         continue
                     hot = state.hot.get(data[2:])
                     if hot is not None and now < hot.fresh_until:
@@ -214,10 +215,9 @@ class UdpServer(object):
             state = resolver.registry.get(address[0])
             if state is not None:
                 if not state.meter.bucket.take(now):
-                    refused = self.over_budget(data)
+                    refused = self.over_budget(data) if resolver.note_over_budget(state.meter, now) else None
                     if refused is not None:
                         _udp_reply(sendto, address)(refused)
-                    resolver.note_over_budget(state.meter, now)
                     continue
                 hot = state.hot.get(data[2:])
                 if hot is not None and now < hot.fresh_until:
@@ -269,6 +269,10 @@ class TcpServer(object):
                 conn.close()
                 continue
             meter.tcp += 1
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SNDBUF)
+            except OSError:
+                pass
             connection = Connection(self, conn, peer[0], meter)
             self.conns[connection.fd] = connection
             self.loop.add(connection.fd, _EPOLLIN, connection.on_event)
@@ -388,6 +392,7 @@ class Connection(object):
     def flush(self):
         if self.closed or not self.outbuf:
             return
+        sent = 0
         try:
             sent = self.sock.send(self.outbuf)
             del self.outbuf[:sent]
@@ -401,7 +406,7 @@ class Connection(object):
             self.close()
             return
         if self.outbuf:
-            if self.out_since is None:
+            if self.out_since is None or sent:      # the timer runs while the guest reads nothing at all
                 self.out_since = self.server.resolver.clock()
         else:
             self.out_since = None
