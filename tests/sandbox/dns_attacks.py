@@ -44,16 +44,20 @@ def header(rng, flags=0x0100, qd=1, an=0, ns=0, ar=0):
     return HEADER.pack(rng.getrandbits(16), flags, qd, an, ns, ar)
 
 
-def _bomb(rng, records):
+def _bomb(rng, records, depth=None):
     """A compression bomb: RECORDS additional records whose owner names are
     a label and a pointer to the name before (record k's name has k labels,
-    reading them all costs O(records^2) for a decoder without a budget)."""
+    reading them costs O(records^2) for a decoder without a budget); with
+    DEPTH, the chain stops there and every later record points at its
+    deepest name (DEPTH labels each, kept under Python's recursion limit)."""
     body = bytearray(header(rng, ar=records) + QUESTION)
     previous = 12
-    for _record in range(records):
+    for record in range(records):
         here = len(body)
-        body += b"\x01x" + struct.pack("!H", 0xC000 | previous) + b"\x00\x01\x00\x01\x00\x00\x00\x05\x00\x00"
-        previous = here
+        # type 65280 (private use): one byte of opaque rdata, then the next owner name
+        body += b"\x01x" + struct.pack("!H", 0xC000 | previous) + b"\xff\x00\x00\x01\x00\x00\x00\x05\x00\x01z"
+        if depth is None or record < depth:
+            previous = here
     return bytes(body)
 
 
@@ -86,7 +90,7 @@ def _kinds():
         ("opcode UPDATE", lambda rng: header(rng, flags=0x2800, an=1, ns=1) + QUESTION),
         ("pointer loop", _loop),
         ("pointer into the header", lambda rng: header(rng) + b"\x01x\xc0\x02\x00\x01\x00\x01"),
-        ("compression bomb 4 KB", lambda rng: _bomb(rng, 300)),
+        ("compression bomb 4 KB", lambda rng: _bomb(rng, 270)),
         ("compression bomb 500 B", lambda rng: _bomb(rng, 30)),
         ("label of 64", lambda rng: header(rng) + b"\x40" + b"x" * 64 + b"\x00\x00\x01\x00\x01"),
         ("reserved label type", lambda rng: header(rng) + b"\x80" + b"x" * 20 + b"\x00\x00\x01\x00\x01"),
@@ -117,7 +121,7 @@ def tcp_abuse(rng):
     big = header(rng) + bytes(rng.getrandbits(8) for _ in range(65535 - 12))
     while True:
         yield "64 KB message", struct.pack("!H", 65535) + big, False
-        yield "64 KB compression bomb", struct.pack("!H", 65535) + (_bomb(rng, 1100) + bytes(65535))[:65535], False
+        yield "64 KB compression bomb", struct.pack("!H", 65535) + (_bomb(rng, 4360, depth=800) + bytes(65535))[:65535], False
         yield "prefix longer than the message", struct.pack("!H", 4000) + header(rng) + QUESTION, True
         yield "prefix shorter than the message", struct.pack("!H", 10) + header(rng) + QUESTION * 10, False
         yield "zero-length messages", b"\x00\x00" * 500, False
