@@ -12,7 +12,6 @@ import random
 import socket
 import struct
 import sys
-import threading
 import time
 
 import pytest
@@ -289,62 +288,8 @@ def test_upstream_queries_leave_from_fresh_random_ports_with_random_ids_and_case
     assert sum(q.name != q.name.lower() for q in seen) >= 190          # 0x20: the case is random too
 
 
-class ForgingUpstream(object):
-    """An upstream on 203.0.113.55 that answers each query four times: a
-    forgery with another id from its own port, a forgery with the right id
-    from port 5353, a forgery with the right id and port and the name in
-    lower case, then (50 ms later) the real answer."""
-
-    ADDRESS, FORGED, REAL = "203.0.113.55", "192.0.2.66", WEB_A
-
-    def __init__(self, sandbox):
-        sandbox.internet.ip("addr add %s/32 dev lo" % self.ADDRESS)
-        with guard.entered(sandbox.internet.name):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((self.ADDRESS, 53))
-        self.other.bind((self.ADDRESS, 5353))
-        self.sock.settimeout(0.2)
-        self.asked = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        sandbox.internet.track(self.close)
-
-    def _serve(self):
-        from dnslib import QTYPE, RR, A, DNSRecord
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            query = DNSRecord.parse(data)
-            self.asked.append((str(query.q.qname), peer))
-
-            def answer(address, qid=query.header.id, name=query.q.qname):
-                reply = DNSRecord.question(str(name)).reply()
-                reply.header.id = qid
-                reply.add_answer(RR(name, QTYPE.A, ttl=60, rdata=A(address)))
-                return bytes(reply.pack())
-            self.sock.sendto(answer(self.FORGED, qid=query.header.id ^ 0x0101), peer)
-            self.other.sendto(answer(self.FORGED), peer)
-            lowered = str(query.q.qname).lower()
-            if lowered != str(query.q.qname):
-                self.sock.sendto(answer(self.FORGED, name=lowered), peer)
-            time.sleep(0.05)
-            self.sock.sendto(answer(self.REAL), peer)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-        self.other.close()
-
-
 def test_a_forged_answer_with_a_wrong_id_port_or_case_is_ignored(sandbox, resolver):
-    forger = ForgingUpstream(sandbox)
+    forger = dns_attacks.ForgingUpstream(sandbox)
     resolver(upstream=forger.ADDRESS)
     victim_vm, victim = make_vm(sandbox, "good", "--allowed-domain", "*.example.test")
     for i in range(5):

@@ -15,8 +15,11 @@
   ``flood`` (UDP as fast as it can), ``tcp-stuck`` (pipelined queries on
   TCP connections that never read), ``tcp-idle`` (many connections held
   open), ``padded`` (one name with a different padding each time),
-  ``names`` (many names, one at a time). Each prints one JSON line of what
-  it saw when it ends::
+  ``names`` (many names, a few at a time); and for the bench, processes
+  that no other work of the bench slows down: ``probe`` (a watching guest:
+  one query at a time, every latency written to a file) and ``upstream``
+  (a DNS server of made-up names, ``synthetic_answer``). Each prints one
+  JSON line of what it saw when it ends::
 
       python3 -m sandbox.dns_attacks flood --server 172.16.0.1 --seconds 10
 
@@ -34,7 +37,9 @@ import sys
 import threading
 import time
 
-from dnslib import EDNS0, RCODE, DNSRecord, EDNSOption
+from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord, EDNSOption
+
+from .guard import entered
 
 HEADER = struct.Struct("!6H")
 QUESTION = b"\x01a\x07example\x04test\x00\x00\x01\x00\x01"
@@ -173,6 +178,62 @@ class Prober(object):
 
 
 # --------------------------------------------------------------------------
+# a forging upstream
+# --------------------------------------------------------------------------
+class ForgingUpstream(object):
+    """An upstream on 203.0.113.55 that answers each query four times: a
+    forgery with another id from its own port, a forgery with the right id
+    from port 5353, a forgery with the right id and port and the name in
+    lower case, then (50 ms later) the real answer."""
+
+    ADDRESS, FORGED, REAL = "203.0.113.55", "192.0.2.66", "203.0.113.10"
+
+    def __init__(self, sandbox):
+        sandbox.internet.ip("addr add %s/32 dev lo" % self.ADDRESS)
+        with entered(sandbox.internet.name):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ADDRESS, 53))
+        self.other.bind((self.ADDRESS, 5353))
+        self.sock.settimeout(0.2)
+        self.asked = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        sandbox.internet.track(self.close)
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            query = DNSRecord.parse(data)
+            self.asked.append((str(query.q.qname), peer))
+
+            def answer(address, qid=query.header.id, name=query.q.qname):
+                reply = DNSRecord.question(str(name)).reply()
+                reply.header.id = qid
+                reply.add_answer(RR(name, QTYPE.A, ttl=60, rdata=A(address)))
+                return bytes(reply.pack())
+            self.sock.sendto(answer(self.FORGED, qid=query.header.id ^ 0x0101), peer)
+            self.other.sendto(answer(self.FORGED), peer)
+            lowered = str(query.q.qname).lower()
+            if lowered != str(query.q.qname):
+                self.sock.sendto(answer(self.FORGED, name=lowered), peer)
+            time.sleep(0.05)
+            self.sock.sendto(answer(self.REAL), peer)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        self.other.close()
+
+
+# --------------------------------------------------------------------------
 # attacks, as processes inside a guest
 # --------------------------------------------------------------------------
 def _query(name, qid, qtype="A", pad=None):
@@ -284,15 +345,19 @@ def tcp_idle(server, seconds, connections=300, port=53):
     return {"opened": len(socks), "refused": refused, "open_after": still}
 
 
-def padded(server, count, name, port=53):
-    """COUNT queries for NAME, each with a padding option of another length
-    and content: {answered, rcodes}."""
+def padded(server, count, name, port=53, seconds=None):
+    """COUNT queries for NAME (for at most SECONDS), one at a time, each with
+    a padding option of another length and content: {answered, rcodes}."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect((server, port))
     sock.settimeout(1.0)
     rng = random.Random(7830)
     rcodes = {}
+    end = time.monotonic() + seconds if seconds else None
     for i in range(count):
+        if end is not None and time.monotonic() >= end:
+            count = i
+            break
         size = rng.randrange(0, 400)
         wire = _query(name, i & 0xFFFF, pad=bytes(rng.getrandbits(8) for _ in range(size)))
         sock.send(wire)
@@ -337,26 +402,119 @@ def names(server, seconds, template, count, port=53, outstanding=8):
     return {"asked": asked, "answers": rcodes, "addresses": addresses}
 
 
+# --------------------------------------------------------------------------
+# processes of their own for the bench: a watcher and an upstream
+# --------------------------------------------------------------------------
+def probe(server, seconds, template, interval, out, port=53, timeout=1.0):
+    """One query at a time for TEMPLATE % i (i counting up; a template
+    without %d asks the same name), INTERVAL apart, for SECONDS or until
+    SIGTERM; writes [[monotonic time sent, latency or null, rcode]] as JSON
+    to OUT (CLOCK_MONOTONIC: the same clock as the bench's)."""
+    import signal
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((server, port))
+    results, i = [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not stopping:
+        name = template % i if "%" in template else template
+        qid = i & 0xFFFF
+        i += 1
+        began = time.monotonic()
+        sock.send(_query(name, qid))
+        rcode, latency = "TIMEOUT", None
+        while True:
+            left = began + timeout - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                break
+            try:
+                data = sock.recv(65535)
+            except OSError:
+                break
+            if len(data) >= 4 and struct.unpack("!H", data[:2])[0] == qid:
+                latency, rcode = time.monotonic() - began, RCODE.get(data[3] & 0xF)
+                break
+        results.append([began, latency, rcode])
+        rest = interval - (time.monotonic() - began)
+        if rest > 0:
+            time.sleep(rest)
+    with open(out, "w") as handle:
+        json.dump(results, handle)
+    return {"asked": len(results), "lost": sum(1 for r in results if r[1] is None)}
+
+
+def synthetic_answer(request):
+    """The bench upstream's zone, made up per name: c.victim.test and
+    a.example.test one address (TTL an hour), u<i>.victim.test one address
+    (TTL a minute), m<i>.many.test 64 addresses (the first 16 of each name
+    its own), big.big.test 59; anything else NXDOMAIN."""
+    reply = request.reply(aa=1, ra=0)
+    name = str(request.q.qname).rstrip(".").lower()
+    if request.q.qtype != QTYPE.A:
+        return reply
+    if name in ("c.victim.test", "a.example.test"):
+        addresses, ttl = ["203.0.113.10"], 3600
+    elif name.startswith("u") and name.endswith(".victim.test"):
+        addresses, ttl = ["203.0.113.11"], 60
+    elif name.startswith("m") and name.endswith(".many.test") and name[1:-10].isdigit():
+        base = (0xC6120000 + int(name[1:-10]) * 16) & 0xFFFFFFFF        # 198.18.0.0/15
+        addresses, ttl = [socket.inet_ntoa(struct.pack("!I", 0xC6120000 | ((base + j) & 0x1FFFF))) for j in range(64)], 600
+    elif name == "big.big.test":
+        addresses, ttl = ["203.0.113.%d" % i for i in range(1, 60)], 600
+    else:
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+    for address in addresses:
+        reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=ttl, rdata=A(address)))
+    return reply
+
+
+def upstream(address, seconds, port=53):
+    """Serve synthetic_answer on ADDRESS over UDP for SECONDS."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, port))
+    answered = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not select.select([sock], [], [], 0.5)[0]:
+            continue
+        data, peer = sock.recvfrom(65535)
+        try:
+            sock.sendto(bytes(synthetic_answer(DNSRecord.parse(data)).pack()), peer)
+            answered += 1
+        except Exception:       # a malformed query: a real server drops it too
+            continue
+    return {"answered": answered}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("attack", choices=("flood", "tcp-stuck", "tcp-idle", "padded", "names"))
+    parser.add_argument("attack", choices=("flood", "tcp-stuck", "tcp-idle", "padded", "names", "probe", "upstream"))
     parser.add_argument("--server", required=True)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, help="how long (default 10; padded: until --count is sent)")
     parser.add_argument("--name", default="a.example.test")
     parser.add_argument("--names", type=int, default=1000, help="flood: distinct names; names: how many")
     parser.add_argument("--template", default="n%d.example.test")
     parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--interval", type=float, default=0.01, help="probe: between queries")
+    parser.add_argument("--out", help="probe: where the results go (JSON)")
     args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else 10.0
     if args.attack == "flood":
-        out = flood(args.server, args.seconds, [args.template % i for i in range(args.names)])
+        out = flood(args.server, seconds, [args.template % i for i in range(args.names)])
     elif args.attack == "tcp-stuck":
-        out = tcp_stuck(args.server, args.seconds, args.name, queries=args.count)
+        out = tcp_stuck(args.server, seconds, args.name, queries=args.count)
     elif args.attack == "tcp-idle":
-        out = tcp_idle(args.server, args.seconds, args.count)
+        out = tcp_idle(args.server, seconds, args.count)
     elif args.attack == "padded":
-        out = padded(args.server, args.count, args.name)
+        out = padded(args.server, args.count, args.name, seconds=args.seconds)
+    elif args.attack == "probe":
+        out = probe(args.server, seconds, args.template, args.interval, args.out)
+    elif args.attack == "upstream":
+        out = upstream(args.server, seconds)
     else:
-        out = names(args.server, args.seconds, args.template, args.names)
+        out = names(args.server, seconds, args.template, args.names)
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

@@ -25,6 +25,7 @@ never sees an address the firewall would drop.
 """
 
 import collections
+import gc
 import logging
 import os
 import resource
@@ -51,6 +52,9 @@ STATE_CHECK_MIN = 0.001     # at most one stat of the state directory per ms whi
 HOUSEKEEPING = 0.25
 HOST_ADDRESS_REFRESH = 5.0
 SWEEP = 1.0                 # expired cache entries, log summaries
+RECORDS_PER_TOKEN = 4       # an answer of N records costs its VM N // 4 queries more of its budget
+SWITCH_INTERVAL = 0.0005    # the GIL: the loop waits at most this for the learning thread's encoding
+GC_FULL = 600.0             # seconds between full collections (see Resolver._freeze_survivors)
 
 # kept under these names for the code and tests that know them
 UPSTREAM_RETRY, UPSTREAM_GIVE_UP = up.UPSTREAM_RETRY, up.UPSTREAM_GIVE_UP
@@ -78,6 +82,7 @@ class Resolver(object):
         self.stats = collections.Counter()
         self._next_check = 0.0
         self._host_refreshed = -HOST_ADDRESS_REFRESH
+        self._gc_full = clock()
         self._reload_requested = False
         self._stopping = threading.Event()
         self._started = time.monotonic()
@@ -256,6 +261,9 @@ class Resolver(object):
         reply(core.short_reply(q, core.NXDOMAIN))
 
     def _answer(self, state, q, tcp, answer, reply, now):
+        records = len(answer.answers) + len(answer.authority)
+        if records > RECORDS_PER_TOKEN:     # reading and filtering an answer costs per record
+            state.meter.bucket.charge(records // RECORDS_PER_TOKEN)
         view = core.guest_view(answer, q, state.policy, self.rebinding, int(now - answer.fetched))
         if view.removed and self.notices.note(state.policy.vm_id, ("rebinding", q.name), now) is not None:
             self._vm_log(state.meter, "rebinding", logging.WARNING,
@@ -382,7 +390,7 @@ class Resolver(object):
                      answers=len(self.upstream.answers), answer_bytes=self.upstream.answers.bytes,
                      hot_bytes=self.registry.shared_hot.used,
                      tcp=len(self.tcp_server.conns) if self.tcp_server else 0,
-                     learning=self.learning.pending(), rss_kib=_rss_kib(),
+                     learning=self.learning.pending(), rss_kib=_rss_kib(), gc_frozen=gc.get_freeze_count(),
                      uptime=int(time.monotonic() - self._started))
         return stats
 
@@ -399,6 +407,7 @@ class Resolver(object):
             self.tcp_server.tick(now)
 
     def _sweep(self, now):
+        self._freeze_survivors(now)
         # Both caches are bounded in bytes whatever stays in them; this only
         # gives the bytes of expired entries back sooner, a slice a second.
         self.upstream.answers.expire_some(now)
@@ -410,6 +419,23 @@ class Resolver(object):
             if held:
                 log.warning("VM %s: %d more log lines held back in the last %d s: %s", meter.vm_id,
                             sum(held.values()), meter.log.window, limits.summary_text(held))
+
+    def _freeze_survivors(self, now):
+        """Python's cyclic collector, kept from pausing the loop: a full
+        collection walks every object, and the caches hold hundreds of
+        thousands (dnslib records): 40-140 ms measured. Once a second the
+        young generations are collected and what survives is frozen
+        (gc.freeze: never walked again; freed by its reference count as
+        usual, which is how the caches' objects go: they hold no cycles).
+        A cycle that was alive when frozen and dies later would stay, so
+        every GC_FULL seconds everything is unfrozen and collected once."""
+        if now - self._gc_full >= GC_FULL:
+            self._gc_full = now
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
+        gc.freeze()
 
     def housekeeping(self):
         """Off the loop: upstream sockets ahead of need, the host's addresses,
@@ -427,20 +453,14 @@ class Resolver(object):
 
     # -- serving ----------------------------------------------------------------
     def open_sockets(self, listen):
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # TCP first: a second resolver on the same address fails here,
+        # before its UDP sockets could join this one's SO_REUSEPORT group
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        for sock in (self.udp, self.tcp):
-            # FREEBIND: the address appears on the host's lo with the first
-            # VM; the resolver may start before that (at boot).
-            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.udp.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 4 << 20)
-        except OSError:
-            pass
-        self.udp.bind(listen)
+        self.tcp.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind(listen)
         self.tcp.listen(128)
+        self.udp = servers.udp_queues(listen)
         self.udp_server = servers.UdpServer(self.udp, self.loop, self)
         self.tcp_server = servers.TcpServer(self.tcp, self.loop, self)
         self.upstream.pool.fill()
@@ -451,7 +471,7 @@ class Resolver(object):
         if self.tcp_server is not None:
             self.tcp_server.close_all()
         self.upstream.close()
-        for sock in (self.udp, self.tcp):
+        for sock in (self.udp or []) + [self.tcp]:
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -518,6 +538,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     if upstream == address:
         raise VmsanError("the upstream %s:%d is the resolver's own address" % upstream)
     _raise_fd_limit()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     resolver = Resolver(cfg, upstream, defaults=budget)
     try:
         resolver.open_sockets(address)
@@ -533,6 +554,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     try:
         resolver.check_state(force=True)
         resolver.refresh_host_addresses(resolver.clock())
+        gc.freeze()         # what is loaded at start lives as long as the process
         resolver.start_threads()
         log.info("listening on %s:%d (UDP, TCP); upstream %s:%d; %d VMs; learned addresses stay "
                  "max(TTL, %d s) + %d s; per VM: %d queries/s, %d upstream queries at once, %d TCP connections",

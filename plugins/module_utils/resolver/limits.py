@@ -95,6 +95,11 @@ class TokenBucket(object):
         self.tokens = tokens - 1.0
         return True
 
+    def charge(self, tokens):
+        """Take TOKENS more (work that cost more than a query: the bucket
+        may go below zero, and the queries after it wait longer)."""
+        self.tokens -= tokens
+
     def set_rate(self, rate, burst=None):
         self.rate = float(rate)
         self.burst = float(burst if burst is not None else rate)

@@ -22,6 +22,8 @@ connection is closed.
 """
 
 import collections
+import errno
+import heapq
 import logging
 import os
 import select
@@ -34,7 +36,10 @@ from . import core, udp_batch, wire
 log = logging.getLogger("vmsan.resolver")
 
 TICK = 0.05                 # timers: retries, deadlines, state checks
-UDP_BATCHES_PER_WAKE = 8    # then the other sockets get their turn
+UDP_QUEUES = 256            # UDP sockets, datagrams dealt out by source address
+UDP_RCVBUF = 1 << 20        # per socket (the kernel doubles it)
+UDP_BATCHES_PER_WAKE = 2    # of 64 datagrams, then the other sockets get their turn
+UDP_PAUSE = 0.02            # a socket whose last batch was all dropped (beyond budgets) rests this long
 TCP_MAX_CONNECTIONS = 1024  # host-wide
 TCP_UNKNOWN_CONNECTIONS = 16     # from addresses of no VM (the host itself), together
 TCP_MESSAGE_TIMEOUT = 3.0   # a message, from its first byte to its last
@@ -66,6 +71,8 @@ class Loop(object):
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.add(self.wake_fd, _EPOLLIN, self._on_wake)
         self.timers = []        # [interval, due, fn]
+        self.later_heap = []    # (due, sequence, fn)
+        self._sequence = 0
         self.stopping = threading.Event()
 
     def add(self, fd, events, handler):
@@ -92,6 +99,11 @@ class Loop(object):
     def every(self, interval, fn):
         self.timers.append([interval, self.clock() + interval, fn])
 
+    def later(self, delay, fn):
+        """Run FN() once, DELAY seconds from now (loop thread only)."""
+        self._sequence += 1
+        heapq.heappush(self.later_heap, (self.clock() + delay, self._sequence, fn))
+
     def _on_wake(self, _events):
         try:
             os.eventfd_read(self.wake_fd)
@@ -115,6 +127,12 @@ class Loop(object):
             except Exception as exc:
                 log.exception("socket %d: %s", fd, exc)
         now = self.clock()
+        while self.later_heap and self.later_heap[0][0] <= now:
+            fn = heapq.heappop(self.later_heap)[2]
+            try:
+                fn()
+            except Exception as exc:
+                log.exception("timer: %s", exc)
         for timer in self.timers:
             if now >= timer[1]:
                 timer[1] = now + timer[0]
@@ -126,7 +144,7 @@ class Loop(object):
     def run(self):
         while not self.stopping.is_set():
             now = self.clock()
-            due = min([t[1] for t in self.timers] or [now + TICK])
+            due = min([t[1] for t in self.timers] + [e[0] for e in self.later_heap[:1]] or [now + TICK])
             self.run_once(max(0.0, min(TICK, due - now)))
 
     def close(self):
@@ -143,13 +161,76 @@ def _refused_tails():
             for rd in (0, 1) for cd in (0, 1)} if core.HAS_DNSLIB else {}
 
 
+def udp_queues(listen, count=UDP_QUEUES, rcvbuf=UDP_RCVBUF):
+    """COUNT UDP sockets bound to LISTEN as one SO_REUSEPORT group whose
+    datagrams the kernel deals out by source address (udp_batch.
+    steer_by_source): a queue per VM for the first 255 slots, a queue per
+    few VMs beyond. Where the kernel cannot, one socket for all. Bound with
+    IP_FREEBIND: the address appears on the host's lo with the first VM;
+    the resolver may start before that (at boot)."""
+    socks = []
+    try:
+        for index in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+            if count > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if index == 0:
+                    udp_batch.steer_by_source(sock, count)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+            except OSError:
+                pass
+            sock.bind(listen)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        if count == 1 or exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        log.warning("one UDP queue for every VM (the kernel cannot deal datagrams out by source: %s)", exc)
+        return udp_queues(listen, 1, rcvbuf * 4)
+    return socks
+
+
 class UdpServer(object):
-    def __init__(self, sock, loop, resolver):
-        self.sock, self.loop, self.resolver = sock, loop, resolver
-        sock.setblocking(False)
-        self.batch = udp_batch.BatchSocket(sock) if udp_batch.AVAILABLE else None
+    """The UDP sockets of ``udp_queues``, each read in its turn: at most
+    UDP_BATCHES_PER_WAKE batches of one socket before the loop looks at the
+    others again, so a VM whose queue is full waits for its own datagrams,
+    not another VM."""
+
+    def __init__(self, socks, loop, resolver):
+        self.socks, self.loop, self.resolver = list(socks), loop, resolver
+        self.batch = udp_batch.BatchSocket(self.socks[0]) if udp_batch.AVAILABLE else None
         self.refused = _refused_tails()
-        loop.add(sock.fileno(), _EPOLLIN, self.on_readable if self.batch else self.on_readable_simple)
+        self.paused = set()
+        for sock in self.socks:
+            sock.setblocking(False)
+            handler = self.on_readable if self.batch else self.on_readable_simple
+            loop.add(sock.fileno(), _EPOLLIN, lambda _events, sock=sock, handler=handler: handler(sock))
+
+    def pause(self, sock):
+        """SOCK's datagrams were all beyond their VM's budgets: leave its
+        queue to the kernel for UDP_PAUSE (what does not fit is dropped there,
+        at no cost to this loop) instead of reading a flood to drop it."""
+        fd = sock.fileno()
+        if fd in self.paused:
+            return
+        self.paused.add(fd)
+        self.resolver.stats["udp_pauses"] += 1
+        self.loop.modify(fd, 0)
+
+        def resume():
+            self.paused.discard(fd)
+            try:
+                self.loop.modify(fd, _EPOLLIN)
+            except (OSError, ValueError):
+                pass
+        self.loop.later(UDP_PAUSE, resume)
+
+    @property
+    def sock(self):
+        return self.socks[0]
 
     def over_budget(self, data):
         """The reply to a query over its VM's budget (or None: not a query)."""
@@ -157,11 +238,12 @@ class UdpServer(object):
             return None
         return data[:2] + self.refused[(data[2] & 0x01, 1 if data[3] & 0x10 else 0)]
 
-    def on_readable(self, _events):
+    def on_readable(self, sock):
         batch, resolver = self.batch, self.resolver
+        batch.use(sock)
         recv, data_of, key_of, queue, flush = batch.recv, batch.data, batch.key, batch.queue, batch.flush
         handle, clock, registry = resolver.handle, resolver.clock, resolver.registry
-        sendto = self.sock.sendto
+        sendto = sock.sendto
         for _round in range(UDP_BATCHES_PER_WAKE):
             try:
                 count = recv()
@@ -172,7 +254,7 @@ class UdpServer(object):
             now = clock()
             resolver.maybe_check_state(now)
             vms = registry.vms_raw
-            hits = 0
+            hits = dropped = 0
             for i in range(count):
                 state = vms.get(key_of(i))
                 data = data_of(i)
@@ -182,6 +264,8 @@ class UdpServer(object):
                             refused = self.over_budget(data)
                             if refused is not None:
                                 queue(i, refused)
+                        else:
+                            dropped += 1
                         continue
                     hot = state.hot.get(data[2:])
                     if hot is not None and now < hot.fresh_until:
@@ -198,13 +282,20 @@ class UdpServer(object):
             flush()
             resolver.stats["hot"] += hits
             resolver.stats["queries"] += count
+            if dropped == count:
+                self.pause(sock)
+                return
             if count < batch.batch:
                 return          # drained (most likely): epoll says when more comes, no recvmmsg to find out
 
-    def on_readable_simple(self, _events):
+    def on_readable_simple(self, sock):
         resolver = self.resolver
-        recvfrom, sendto = self.sock.recvfrom, self.sock.sendto
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        dropped = 0
         for _round in range(UDP_BATCHES_PER_WAKE * 64):
+            if dropped >= 64:
+                self.pause(sock)
+                return
             try:
                 data, address = recvfrom(udp_batch.RECV_SIZE)
             except OSError:
@@ -218,7 +309,10 @@ class UdpServer(object):
                     refused = self.over_budget(data) if resolver.note_over_budget(state.meter, now) else None
                     if refused is not None:
                         _udp_reply(sendto, address)(refused)
+                    else:
+                        dropped += 1
                     continue
+                dropped = 0
                 hot = state.hot.get(data[2:])
                 if hot is not None and now < hot.fresh_until:
                     resolver.stats["hot"] += 1
