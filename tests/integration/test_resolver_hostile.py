@@ -316,3 +316,17 @@ def test_the_health_probe_says_whether_a_resolver_answers(sandbox, resolver):
     r.stop()
     with guard.entered(sandbox.host.name):
         assert not health.probe(RESOLVER, timeout=0.3).ok
+
+
+def test_doctor_fails_when_a_vm_with_domains_has_no_resolver(sandbox, resolver):
+    def doctor():
+        result = sandbox.vmsan("doctor", check=False)
+        return result.rc, {c["name"]: c for c in result.out["checks"]}["resolver"]
+    rc, check = doctor()
+    assert check["status"] == "warn" and "no resolver to ask" in check["detail"]        # no VM: nothing sent
+    vm, _guest = make_vm(sandbox, "dr", "--allowed-domain", "a.example.test")
+    rc, check = doctor()
+    assert rc == 1 and check["status"] == "FAIL" and vm["id"] in check["detail"]
+    resolver()
+    rc, check = doctor()
+    assert check["status"] == "ok" and "answers" in check["detail"]

@@ -19,7 +19,9 @@ import socket
 import time
 from collections import namedtuple
 
+from ..lifecycle.state import StateStore
 from ..model import addressing as A
+from ..model.inputs import policy_from_dict
 from . import core
 
 Health = namedtuple("Health", "ok detail stats")
@@ -84,3 +86,31 @@ def probe(address=(A.RESOLVER_IP, A.RESOLVER_PORT), timeout=0.5):
                       {})
     stats = parse_stats(texts[0])
     return Health(True, "%s answers (%s)" % (where, texts[0]), stats)
+
+
+def relying_on_it(records):
+    """Ids of the VMs (state records) whose allowed domains only the
+    resolver can open: ``custom`` with a domain list."""
+    out = []
+    for record in records:
+        policy = policy_from_dict(record.get("policy"))
+        if policy.mode == "custom" and policy.allowed_domains:
+            out.append(record["id"])
+    return out
+
+
+def assess(store=None, address=(A.RESOLVER_IP, A.RESOLVER_PORT), timeout=0.5):
+    """(status, detail) for ``vmsan doctor``: "ok" when the resolver answers;
+    else "FAIL" when a VM has allowed domains (its guests resolve nothing),
+    "warn" when none has."""
+    answer = probe(address, timeout)
+    if answer.ok:
+        return "ok", answer.detail
+    try:
+        relying = relying_on_it((store or StateStore()).all())
+    except Exception as exc:        # an unreadable state file: say so, do not hide the resolver's state
+        return "warn", "%s; cannot read the VMs' state: %s" % (answer.detail, exc)
+    if relying:
+        return "FAIL", "%s; the allowed domains of %s resolve nothing" % (
+            answer.detail, ", ".join(relying[:5]) + (" and %d more" % (len(relying) - 5) if len(relying) > 5 else ""))
+    return "warn", "%s; no VM has allowed domains yet" % answer.detail
