@@ -152,7 +152,10 @@ def setup(sb, work, baseline=None):
                               log_name="resolver.log")
     resolvers = [resolver]
     if baseline:
-        old = sb.host.spawn(shlex.split(baseline) + ["resolver", "--upstream", UPSTREAM, "--listen", BASELINE],
+        knows_budgets = "--vm-queries-per-second" in subprocess.run(
+            shlex.split(baseline) + ["resolver", "--help"], capture_output=True, text=True).stdout
+        old = sb.host.spawn(shlex.split(baseline) + ["resolver", "--upstream", UPSTREAM, "--listen", BASELINE]
+                            + (list(BENCH_BUDGET) if knows_budgets else []),
                             env=sb.vmsan_env(), stdout=open(os.path.join(work, "baseline.log"), "wb"),
                             stderr=subprocess.STDOUT)
         old.log_path = os.path.join(work, "baseline.log")
@@ -243,11 +246,11 @@ def report(results, seconds, repeat):
     return "\n".join(lines)
 
 
-def resolver_counters(sb):
+def resolver_counters(sb, address=VMSAN):
     """The resolver's health answer, asked from the host namespace."""
     from ansible_collections.vmsan.network.plugins.module_utils.resolver import health
     with guard.entered(sb.host.name):
-        return health.probe((VMSAN, 53), timeout=2.0)
+        return health.probe((address, 53), timeout=2.0)
 
 
 def _list(values):
@@ -272,10 +275,13 @@ def main():
             results = measure(sb, work, args.seconds, args.repeat, args.latency_queries, bool(args.baseline))
             vmsan_set, dnsmasq_set = learned(sb, "vmsan-%s-dns" % VM_ID), learned(sb, DNSMASQ_SET)
             counters = resolver_counters(sb)
+            old_counters = resolver_counters(sb, BASELINE) if args.baseline else None
             for proc in resolvers:
                 procs.stop(proc)
             print(report(results, args.seconds, args.repeat))
             print("vmsan resolver counters: %s" % counters.detail)
+            if old_counters is not None:
+                print("vmsan baseline counters: %s" % old_counters.detail)
             print("learned: vmsan set %s, dnsmasq set %s" % (sorted(vmsan_set), sorted(dnsmasq_set)))
             if vmsan_set != {ANSWER} or dnsmasq_set != {ANSWER}:
                 print("WARNING: a resolver did not learn the answer; its numbers are not comparable")
