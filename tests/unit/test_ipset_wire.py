@@ -13,6 +13,7 @@ from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
 from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_ERR_EXIST, ipset_msg
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import ipset_wire as wire
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.netlink_wire import NetlinkSocket
 
 
 def decoded(data):
@@ -176,9 +177,7 @@ class FakeKernel(object):
 
 
 def fake_socket(kernel):
-    sock = wire.IpsetSocket.__new__(wire.IpsetSocket)
-    sock.sock, sock._seq, sock._lock = kernel, 0, threading.Lock()
-    return sock
+    return wire.IpsetSocket(channel=NetlinkSocket(0, "ipset", sock=kernel))
 
 
 def flags_of(datagram):

@@ -14,6 +14,8 @@ import os
 import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import manager as manager_mod
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import policy as policy_mod
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import ports as ports_mod
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.modules import vmsan_port, vmsan_vm
 
@@ -44,10 +46,9 @@ def racing(tmp_path, monkeypatch):
     _write_vm(root, "web", ["48100:48100/tcp"])
     monkeypatch.setattr(manager_mod, "require_root", lambda: None)
 
-    def no_kernel(self, before, after, check_mode, *args, **kwargs):
-        self.store.save(after)
-        return ["update settings of VM web"]
-    monkeypatch.setattr(manager_mod.Manager, "_update", no_kernel)
+    for module, name in ((manager_mod, "converge"), (policy_mod, "after_policy_change"),
+                         (ports_mod, "after_ports_change")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: [])     # no kernel
     manager = manager_mod.Manager(root)
     real_locked = manager.store.locked
 
