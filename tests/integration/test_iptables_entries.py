@@ -4,6 +4,7 @@ written with, and a rule changed by hand is seen as changed."""
 
 import pytest
 
+from integration.changes import C, of_kind
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply
@@ -96,7 +97,7 @@ def test_a_hand_edited_rule_is_repaired(sandbox):
     first = sandbox.vmsan("network", vm["id"], "--network-policy", "custom", "--allowed-cidr", "203.0.113.0/24",
                           "--json").out
     assert first["changed"] is True
-    assert any(chain in c for c in first["changes"])
+    assert of_kind(first, C.SET_CHAIN, chain)
     again = sandbox.vmsan("network", vm["id"], "--network-policy", "custom", "--allowed-cidr", "203.0.113.0/24",
                           "--json").out
     assert again["changed"] is False

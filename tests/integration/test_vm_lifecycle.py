@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from integration import snapshot
+from integration.changes import C, of_kind
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ def test_create_then_remove_leaves_the_host_as_before(sandbox, flags):
 def test_remove_verifies_and_reports(sandbox):
     vm = create(sandbox, "v")
     out = sandbox.vmsan("remove", vm["id"]).out
-    assert out["changed"] and any("delete network namespace" in c for c in out["changes"])
+    assert out["changed"] and of_kind(out, C.DELETE_NETNS, vm["netns"])
     again = sandbox.vmsan("remove", vm["id"], check=False)
     assert again.rc == 2 and "no VM with id" in again.err
 
@@ -154,7 +155,7 @@ def test_drift_is_repaired_by_the_next_run(sandbox):
                     "VMSAN-HOST-NAT"], check=True)
     again = sandbox.vmsan("network", vm["id"], "--network-policy", "allow-all").out
     assert again["changed"]
-    assert any("TAP" in c for c in again["changes"]) and any("VMSAN-HOST-NAT" in c for c in again["changes"])
+    assert of_kind(again, C.CREATE_TAP, vm["tap"]) and of_kind(again, C.SET_CHAIN, "VMSAN-HOST-NAT")
     assert sandbox.add_guest(vm).tcp(WEB, 9000)
     assert sandbox.vmsan("network", vm["id"], "--network-policy", "allow-all").out["changed"] is False
 

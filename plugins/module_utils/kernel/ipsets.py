@@ -98,6 +98,10 @@ class SetManager(object):
             return {}
         return {m["address"]: m["comment"] for m in self.members(name)}
 
+    def create_net_set(self, name):
+        with _doing("create ipset %s" % name):
+            self.ipset.create(name, stype="hash:net", exclusive=False)
+
     def create_learned_set(self, name):
         with _doing("create ipset %s" % name):
             self.ipset.create(name, stype="hash:ip", timeout=LEARNED_DEFAULT_TIMEOUT, comment=True,

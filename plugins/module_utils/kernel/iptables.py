@@ -217,9 +217,16 @@ Observed = namedtuple("Observed", "chains policies")
 
 
 def observe(table, part):
-    """What the kernel's TABLE has of the chains PART (a TablePlan) names."""
-    names = chains_needed(part) | set(part.hooks)
-    chains = {c: (entries.read_chain(table, c) if table.is_chain(c) else None) for c in sorted(names)}
+    """What the kernel's TABLE has of the chains PART (a TablePlan) names:
+    the rules of those it compares, the existence of those it only jumps to
+    (an existing chain whose rules were not read is an empty list)."""
+    compared = set(part.owned) | set(part.members) | set(part.hooks)
+    chains = {}
+    for chain in sorted(chains_needed(part) | compared):
+        if not table.is_chain(chain):
+            chains[chain] = None
+        else:
+            chains[chain] = entries.read_chain(table, chain) if chain in compared else []
     policies = {b: iptc_compat.iptc.Chain(table, b).get_policy().name for b in part.policies}
     return Observed(chains, policies)
 
