@@ -10,13 +10,14 @@ from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
 from sandbox import guard
 
 pytestmark = pytest.mark.integration
 
 
 def planned_rules(vm_id):
-    vm = {"id": vm_id, "slot": 7}
+    vm = VmRecord(vm_id, 7, None)
     ports = inputs.port_list("published_ports", "8080,53/udp")
     custom = inputs.policy(None, None, "203.0.113.0/24", "203.0.113.128/25")
     plans = [fp.vm_plan(vm, custom, ports), fp.vm_plan(vm, inputs.policy("deny-all"), ports),
