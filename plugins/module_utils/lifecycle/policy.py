@@ -68,14 +68,17 @@ def apply_sets(record, check_mode, sets):
     return [s.change for s in steps]
 
 
-def _present(sets, record):
-    return {name for name in (fp.set_name(record.id, role) for role in set_plan.ROLES) if sets.exists(name)}
+def _present(sets, record, roles=set_plan.ROLES):
+    """The names of the VM's sets of ROLES that exist (one lookup each)."""
+    return {name for name in (fp.set_name(record.id, role) for role in roles) if sets.exists(name)}
 
 
 def destroy_unused_sets(record, check_mode, sets):
     """Destroy the VM's sets the policy no longer uses (after the rules that
-    referenced them are gone). SETS: an open SetManager."""
-    steps = set_plan.unused_steps(record.id, record.policy, _present(sets, record))
+    referenced them are gone). SETS: an open SetManager. Only the sets the
+    policy does not use are looked up."""
+    unused = [role for role in set_plan.ROLES if role not in set_plan.wanted_sets(record.policy)]
+    steps = set_plan.unused_steps(record.id, record.policy, _present(sets, record, unused))
     if not check_mode:
         _run(sets, steps)
     return [s.change for s in steps]
