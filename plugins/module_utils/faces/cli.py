@@ -214,7 +214,7 @@ def cmd_network(ctx):
 
 def _port_lines(record):
     return ["%s -> guest port %d/%s%s" % (p.text, p.guest_port, p.protocol,
-                                           "" if p.host_ip == "0.0.0.0" else " (only on %s)" % p.host_ip)
+                                          "" if p.host_ip == "0.0.0.0" else " (only on %s)" % p.host_ip)
             for p in record.ports]
 
 

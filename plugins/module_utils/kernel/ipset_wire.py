@@ -60,7 +60,7 @@ import socket
 import threading
 
 from ..model.errors import KernelError
-from .netlink_wire import NETLINK_NETFILTER, NetlinkSocket, read_acks  # noqa: F401  (read_acks: tests)
+from .netlink_wire import NETLINK_NETFILTER, NetlinkSocket
 
 try:
     from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST

@@ -20,13 +20,18 @@ from contextlib import contextmanager
 from . import iptables_entries as entries
 from . import iptables_template as template
 from . import iptc_compat
-from .iptc_compat import open_table  # noqa: F401  (the adapter's way to a table, for its callers)
 from ..model import changes as C
 from ..model.changes import Change
 from ..model.errors import VmsanError
 from ..plan.firewall import TABLES
 
 _BASIC = {"-s": "src", "-d": "dst", "-p": "protocol", "-i": "in_interface", "-o": "out_interface"}
+
+
+def open_table(name):
+    """A fresh handle of table NAME bound to this thread's namespace (see
+    iptc_compat.open_table); close it."""
+    return iptc_compat.open_table(name)
 
 
 @contextmanager

@@ -58,9 +58,12 @@ def _layout():
 
 LAYOUT = _layout() if iptc is not None else None
 
-IPTCError = iptc.IPTCError if iptc is not None else ()
-XTablesError = xtables.XTablesError if xtables is not None else ()
-LIBRARY_ERRORS = tuple(e for e in (IPTCError, XTablesError) if e)
+class _LibraryMissing(Exception):
+    """Stands in for python-iptables' errors where it is not installed."""
+
+
+# what python-iptables raises: libiptc's failures and the xtables parsers'
+LIBRARY_ERRORS = (iptc.IPTCError, xtables.XTablesError) if iptc is not None else (_LibraryMissing,)
 
 _checked = []
 _active = threading.local()

@@ -31,6 +31,9 @@ except ImportError:  # the faces name the missing library (missing_required_lib)
 NETLINK_CAP_ACK = 10
 DEFAULT_TIMEOUT = 5.0           # seconds: a kernel answers in microseconds
 
+__all__ = ["DEFAULT_TIMEOUT", "NETLINK_NETFILTER", "NETLINK_ROUTE", "NLMSG_ERROR", "NetlinkSocket", "error_of",
+           "messages", "read_acks"]
+
 HEADER = struct.Struct("=IHHII")     # struct nlmsghdr: length, type, flags, seq, pid
 _ERRNO = struct.Struct("=i")         # struct nlmsgerr starts with the (negative) errno
 

@@ -10,6 +10,7 @@ import signal
 
 from ..model.errors import VmsanError
 
+
 def point(name):
     """NAME: after-netns, after-links or after-firewall (where lifecycle.converge calls it)."""
     if os.environ.get("VMSAN_SANDBOX_ONLY") != "1":

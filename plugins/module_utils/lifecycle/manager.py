@@ -27,6 +27,7 @@ from . import ports as port_apply
 from .converge import converge, leftovers, teardown, teardown_host
 from .state import StateStore
 
+
 def require_root():
     if os.geteuid() != 0:
         raise NotRootError("vmsan must run as root: it changes network namespaces, links and firewall rules")
@@ -239,4 +240,3 @@ class Manager(object):
             if not self.store.ids():
                 result.changes += teardown_host()
         return result
-

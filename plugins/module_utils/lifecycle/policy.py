@@ -116,8 +116,8 @@ def _cut_forbidden(record, policy, learned, check_mode):
             proto = _PROTOCOLS.get(orig.proto)
             if fp.outbound_allowed(policy, orig.daddr, proto, orig.dport, learned):
                 continue
-            changes.append(Change(C.CUT_CONNECTION, orig.saddr, (proto or orig.proto, orig.sport, orig.daddr,
-                                                                  orig.dport)))
+            detail = (proto or orig.proto, orig.sport, orig.daddr, orig.dport)
+            changes.append(Change(C.CUT_CONNECTION, orig.saddr, detail))
             doomed.append(entry)
         if not check_mode:
             table.delete(doomed)
