@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from ..model import addressing as A
 from ..model import inputs
 from ..model.errors import InputError, VmsanError
 from ..model.facts import broken, facts
@@ -145,19 +146,21 @@ def _policy_args(args):
     return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr)
 
 
-def facts_text(vm):
-    lines = ["id:        %s" % vm["id"], "slot:      %d" % vm["slot"], "tap:       %s" % vm["tap"],
-             "netns:     %s" % (vm["netns"] or "(host namespace)"),
-             "guest:     %s/30 via %s, mac %s" % (vm["guest_ip"], vm["host_ip"], vm["mac"]),
-             "policy:    %s" % vm["network_policy"]]
-    for key, label in (("allowed_domains", "domains"), ("allowed_cidrs", "allowed"), ("denied_cidrs", "denied"),
-                       ("published_ports", "ports")):
-        if vm.get(key):
-            lines.append("%-10s %s" % (label + ":", ",".join(vm[key])))
-    for key in ("bandwidth", "bandwidth_in"):
-        if vm.get(key):
-            lines.append("%-10s %s bit/s" % (key + ":", vm[key]))
-    lines.append("boot_args: %s" % vm["boot_args"])
+def facts_text(record):
+    """The facts of RECORD as ``create`` and ``show`` print them without --json."""
+    slot, policy = record.slot, record.policy
+    lines = ["id:        %s" % record.id, "slot:      %d" % slot, "tap:       %s" % A.tap_name(slot),
+             "netns:     %s" % (record.netns or "(host namespace)"),
+             "guest:     %s/30 via %s, mac %s" % (A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)),
+             "policy:    %s" % policy.mode]
+    for values, label in ((policy.allowed_domains, "domains"), (policy.allowed_cidrs, "allowed"),
+                          (policy.denied_cidrs, "denied"), ([p.text for p in record.ports], "ports")):
+        if values:
+            lines.append("%-10s %s" % (label + ":", ",".join(values)))
+    for value, key in ((record.bandwidth.send, "bandwidth"), (record.bandwidth.receive, "bandwidth_in")):
+        if value:
+            lines.append("%-10s %s bit/s" % (key + ":", value))
+    lines.append("boot_args: %s" % A.boot_args(slot))
     return "\n".join(lines)
 
 
@@ -193,8 +196,7 @@ def cmd_create(ctx):
                                   ports=ports, bandwidth=caps.send, bandwidth_in=caps.receive, tap_owner=owner,
                                   must_be_new=True)
     ctx.warn(result.warnings)
-    vm = facts(result.record)
-    ctx.out(vm, facts_text(vm))
+    ctx.out(facts(result.record), facts_text(result.record))
     return 0
 
 
@@ -245,17 +247,17 @@ def cmd_port(ctx):
     return 0
 
 
+def _list_line(record):
+    if isinstance(record, BrokenRecord):
+        return "%-16s broken: %s" % (record.id, record.error)
+    return "%-16s slot %-5d %-8s %-10s %s" % (record.id, record.slot, A.tap_name(record.slot), record.policy.mode,
+                                              record.netns or "(host)")
+
+
 def cmd_list(ctx):
     records = ctx.manager().list()
-    rows = [broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records]
-    lines = []
-    for row in rows:
-        if "broken" in row:
-            lines.append("%-16s broken: %s" % (row["id"], row["broken"]))
-        else:
-            lines.append("%-16s slot %-5d %-8s %-10s %s" % (row["id"], row["slot"], row["tap"],
-                                                            row["network_policy"], row["netns"] or "(host)"))
-    ctx.out(rows, "\n".join(lines))
+    ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
+            "\n".join(_list_line(r) for r in records))
     return 0
 
 
@@ -265,8 +267,9 @@ def cmd_show(ctx):
     require_root()
     manager = ctx.manager()
     record = manager.get(inputs.vm_id(ctx.args.vm, "vm"))
-    vm = dict(facts(record), kernel_rules=manager.kernel_rules(record))
-    ctx.out(vm, facts_text(vm) + "\n\nrules in the kernel:\n" + rules_text(vm["kernel_rules"]))
+    kernel_rules = manager.kernel_rules(record)
+    ctx.out(dict(facts(record), kernel_rules=kernel_rules),
+            facts_text(record) + "\n\nrules in the kernel:\n" + rules_text(kernel_rules))
     return 0
 
 
