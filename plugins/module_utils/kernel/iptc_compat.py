@@ -58,6 +58,7 @@ def _layout():
 
 LAYOUT = _layout() if iptc is not None else None
 
+
 class _LibraryMissing(Exception):
     """Stands in for python-iptables' errors where it is not installed."""
 
