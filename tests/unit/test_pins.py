@@ -50,3 +50,12 @@ def test_expire_many_and_heap_stays_small():
     assert pins.expire(500.0) == 500
     assert len(pins.addresses("web")) == 500
     assert len(pins._heap) <= 4 * 500 + 64
+
+
+def test_rebuild_from_the_learned_set():
+    pins = PinTable()
+    members = [{"address": "x", "timeout": 30, "comment": "A.test."},
+               {"address": "y", "timeout": 0, "comment": "b.test"},      # no timeout: not pinned
+               {"address": "z", "timeout": 30, "comment": None}]
+    assert pins.rebuild("web", members, 100.0) == 1
+    assert pins.addresses("web") == {"x": {"a.test": 130.0}}

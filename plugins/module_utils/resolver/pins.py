@@ -38,6 +38,21 @@ class PinTable(object):
                     by_name[name] = expires
                     heapq.heappush(self._heap, (expires, vm, address, name))
 
+    def rebuild(self, vm, members, now):
+        """Pin what VM's learned set holds: MEMBERS as the set lists them,
+        dicts with ``address``, ``timeout`` (seconds left) and ``comment``
+        (the asked name). What a daemon that starts again knows, when it has
+        no record of its own (the CNAME chain and earlier names of a shared
+        address are lost: one comment per entry). Returns how many."""
+        count = 0
+        for member in members:
+            name = (member.get("comment") or "").lower().rstrip(".")
+            timeout = member.get("timeout")
+            if name and timeout:
+                self.pin(vm, member["address"], [name], now + timeout)
+                count += 1
+        return count
+
     def names(self, vm, address, now):
         """The names ADDRESS is pinned to for VM at time NOW (a frozenset)."""
         with self._lock:
