@@ -284,3 +284,31 @@ def test_guard_stopped_fails_closed_and_accepted_flows_keep_running(gvm, site):
         assert (rc, body) == (0, "tls a.test %s\n" % x)
         kept.sendall(b"three\n")
         assert kept.recv(100) == b"three\n"
+
+
+def test_a_new_connection_on_the_ports_of_an_accepted_one_is_checked_again(gvm, site):
+    """Same source port, same destination, right after an accepted flow was
+    reset: the new connection's hello is read (the old verdict is not reused)."""
+    x = gvm.resolve("a.test")
+    port = 40999
+
+    def hello_from_port(name):
+        with sandbox_guard.entered(gvm.guest.name):
+            sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.bind(("0.0.0.0", port))
+        sock.settimeout(2)
+        ctx = ssl.create_default_context(cafile=site.ca_file)
+        try:
+            sock.connect((x, PORT))
+            with ctx.wrap_socket(sock, server_hostname=name):
+                return "established"
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return "refused"
+        finally:
+            sock.close()
+    assert hello_from_port("a.test") == "established"
+    assert hello_from_port("c.test") == "refused"
+    assert hello_from_port("a.test") == "established"
+    assert gvm.counters().accepted == 2 and gvm.counters().refused == 1

@@ -140,3 +140,13 @@ def test_too_many_flows_forget_the_oldest_idle_record_first():
     t.packet(keys[3], ISN + 1, False, b"GET", 3, 0.0)
     assert t.syn(keys[4], ISN, 0.0) == [(1, REFUSE)]         # all held: the oldest is refused
     assert t.forget() == [(2, DROP), (3, DROP)]
+
+
+def test_a_new_connection_on_the_same_ports_is_decided_again():
+    """The guest reuses the 4-tuple of an accepted flow for a new connection
+    (a new SYN): its hello is read, not given the old verdict."""
+    t = table()
+    t.syn(KEY, ISN, 0.0)
+    assert t.packet(KEY, ISN + 1, False, hello("a.test", 10), 1, 0.0) == [(1, ACCEPT)]
+    t.syn(KEY, 5000, 1.0)
+    assert t.packet(KEY, 5001, False, hello("c.test", 10), 2, 1.0) == [(2, REFUSE)]

@@ -81,9 +81,11 @@ class FlowTable(object):
     # -- events ----------------------------------------------------------------
     def syn(self, key, seq, now):
         """Record the SYN of KEY; returns actions (for this flow if its SYNs
-        disagree, or for the oldest held flow if it had to make room)."""
-        if key in self.decided:
-            return []
+        disagree, or for the oldest held flow if it had to make room). A
+        SYN of a decided flow is a new connection on the same addresses and
+        ports (the kernel copies only SYNs of new connections): its verdict
+        is not the old one's."""
+        self.decided.pop(key, None)
         flow = self.flows.get(key)
         if flow is None:
             out = self._room(now)

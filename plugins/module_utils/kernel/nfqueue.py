@@ -268,10 +268,14 @@ class QueueSocket(object):
             out.extend(messages)
         return out
 
-    def verdicts(self, items):
+    def verdicts(self, items, then=()):
         """Send verdicts, many per system call: ITEMS are
-        ``(packet_id, verdict, mark or None)``."""
+        ``(packet_id, verdict, mark or None)``; THEN: more netlink messages
+        (bytes) for the kernel to handle after them, in the same call (a
+        verdict's packet has gone through the hook again when the next
+        message is read)."""
         blob = b"".join(verdict_bytes(self.queue_num, pid, verdict, mark) for pid, verdict, mark in items)
+        blob += b"".join(then)
         view = memoryview(blob)
         while view:
             try:
