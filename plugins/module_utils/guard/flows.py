@@ -1,14 +1,17 @@
 """Held flows, pure: a TCP flow's first payload bytes put back in order,
 until the guard can decide, and what to tell the kernel about each packet.
 
-The kernel sends the guard a copy of each new flow's SYN (its sequence
-number marks where the client's bytes start) and holds every packet that
+The kernel sends the guard a copy of the server's SYN-ACK of each guarded
+flow (its acknowledgement number is where the client's stream starts, *as
+the server will read it*) and holds every packet from the guest that
 carries payload until the guard gives a verdict; packets without payload
 pass in the kernel. Here:
 
-* ``syn(key, seq, now)`` records the initial sequence number. A later SYN of
-  the same flow with another number makes the flow refused: the server could
-  follow either, and the guard must read the bytes the server will read.
+* ``start(key, first, now)`` records FIRST, the sequence number of the
+  client's first byte. A new start for a decided flow is a new connection
+  on the same addresses and ports (the old verdict goes); a different start
+  while payload is held refuses the flow (the guard must read the bytes the
+  server will read); without payload held it replaces the old one.
 * ``packet(key, seq, syn, payload, packet_id, now)`` places the payload at
   its offset in the client's stream and, once the bytes from offset 0 on
   allow it, asks ``decide(key, prefix)`` (None: need more). It returns a list
@@ -16,12 +19,14 @@ pass in the kernel. Here:
 * ``expire(now)`` refuses flows held longer than ``hold`` seconds and drops
   old records.
 
-Why offsets and not "the first packet": a guest could send a harmless hello
-at a later offset first and the real request at offset 0 after it; the
-server reads from offset 0. So the start of the stream must be known (from
-the SYN), and a flow whose SYN the guard did not see (the guard restarted,
-or its copy was lost) is refused. Overlapping copies must agree byte for
-byte (a normal client retransmits the same bytes).
+Why offsets and why the server's number: a guest could send a harmless
+hello at a later offset first and the real request at offset 0 after it, or
+send two SYNs with different numbers and count on the server following the
+other one; the server reads from the number it acknowledged. A flow whose
+SYN-ACK the guard did not see (it restarted, or the copy was lost) is
+refused; so is payload in a SYN (TCP Fast Open), which comes before any
+SYN-ACK. Overlapping copies must agree byte for byte (a normal client
+retransmits the same bytes).
 
 Actions: ``ACCEPT`` (the flow: the kernel keeps the verdict in the
 connection's mark and lets the packet go on), ``REFUSE`` (the flow: reset
@@ -43,7 +48,7 @@ DROP = "drop"
 
 STREAM_CAP = 16384 + 4 * 5      # a maximal ClientHello and its record headers
 HOLD = 3.0                      # seconds a flow may be held before it is refused
-SYN_TTL = 120.0                 # a flow's SYN record, until its first payload
+SYN_TTL = 120.0                 # a flow's start record, until its first payload
 LINGER = 10.0                   # a decided flow's verdict, for late packets
 MAX_HELD = 64                   # packets held per flow
 MAX_FLOWS = 4096                # SYN records and held flows per table
@@ -56,7 +61,7 @@ class _Flow(object):
     __slots__ = ("isn", "chunks", "held", "held_since", "seen")
 
     def __init__(self, isn, now):
-        self.isn = isn
+        self.isn = isn          # sequence number of the client's first byte
         self.chunks = {}        # offset -> bytes
         self.held = []          # packet ids, oldest first
         self.held_since = None
@@ -79,20 +84,20 @@ class FlowTable(object):
         self.decided = collections.OrderedDict()    # key -> (action, until)
 
     # -- events ----------------------------------------------------------------
-    def syn(self, key, seq, now):
-        """Record the SYN of KEY; returns actions (for this flow if its SYNs
-        disagree, or for the oldest held flow if it had to make room). A
-        SYN of a decided flow is a new connection on the same addresses and
-        ports (the kernel copies only SYNs of new connections): its verdict
-        is not the old one's."""
+    def start(self, key, first, now):
+        """The server acknowledged FIRST as the client's first byte of KEY;
+        returns actions (for this flow if it had payload held from another
+        start, or for the oldest held flow if room had to be made)."""
         self.decided.pop(key, None)
         flow = self.flows.get(key)
         if flow is None:
             out = self._room(now)
-            self.flows[key] = _Flow(seq, now)
+            self.flows[key] = _Flow(first, now)
             return out
-        if flow.isn != seq:
-            return self._finish(key, flow, rule.refuse("two SYNs with different sequence numbers"), now)
+        if flow.isn != first:
+            if flow.held:
+                return self._finish(key, flow, rule.refuse("the server acknowledged another start"), now)
+            flow.isn, flow.seen = first, now
         return []
 
     def packet(self, key, seq, syn, payload, packet_id, now):
@@ -102,22 +107,18 @@ class FlowTable(object):
         if late is not None:
             action = late[0]
             return [(packet_id, ACCEPT if action == ACCEPT else DROP)]
-        out = []
-        if syn:
-            out = self.syn(key, seq, now)
-            if key in self.decided:
-                return out + [(packet_id, DROP)]
         flow = self.flows.get(key)
-        if flow is None:
-            if not payload:
-                return out + [(packet_id, PASS)]
-            return out + self._finish(key, _Flow(None, now), rule.refuse("its SYN was not seen"), now,
-                                extra=[packet_id])
         if not payload:
-            return out + [(packet_id, PASS)]
-        offset = (seq + (1 if syn else 0) - flow.isn - 1) % _WRAP
+            return [(packet_id, PASS)]
+        if syn:
+            return self._finish(key, flow or _Flow(None, now), rule.refuse("payload in a SYN"), now,
+                                extra=[packet_id])
+        if flow is None:
+            return self._finish(key, _Flow(None, now), rule.refuse("its SYN-ACK was not seen"), now,
+                                extra=[packet_id])
+        offset = (seq - flow.isn) % _WRAP
         if offset >= _HALF:
-            return out + self._finish(key, flow, rule.refuse("payload before the start of the stream"), now,
+            return self._finish(key, flow, rule.refuse("payload before the start of the stream"), now,
                                 extra=[packet_id])
         flow.held.append(packet_id)
         if flow.held_since is None:
@@ -125,7 +126,7 @@ class FlowTable(object):
         if offset < STREAM_CAP:
             conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
             if conflict:
-                return out + self._finish(key, flow, rule.refuse("retransmitted bytes differ"), now)
+                return self._finish(key, flow, rule.refuse("retransmitted bytes differ"), now)
         prefix = self._prefix(flow)
         verdict = self.decide(key, prefix) if prefix else None
         if verdict is None:
@@ -134,8 +135,8 @@ class FlowTable(object):
             elif len(flow.held) > MAX_HELD:
                 verdict = rule.refuse("more than %d packets held" % MAX_HELD)
             else:
-                return out
-        return out + self._finish(key, flow, verdict, now)
+                return []
+        return self._finish(key, flow, verdict, now)
 
     def expire(self, now):
         """Verdicts for flows held too long; forgets stale records."""

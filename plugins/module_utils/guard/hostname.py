@@ -10,8 +10,9 @@ inet_aton would read it), is refused, and so is anything with ``:`` or
 
 import re
 
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
-_NUMERIC = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME = re.compile(r"^(?:%s\.)*%s$" % (_LABEL, _LABEL))
+_NUMERIC = re.compile(r"(?:^|\.)(?:[0-9]+|0x[0-9a-f]*)$")
 
 
 def normal(text):
@@ -20,13 +21,7 @@ def normal(text):
     name = text.lower()
     if name.endswith("."):
         name = name[:-1]
-    if not name or len(name) > 253:
-        return None
-    labels = name.split(".")
-    for label in labels:
-        if len(label) > 63 or not _LABEL.match(label):
-            return None
-    if _NUMERIC.match(labels[-1]):
+    if not name or len(name) > 253 or not _NAME.match(name) or _NUMERIC.search(name):
         return None
     return name
 

@@ -7,10 +7,11 @@ from collections import namedtuple
 TCP = 6
 UDP = 17
 SYN = 0x02
+ACK = 0x10
 
-# proto: TCP or UDP; src, dst: dotted addresses; sport, dport; seq (TCP);
-# syn: the SYN flag; payload: the transport payload (bytes)
-Packet = namedtuple("Packet", "proto src sport dst dport seq syn payload")
+# proto: TCP or UDP; src, dst: dotted addresses; sport, dport; seq, ack and
+# flags (TCP; None and 0 for UDP); payload: the transport payload (bytes)
+Packet = namedtuple("Packet", "proto src sport dst dport seq ack flags payload")
 
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
@@ -30,16 +31,16 @@ def read(data):
     if proto == TCP:
         if end < ihl + 20:
             return None
-        sport, dport, seq, _ack, off, flags = _TCP.unpack_from(data, ihl)
+        sport, dport, seq, ack, off, flags = _TCP.unpack_from(data, ihl)
         start = ihl + (off >> 4) * 4
         if (off >> 4) < 5 or start > end:
             return None
-        return Packet(TCP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, seq,
-                      bool(flags & SYN), bytes(data[start:end]))
+        return Packet(TCP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, seq, ack, flags,
+                      bytes(data[start:end]))
     if proto == UDP:
         if end < ihl + 8:
             return None
         sport, dport = _PORTS.unpack_from(data, ihl)
-        return Packet(UDP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, None, False,
+        return Packet(UDP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, None, None, 0,
                       bytes(data[ihl + 8:end]))
     return None

@@ -20,8 +20,12 @@ left over, or holds two extensions of one type is refused, not guessed at.
   ``Reading.ech`` says the extension was there.
 """
 
+import struct
+
 from . import hostname
 from .reading import MORE, named, refused
+
+_EXT = struct.Struct("!HH")
 
 CONTENT_HANDSHAKE = 22
 HANDSHAKE_CLIENT_HELLO = 1
@@ -114,10 +118,11 @@ def _hello(body):
     seen = set()
     sni = None
     ech = False
+    unpack = _EXT.unpack_from
     while p < n:
         if p + 4 > n:
             return refused(KIND, "truncated extension")
-        etype, elen = _be16(body, p), _be16(body, p + 2)
+        etype, elen = unpack(body, p)
         start, p = p + 4, p + 4 + elen
         if p > n:
             return refused(KIND, "truncated extension %d" % etype)

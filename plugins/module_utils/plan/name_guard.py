@@ -13,14 +13,16 @@ DROP. The ``guard`` chain (``chain_rules``):
    the connection's mark (CONNMARK, our two bits only);
 2. a connection with a verdict: accepted (every later packet of an accepted
    flow stops here, in the kernel), or reset (TCP) / dropped;
-3. TCP without one: a new flow's SYN is copied to the guard (NFLOG: it does
-   not wait; the guard reads where the client's stream starts); packets
-   without payload pass (the handshake, pure ACKs: an IPv4 header of 20
+3. TCP without one: packets without payload pass (the handshake, pure ACKs: an IPv4 header of 20
    bytes and a total length of exactly 20 + the TCP header, ``u32``); the
    rest is queued (NFQUEUE, no ``--queue-bypass``: with no guard reading
    the queue the packet is dropped, the flow fails closed);
 4. UDP to a port that a ``name:port/udp`` entry names: queued; other UDP and
    every other protocol: dropped.
+
+and the head of the ``to`` chain copies the server's SYN-ACK of such flows
+to the guard (``syn_ack_rule``: NFLOG, the packet does not wait): the guard
+reads from it where the client's stream starts.
 
 The queue number and log group are the same in every namespace: queues are
 per network namespace, and the guard opens one socket in each namespace
@@ -47,6 +49,19 @@ def _hex(value):
 
 def _mark(value):
     return "%s/%s" % (_hex(value), _hex(MARK_MASK))
+
+
+def syn_ack_rule(vm_id):
+    """The head of the VM's ``to`` chain: a copy of the server's SYN-ACK of
+    every TCP flow to a learned address that has no verdict yet (NFLOG,
+    it does not wait). Its acknowledgement number tells the guard where the
+    client's stream starts as the server will read it. (A learned address
+    that an allowed CIDR also opens gets copies the guard never needs; they
+    expire.)"""
+    return ("-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK",
+            "-m", "set", "--match-set", fw.set_name(vm_id, "dns"), "src",
+            "-m", "connmark", "--mark", "0x0/%s" % _hex(MARK_MASK),
+            "-j", "NFLOG", "--nflog-group", str(LOG_GROUP), "--nflog-size", str(LOG_SIZE), "--nflog-threshold", "1")
 
 
 def out_rule(vm_id):
@@ -81,8 +96,6 @@ def chain_rules(udp_ports=()):
         ("-m", "connmark", "--mark", accepted, "-j", "ACCEPT"),
         ("-p", "tcp", "-m", "connmark", "--mark", refused, "-j", "REJECT", "--reject-with", "tcp-reset"),
         ("-m", "connmark", "--mark", refused, "-j", "DROP"),
-        ("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN", "-m", "conntrack", "--ctstate", "NEW",
-         "-j", "NFLOG", "--nflog-group", str(LOG_GROUP), "--nflog-size", str(LOG_SIZE), "--nflog-threshold", "1"),
     ]
     rules.append(("-p", "tcp", "-j", EMPTY_CHAIN))
     rules.append(("-p", "tcp") + queue)
@@ -108,5 +121,7 @@ def guarded(plan, vm_id, udp_ports=()):
     owned = dict(plan.owned)
     owned[key] = out
     owned[("filter", fw.chain_name(vm_id, "guard"))] = chain_rules(udp_ports)
+    to_key = ("filter", fw.chain_name(vm_id, "to"))
+    owned[to_key] = [syn_ack_rule(vm_id)] + list(plan.owned[to_key])
     owned[("filter", EMPTY_CHAIN)] = empty_tcp_rules()
     return fw.Plan(plan.hooks, owned, plan.members, plan.policies)
