@@ -34,7 +34,9 @@ from . import firewall as fw
 
 QUEUE_NUM = 3013            # NFQUEUE queue of every namespace with guarded VMs
 LOG_GROUP = 3013            # NFLOG group of the same namespaces (SYN copies)
-LOG_SIZE = 128              # bytes of a SYN copied: IP and TCP headers with options
+# How much of a SYN-ACK is copied is set by the guard's socket for the whole
+# group (kernel/nfqueue.py, 128 bytes: the headers): python-iptables encodes
+# a rule's --nflog-size as the old --nflog-range, which the kernel ignores.
 
 MARK_MASK = 0x30000000      # the two bits of the packet and connection marks that are ours
 MARK_ACCEPTED = 0x10000000
@@ -61,7 +63,7 @@ def syn_ack_rule(vm_id):
     return ("-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK",
             "-m", "set", "--match-set", fw.set_name(vm_id, "dns"), "src",
             "-m", "connmark", "--mark", "0x0/%s" % _hex(MARK_MASK),
-            "-j", "NFLOG", "--nflog-group", str(LOG_GROUP), "--nflog-size", str(LOG_SIZE), "--nflog-threshold", "1")
+            "-j", "NFLOG", "--nflog-group", str(LOG_GROUP), "--nflog-threshold", "1")
 
 
 def out_rule(vm_id):
