@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from sandbox import procs  # noqa: E402
-from sandbox.tls import make_certificate  # noqa: E402
+from sandbox.tls import client_hello, make_certificate  # noqa: E402
 
 from integration.guarded_vm import GuardedVm, Resolver  # noqa: E402
 
@@ -46,19 +46,6 @@ from ansible_collections.vmsan.network.plugins.module_utils.guard import decide,
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_peers.py")
 PINNED = "203.0.113.10"     # a.test: learned, pinned, held at the first payload
 CIDR = "203.0.113.200"      # --allowed-cidr: never held
-
-
-def client_hello(name):
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 def decision_cpu(hello, rounds=20000):
@@ -172,7 +159,7 @@ def main(argv=None):
                 "decisions (target <= 100 us); the pure decision alone: %.1f us"
                 % (per, per_sys, decisions, pure * 1e6))
     common.note("guard counters: accepted %d, refused %d, passed %d, dropped %d, messages %d "
-                "(SYN copies %d, packets of flows already decided %d)"
+                "(SYN-ACK copies %d, packets of flows already decided %d)"
                 % (counters.accepted, counters.refused, counters.passed, counters.dropped, counters.messages,
                    counters.logged, counters.late))
     common.note("load average at end: %s" % common.load_average())

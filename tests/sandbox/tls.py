@@ -39,6 +39,23 @@ class Handshake:
     peer_ip: str
 
 
+def client_hello(server_hostname="a.test", alpn=None):
+    """The bytes a TLS client (OpenSSL, through Python's ssl) sends first:
+    its ClientHello records, with SNI SERVER_HOSTNAME (None: no SNI)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
 def make_certificate(directory, name):
     """(cert path, key path) of a new self-signed P-256 certificate for NAME."""
     cert, key = os.path.join(directory, name + ".pem"), os.path.join(directory, name + ".key")

@@ -2,24 +2,14 @@
 (OpenSSL) into a memory BIO, and hand-built ones (our own packing) for the
 shapes a real client never sends."""
 
-import ssl
 import struct
+
+from sandbox.tls import client_hello
 
 
 def real_hello(server_hostname="a.test", alpn=None):
     """The bytes OpenSSL sends first as a client (records included)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
+    return client_hello(server_hostname, alpn)
 
 
 def ext(etype, body):
