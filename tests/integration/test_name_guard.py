@@ -171,6 +171,8 @@ def test_a_2kb_hello_in_three_segments_completes(gvm, site):
         sock.close()
     assert body.endswith(b"tls a.test %s\n" % x.encode())
     assert gvm.counters().accepted == 1
+    # the SYN-ACK's copy and three held pieces reached the guard, one verdict
+    assert gvm.counters().messages >= 4 and gvm.counters().logged == 1
 
 
 def _finish_tls_request(tls, sock, incoming, outgoing):
@@ -312,3 +314,21 @@ def test_a_new_connection_on_the_ports_of_an_accepted_one_is_checked_again(gvm, 
     assert hello_from_port("c.test") == "refused"
     assert hello_from_port("a.test") == "established"
     assert gvm.counters().accepted == 2 and gvm.counters().refused == 1
+
+
+# -- the name:port[/udp] form through the command ------------------------------------
+
+
+def test_port_entries_are_validated_by_the_command_and_stored(sandbox):
+    before = sorted(sandbox.namespaces())
+    bad = sandbox.vmsan("create", "--id", sandbox.unique_id("bad"), "--allowed-domain", "git.test:0", check=False)
+    assert bad.rc == 2
+    assert "--allowed-domain" in bad.err and "port must be 1-65535" in bad.err and "name:port" in bad.err
+    bad = sandbox.vmsan("create", "--id", sandbox.unique_id("bad"), "--allowed-domain", "ntp.test:123/sctp",
+                        check=False)
+    assert bad.rc == 2 and "unknown protocol" in bad.err
+    assert sorted(sandbox.namespaces()) == before                   # nothing made
+    vm = sandbox.vmsan("create", "--id", sandbox.unique_id("ok"), "--allowed-domain",
+                       "a.test,Git.Test:22/tcp,ntp.test:123/UDP").out
+    shown = sandbox.vmsan("show", vm["id"]).out
+    assert shown["allowed_domains"] == ["a.test", "git.test:22", "ntp.test:123/udp"]

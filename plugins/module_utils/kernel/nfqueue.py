@@ -93,8 +93,8 @@ Message = namedtuple("Message", "kind packet_id mark payload")
 _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
-_VERDICT = struct.Struct("=IHHII" "BBH" "HH" "II")          # header, nfgenmsg, NFQA_VERDICT_HDR
-_VERDICT_MARK = struct.Struct("=IHHII" "BBH" "HH" "II" "HHI")  # + NFQA_MARK
+_VERDICT = struct.Struct("=IHHIIBBHHHII")           # header, nfgenmsg, NFQA_VERDICT_HDR
+_VERDICT_MARK = struct.Struct("=IHHIIBBHHHIIHHI")   # + NFQA_MARK
 _BE32 = struct.Struct("!I")
 
 RCVBUF = 8 << 20
@@ -255,7 +255,7 @@ class QueueSocket(object):
         if timeout != 0 and not self._poll.poll(None if timeout is None else int(timeout * 1000)):
             return []
         out = []
-        for _ in range(limit):
+        for _count in range(limit):
             try:
                 n = self.sock.recv_into(self._buf)
             except BlockingIOError:
