@@ -234,11 +234,12 @@ def test_a_name_port_entry_lets_ssh_reach_that_name(gvm, site, ssh_server):
 
 def test_udp_to_learned_addresses_only_with_a_udp_entry(gvm, site):
     """ntp.test:9000/udp is allowed (ntp.test -> Y); UDP to X (a.test) is
-    dropped, on 9000 as on 443 (QUIC falls back to TCP)."""
+    dropped, on 9000 as on 443 (QUIC falls back to TCP); so is ICMP."""
     x, y = gvm.resolve("a.test"), gvm.resolve("ntp.test")
     assert gvm.guest.udp(y, 9000) == "hello %s 198.51.100.2\n" % y
     assert gvm.guest.udp(x, 9000) is None
     assert len(site.internet.udp_received()) == 1      # only the allowed datagram got out
+    assert not gvm.guest.ping(x)                        # nor ICMP: only TCP (checked) and listed UDP
     assert gvm.counters().accepted == 1
 
 
