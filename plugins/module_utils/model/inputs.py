@@ -158,8 +158,32 @@ def domain(param, text):
     return ("*." if wildcard else "") + body
 
 
+DOMAIN_ENTRY_FORM = ("host names such as api.example.com, or *.example.com for any subdomain; "
+                     "name:port lets any TCP protocol reach that name on that port, name:port/udp the same for UDP")
+
+
+def domain_entry(param, text):
+    """One allowlist entry: a pattern (``domain``), optionally ``:port`` and
+    ``/udp`` or ``/tcp`` (the default, dropped when normalising): ``git.example.com:22``,
+    ``*.example.com:8443``, ``ntp.example.com:123/udp``. docs/domain-policies.md
+    says what the port form opens."""
+    body, slash, proto = text.strip().partition("/")
+    name, colon, port = body.partition(":")
+    if not colon:
+        if slash:
+            raise InputError(param, "%r: a protocol needs a port (name:port/udp)" % text, DOMAIN_ENTRY_FORM)
+        return domain(param, text)
+    proto = proto.lower()
+    if slash and proto not in ("tcp", "udp"):
+        raise InputError(param, "%r: unknown protocol %r" % (text, proto), DOMAIN_ENTRY_FORM)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(param, "%r: port must be 1-65535" % text, DOMAIN_ENTRY_FORM)
+    pattern = domain(param, name)
+    return "%s:%d%s" % (pattern, int(port), "/udp" if proto == "udp" else "")
+
+
 def domain_list(param, value):
-    return tuple(dict.fromkeys(domain(param, item) for item in as_list(param, value)))
+    return tuple(dict.fromkeys(domain_entry(param, item) for item in as_list(param, value)))
 
 
 def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None):
