@@ -75,7 +75,7 @@ def test_flags_give_the_daemon_defaults():
 def test_bad_budget_flags_name_the_parameter(param, value):
     with pytest.raises(InputError) as err:
         inputs.resolver_budget(**{param: value})
-    assert err.value.param == param and "whole number from" in str(err.value)
+    assert err.value.param == param and "accepted: %d-%d" % inputs.RESOLVER_BUDGETS[param][1:3] in str(err.value)
     assert inputs.label(param, "cli") == "--" + param.replace("_", "-")
 
 

@@ -523,8 +523,9 @@ def _raise_fd_limit():
 
 def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     """Run the resolver in the foreground until SIGTERM or SIGINT; SIGHUP
-    re-reads every state file. BUDGET: the per-VM defaults (a
-    limits.Budget). Returns the exit status."""
+    re-reads every state file. UPSTREAM, LISTEN: (ip, port), validated by
+    model.inputs; BUDGET: the per-VM defaults (model.inputs.resolver_budget's
+    dict, or a limits.Budget). Returns the exit status."""
     if not core.HAS_DNSLIB:
         raise VmsanError("the resolver needs the Python library dnslib (%s); install the pinned requirements "
                          "(scripts/setup.sh, or pip install -r requirements.txt)" % core.DNSLIB_IMPORT_ERROR)
@@ -532,7 +533,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     log.setLevel(os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper())
     cfg = core.settings(ttl_floor, grace)
     budget = limits.budget_from_flags(budget) if isinstance(budget, dict) else budget or limits.DEFAULT_BUDGET
-    address = core.parse_listen(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
+    address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
     ns.guard_sandbox()
     upstream = tuple(upstream) if upstream else default_upstream()
     if upstream == address:

@@ -21,7 +21,6 @@ from collections import namedtuple
 
 from ..lifecycle.state import StateStore
 from ..model import addressing as A
-from ..model.inputs import policy_from_dict
 from . import core
 
 Health = namedtuple("Health", "ok detail stats")
@@ -89,13 +88,14 @@ def probe(address=(A.RESOLVER_IP, A.RESOLVER_PORT), timeout=0.5):
 
 
 def relying_on_it(records):
-    """Ids of the VMs (state records) whose allowed domains only the
-    resolver can open: ``custom`` with a domain list."""
+    """Ids of the VMs (state records; unreadable ones are skipped) whose
+    allowed domains only the resolver can open: ``custom`` with a domain
+    list."""
     out = []
     for record in records:
-        policy = policy_from_dict(record.get("policy"))
-        if policy.mode == "custom" and policy.allowed_domains:
-            out.append(record["id"])
+        policy = getattr(record, "policy", None)
+        if policy is not None and policy.mode == "custom" and policy.allowed_domains:
+            out.append(record.id)
     return out
 
 

@@ -19,6 +19,7 @@ import time
 
 from ..kernel import netns as ns
 from ..kernel.ipset_wire import IpsetError, IpsetSocket
+from ..kernel.ipsets import SetManager
 from ..model.errors import NotFoundError, VmsanError
 from ..plan import firewall as fp
 from . import cache, core, limits
@@ -139,21 +140,13 @@ class Learner(object):
 
     def prune(self, vm):
         """Forget learned addresses whose name VM's policy no longer allows
-        (the CLI prunes too; this catches what an answer in flight learned
-        under the old policy while the change was being made)."""
-        from ..kernel.ipsets import SetManager
-        forgotten = []
+        (the CLI prunes too, with the same pruner; this catches what an
+        answer in flight learned under the old policy while the change was
+        being made)."""
         with self._lock:
             with ns.entered(self.netns):
                 with SetManager() as sets:
-                    if not sets.exists(self.set_name):
-                        return forgotten
-                    for member in sets.members(self.set_name):
-                        name = member["comment"] or ""
-                        if not vm.matcher.allowed(name):
-                            sets.forget(self.set_name, member["address"])
-                            forgotten.append((member["address"], name))
-        return forgotten
+                    return sets.prune_learned(self.set_name, vm.matcher.allowed)[0]
 
 
 class LearningWorker(object):
