@@ -107,7 +107,7 @@ def assess(store=None, address=(A.RESOLVER_IP, A.RESOLVER_PORT), timeout=0.5):
     if answer.ok:
         return "ok", answer.detail
     try:
-        relying = relying_on_it((store or StateStore()).all())
+        relying = relying_on_it((store or StateStore()).scan())
     except Exception as exc:        # an unreadable state file: say so, do not hide the resolver's state
         return "warn", "%s; cannot read the VMs' state: %s" % (answer.detail, exc)
     if relying:
