@@ -547,4 +547,3 @@ class Connection(object):
         except OSError:
             pass
         self.inbuf = self.outbuf = bytearray()
-

@@ -95,7 +95,7 @@ def read_query(data):
     """DATA (one UDP datagram or one TCP message) -> a Query, or None for
     what deserves no answer at all. Raises BadQuery (see the module's
     docstring)."""
-    if type(data) is not bytes:
+    if not isinstance(data, bytes):
         data = bytes(data)
     size = len(data)
     if size < 12:
