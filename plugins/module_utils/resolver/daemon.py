@@ -80,7 +80,7 @@ class Resolver(object):
         self.unknown = reg.Meter("(no VM)", defaults, clock())    # every address that is no VM's, together
         self.rebinding = core.Rebinding()
         self.stats = collections.Counter()
-        self._next_check = 0.0
+        self.next_check = 0.0
         self._host_refreshed = -HOST_ADDRESS_REFRESH
         self._gc_full = clock()
         self._reload_requested = False
@@ -104,8 +104,8 @@ class Resolver(object):
         return self.registry.check_state(force)
 
     def maybe_check_state(self, now):
-        if now >= self._next_check:
-            self._next_check = now + STATE_CHECK_MIN
+        if now >= self.next_check:
+            self.next_check = now + STATE_CHECK_MIN
             self.registry.check_state()
 
     def request_reload(self):

@@ -55,8 +55,9 @@ _EPOLLERR = select.EPOLLERR | select.EPOLLHUP
 _LEN = struct.Struct("!H")
 
 
-class Stop(Exception):
-    """Raised by the signal handler to end the loop (SIGTERM, SIGINT)."""
+class Stop(BaseException):
+    """Raised by the signal handler to end the loop (SIGTERM, SIGINT); a
+    BaseException, so that no handler's ``except Exception`` keeps it."""
 
 
 class Loop(object):
@@ -73,6 +74,7 @@ class Loop(object):
         self.timers = []        # [interval, due, fn]
         self.later_heap = []    # (due, sequence, fn)
         self._sequence = 0
+        self._due = float("inf")    # the earliest timer: looked at once per wake-up, nothing more
         self.stopping = threading.Event()
 
     def add(self, fd, events, handler):
@@ -97,12 +99,16 @@ class Loop(object):
             pass
 
     def every(self, interval, fn):
-        self.timers.append([interval, self.clock() + interval, fn])
+        due = self.clock() + interval
+        self.timers.append([interval, due, fn])
+        self._due = min(self._due, due)
 
     def later(self, delay, fn):
         """Run FN() once, DELAY seconds from now (loop thread only)."""
         self._sequence += 1
-        heapq.heappush(self.later_heap, (self.clock() + delay, self._sequence, fn))
+        due = self.clock() + delay
+        heapq.heappush(self.later_heap, (due, self._sequence, fn))
+        self._due = min(self._due, due)
 
     def _on_wake(self, _events):
         try:
@@ -118,8 +124,9 @@ class Loop(object):
                 log.exception("posted work failed: %s", exc)
 
     def run_once(self, timeout):
+        handlers = self.handlers
         for fd, events in self.ep.poll(timeout):
-            handler = self.handlers.get(fd)
+            handler = handlers.get(fd)
             if handler is None:
                 continue
             try:
@@ -127,6 +134,10 @@ class Loop(object):
             except Exception as exc:
                 log.exception("socket %d: %s", fd, exc)
         now = self.clock()
+        if now >= self._due:
+            self._run_timers(now)
+
+    def _run_timers(self, now):
         while self.later_heap and self.later_heap[0][0] <= now:
             fn = heapq.heappop(self.later_heap)[2]
             try:
@@ -140,12 +151,12 @@ class Loop(object):
                     timer[2](now)
                 except Exception as exc:
                     log.exception("timer: %s", exc)
+        self._due = min([t[1] for t in self.timers] + [e[0] for e in self.later_heap[:1]] or [now + TICK])
 
     def run(self):
-        while not self.stopping.is_set():
-            now = self.clock()
-            due = min([t[1] for t in self.timers] + [e[0] for e in self.later_heap[:1]] or [now + TICK])
-            self.run_once(max(0.0, min(TICK, due - now)))
+        run_once, clock, stopping = self.run_once, self.clock, self.stopping
+        while not stopping.is_set():
+            run_once(max(0.0, min(TICK, self._due - clock())))
 
     def close(self):
         self.stopping.set()
@@ -206,8 +217,9 @@ class UdpServer(object):
         self.paused = set()
         for sock in self.socks:
             sock.setblocking(False)
-            handler = self.on_readable if self.batch else self.on_readable_simple
-            loop.add(sock.fileno(), _EPOLLIN, lambda _events, sock=sock, handler=handler: handler(sock))
+            handler = self.batched_reader(sock) if self.batch else \
+                (lambda _events, sock=sock: self.on_readable_simple(sock))
+            loop.add(sock.fileno(), _EPOLLIN, handler)
 
     def pause(self, sock):
         """SOCK's datagrams were all beyond their VM's budgets: leave its
@@ -238,55 +250,62 @@ class UdpServer(object):
             return None
         return data[:2] + self.refused[(data[2] & 0x01, 1 if data[3] & 0x10 else 0)]
 
-    def on_readable(self, sock):
-        batch, resolver = self.batch, self.resolver
-        batch.use(sock)
-        recv, data_of, key_of, queue, flush = batch.recv, batch.data, batch.key, batch.queue, batch.flush
-        handle, clock, registry = resolver.handle, resolver.clock, resolver.registry
-        sendto = sock.sendto
-        for _round in range(UDP_BATCHES_PER_WAKE):
-            try:
-                count = recv()
-            except OSError:
-                return
-            if not count:
-                return
-            now = clock()
-            resolver.maybe_check_state(now)
-            vms = registry.vms_raw
-            hits = dropped = 0
-            for i in range(count):
-                state = vms.get(key_of(i))
-                data = data_of(i)
-                if state is not None:
-                    if not state.meter.bucket.take(now):
-                        if resolver.note_over_budget(state.meter, now):
-                            refused = self.over_budget(data)
-                            if refused is not None:
-                                queue(i, refused)
-                        else:
-                            dropped += 1
-                        continue
-                    hot = state.hot.get(data[2:])
-                    if hot is not None and now < hot.fresh_until:
-                        queue(i, data[:2] + hot.tail)
-                        hits += 1
-                        continue
-                address = batch.address(i)
+    def batched_reader(self, sock):
+        """The epoll handler of SOCK: up to UDP_BATCHES_PER_WAKE recvmmsg
+        batches, each datagram looked at in turn, the replies of a batch
+        sent with one sendmmsg. (A closure with every name it uses bound
+        once: with one query at a time, what a wake-up costs is latency.)"""
+        batch, resolver, over_budget = self.batch, self.resolver, self.over_budget
+        use, recv, data_of, key_of, queue, flush, address_of = (batch.use, batch.recv, batch.data, batch.key,
+                                                                batch.queue, batch.flush, batch.address)
+        handle, clock, registry, stats = resolver.handle, resolver.clock, resolver.registry, resolver.stats
+        note_over_budget, sendto, size = resolver.note_over_budget, sock.sendto, batch.batch
+
+        def on_readable(_events):
+            use(sock)
+            for _round in range(UDP_BATCHES_PER_WAKE):
                 try:
-                    handle(data, address[0], _udp_reply(sendto, address), False, state, True)
-                except Stop:
-                    raise
-                except Exception as exc:
-                    log.exception("query from %s failed: %s", address[0], exc)
-            flush()
-            resolver.stats["hot"] += hits
-            resolver.stats["queries"] += count
-            if dropped == count:
-                self.pause(sock)
-                return
-            if count < batch.batch:
-                return          # drained (most likely): epoll says when more comes, no recvmmsg to find out
+                    count = recv()
+                except OSError:
+                    return
+                if not count:
+                    return
+                now = clock()
+                if now >= resolver.next_check:
+                    resolver.maybe_check_state(now)
+                vms = registry.vms_raw
+                hits = dropped = 0
+                for i in range(count):
+                    state = vms.get(key_of(i))
+                    data = data_of(i)
+                    if state is not None:
+                        if not state.meter.bucket.take(now):
+                            if note_over_budget(state.meter, now):
+                                refused = over_budget(data)
+                                if refused is not None:
+                                    queue(i, refused)
+                            else:
+                                dropped += 1
+                            continue
+                        hot = state.hot.get(data[2:])
+                        if hot is not None and now < hot.fresh_until:
+                            queue(i, data[:2] + hot.tail)
+                            hits += 1
+                            continue
+                    address = address_of(i)
+                    try:
+                        handle(data, address[0], _udp_reply(sendto, address), False, state, True)
+                    except Exception as exc:
+                        log.exception("query from %s failed: %s", address[0], exc)
+                flush()
+                stats["hot"] += hits
+                stats["queries"] += count
+                if dropped == count:
+                    self.pause(sock)
+                    return
+                if count < size:
+                    return          # drained (most likely): epoll says when more comes, no recvmmsg to find out
+        return on_readable
 
     def on_readable_simple(self, sock):
         resolver = self.resolver
@@ -320,8 +339,6 @@ class UdpServer(object):
                     continue
             try:
                 resolver.handle(data, address[0], _udp_reply(sendto, address), False, state, True)
-            except Stop:
-                raise
             except Exception as exc:
                 log.exception("query from %s failed: %s", address[0], exc)
 
@@ -452,8 +469,6 @@ class Connection(object):
             self.waiting += 1
             try:
                 answered = resolver.handle(message, self.ip, self.reply, True)
-            except Stop:
-                raise
             except Exception as exc:
                 log.exception("TCP query from %s failed: %s", self.ip, exc)
                 answered = False
