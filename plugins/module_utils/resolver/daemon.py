@@ -284,6 +284,7 @@ class Resolver(object):
             reply(core.short_reply(q, core.SERVFAIL))
             return
         meter.learning += 1
+        meter.bucket.charge(len(todo))          # a netlink message each: the learning thread's time is shared
         entries = [(address, timeout, q.name) for address, timeout in todo]
         self.learning.submit(state.learner, entries,
                              lambda failed: self._after_learning(state, q, tcp, answer, view, entries, failed, reply))

@@ -75,6 +75,7 @@ class Loop(object):
         self.later_heap = []    # (due, sequence, fn)
         self._sequence = 0
         self._due = float("inf")    # the earliest timer: looked at once per wake-up, nothing more
+        self.soon_calls = []        # after the sockets of one wake-up: run before the next
         self.stopping = threading.Event()
 
     def add(self, fd, events, handler):
@@ -102,6 +103,11 @@ class Loop(object):
         due = self.clock() + interval
         self.timers.append([interval, due, fn])
         self._due = min(self._due, due)
+
+    def soon(self, fn):
+        """Run FN() once the handlers of this wake-up have run (loop thread
+        only); what FN queues with ``soon`` runs after the next wake-up."""
+        self.soon_calls.append(fn)
 
     def later(self, delay, fn):
         """Run FN() once, DELAY seconds from now (loop thread only)."""
@@ -133,6 +139,13 @@ class Loop(object):
                 handler(events)
             except Exception as exc:
                 log.exception("socket %d: %s", fd, exc)
+        if self.soon_calls:
+            calls, self.soon_calls = self.soon_calls, []
+            for fn in calls:
+                try:
+                    fn()
+                except Exception as exc:
+                    log.exception("work after a wake-up: %s", exc)
         now = self.clock()
         if now >= self._due:
             self._run_timers(now)
@@ -156,7 +169,7 @@ class Loop(object):
     def run(self):
         run_once, clock, stopping = self.run_once, self.clock, self.stopping
         while not stopping.is_set():
-            run_once(max(0.0, min(TICK, self._due - clock())))
+            run_once(0.0 if self.soon_calls else max(0.0, min(TICK, self._due - clock())))
 
     def close(self):
         self.stopping.set()

@@ -132,6 +132,8 @@ class Upstream(object):
         self.stats = collections.Counter()
         self._case_failures = 0
         self._tcp_slots = threading.BoundedSemaphore(TCP_FALLBACKS)
+        self._turns = collections.OrderedDict()     # VM (its meter) -> answers that arrived, in turn
+        self._turn_due = False
 
     def in_flight(self):
         return len(self.by_fd)
@@ -192,17 +194,46 @@ class Upstream(object):
                 continue
             self._case_failures = 0
             self._take(pending)
+            self._arrived(pending, data)
+            return
+
+    def _arrived(self, pending, data):
+        """An answer arrived: it waits, with the others of its VM, for its
+        turn (``_serve_turns``): one answer per VM per turn of the loop, so
+        a VM whose answers are expensive (64 records each) is served after
+        every other VM's answer of the same moment, not before them all."""
+        key = pending.waiters[0][4] if pending.waiters else None       # the meter of the VM that asked first
+        queue = self._turns.get(key)
+        if queue is None:
+            queue = self._turns[key] = collections.deque()
+        queue.append((pending, data))
+        if not self._turn_due:
+            self._turn_due = True
+            self.loop.soon(self._serve_turns)
+
+    def _serve_turns(self):
+        self._turn_due = False
+        for key in list(self._turns):
+            queue = self._turns[key]
+            pending, data = queue.popleft()
+            if not queue:
+                del self._turns[key]
             try:
                 reply = core.parse_reply(data, len(pending.question))
             except core.BadReply as exc:
                 log.warning("unreadable upstream answer for %s: %s", pending.q.name, exc)
                 self.on_done(pending, None)
-                return
+                continue
             if reply.header.tc:
                 self._fall_back_to_tcp(pending)
-                return
-            self.on_done(pending, reply)
-            return
+                continue
+            try:
+                self.on_done(pending, reply)
+            except Exception as exc:
+                log.exception("answer for %s: %s", pending.q.name, exc)
+        if self._turns and not self._turn_due:
+            self._turn_due = True
+            self.loop.soon(self._serve_turns)       # the rest after the loop looked at the sockets again
 
     def _differs_in_case_only(self, data, pending):
         question = pending.question
