@@ -65,7 +65,8 @@ TCP_PER_BATCH = 10
 
 
 class Sampler(object):
-    """The resolver's VmRSS and its log's line count, every 0.25 s."""
+    """The resolver's VmRSS and CPU time (user + system, all its threads),
+    every 0.25 s."""
 
     def __init__(self, proc):
         self.proc, self.samples = proc, []
@@ -75,11 +76,18 @@ class Sampler(object):
 
     def _run(self):
         while not self._stop.wait(0.25):
-            self.samples.append((time.monotonic(), rss_mib(self.proc.pid)))
+            self.samples.append((time.monotonic(), rss_mib(self.proc.pid), cpu_seconds(self.proc.pid)))
 
     def peak(self, start, end):
-        values = [v for t, v in self.samples if start <= t <= end and v is not None]
+        values = [v for t, v, _c in self.samples if start <= t <= end and v is not None]
         return max(values) if values else float("nan")
+
+    def cpu_share(self, start, end):
+        """The resolver's CPU seconds per second between START and END (1.0: one core)."""
+        inside = [(t, c) for t, _v, c in self.samples if start <= t <= end and c is not None]
+        if len(inside) < 2:
+            return float("nan")
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
     def stop(self):
         self._stop.set()
@@ -95,6 +103,15 @@ def rss_mib(pid):
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def log_lines(proc):
@@ -120,7 +137,10 @@ def make_vm(sb, name, *flags):
 
 def counters(sb):
     with guard.entered(sb.host.name):
-        return health.probe(RESOLVER, timeout=2.0).stats
+        answer = health.probe(RESOLVER, timeout=2.0)
+    if not answer.ok:
+        C.progress("health query: %s" % answer.detail)
+    return answer.stats
 
 
 def learned_count(sb, vm):
@@ -322,12 +342,13 @@ def report(phases, victim, sampler, out, args):
                      cached["n"], C.ms(cached["median"]), C.ms(cached["p99"]), C.ms(cached["max"]), cached["lost"],
                      unc["n"], C.ms(unc["median"]), C.ms(unc["p99"]), C.ms(unc["max"]), unc["lost"],
                      C.times(C.ratio(unc["p99"], quiet["p99"])),
-                     "%.0f" % sampler.peak(p["start"], p["end"]), p["log_lines"], p["attacker_lines"],
+                     "%.0f" % sampler.peak(p["start"], p["end"]), "%.0f%%" % (100 * sampler.cpu_share(p["start"], p["end"])),
+                     p["log_lines"], p["attacker_lines"],
                      "yes" if p["alive"] else "NO"])
     C.print_table("The victim's DNS while the attacker attacks (times in ms; p99 targets: cached < 50 ms, "
                   "uncached < 3x quiet)",
                   ["phase", "s", "cached n", "median", "p99", "max", "lost", "uncached n", "median", "p99", "max",
-                   "lost", "p99/quiet", "RSS MiB", "log lines", "of the attacker", "resolver up"], rows)
+                   "lost", "p99/quiet", "RSS MiB", "resolver CPU", "log lines", "of the attacker", "resolver up"], rows)
     fuzz = [p for p in phases if p["name"] == "fuzz"][0]["result"]
     sent, tcp_sent, after, kinds, windows = fuzz
     answered = [a for a in after if a is not None]
@@ -348,7 +369,7 @@ def report(phases, victim, sampler, out, args):
                                     if p["name"] not in ("quiet", "fuzz", "after")))
     C.note("resolver: up at the end: %s; peak RSS %.0f MiB (bound stated: %d MiB); log %d lines in all, %d "
            "'set is full' lines; the attacker's set holds %d addresses, the victim's %d" % (
-               "yes" if out["alive"] else "NO", max(v for _t, v in sampler.samples if v is not None),
+               "yes" if out["alive"] else "NO", max(v for _t, v, _c in sampler.samples if v is not None),
                MEMORY_BOUND_MIB, out["log_total"], out["full_lines"], out["attacker_learned"],
                out["victim_learned"]))
     C.note("resolver counters: %s" % health.stats_text(out["counters"]))

@@ -499,10 +499,21 @@ def test_the_health_query_is_answered_by_the_resolver_itself(env):
     from_host = ask(env, "127.0.0.1", "health.vmsan.", qtype="TXT", data=DNSRecord.question(
         "health.vmsan.", "TXT", "CH").pack())
     from_guest = ask(env, ip, "x", data=DNSRecord.question("health.vmsan.", "TXT", "CH").pack())
-    host_text = b"".join(from_host[0].rr[0].rdata.data).decode()
+    host_text = b" ".join(from_host[0].rr[0].rdata.data).decode()
     assert host_text.startswith("ok ") and "vms=1" in host_text
     assert b"".join(from_guest[0].rr[0].rdata.data) == b"ok"           # the host's counters are not a guest's
     assert not env.upstream.drain()
+
+
+def test_the_health_answer_holds_any_number_of_counters(env):
+    for i in range(40):
+        env.resolver.stats["counter_with_a_long_name_%d" % i] = 10 ** 9 + i
+    got = ask(env, "127.0.0.1", "x", data=DNSRecord.question("health.vmsan.", "TXT", "CH").pack())
+    strings = got[0].rr[0].rdata.data
+    assert len(strings) > 4 and all(len(piece) <= 255 for piece in strings)
+    from ansible_collections.vmsan.network.plugins.module_utils.resolver import health
+    stats = health.parse_stats(b" ".join(strings).decode())
+    assert stats["counter_with_a_long_name_39"] == 10 ** 9 + 39 and stats["vms"] == 0
 
 
 def test_bad_resolver_flags_exit_2_naming_the_flag(capsys):

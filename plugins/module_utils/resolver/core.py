@@ -504,8 +504,16 @@ def is_health_query(q):
 
 def health_reply(q, text):
     """The resolver's own answer to the health query: one CHAOS TXT record
-    holding TEXT, TTL 0 (packed by dnslib)."""
-    record = RR(question_of(q).qname, T_TXT, CLASS_CH, 0, TXT(text))
+    holding TEXT (its words in strings of at most 255 bytes, as TXT wants
+    them), TTL 0 (packed by dnslib)."""
+    strings, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > 255:
+            strings.append(current)
+            current = ""
+        current = (current + " " + word) if current else word[:255]
+    strings.append(current)
+    record = RR(question_of(q).qname, T_TXT, CLASS_CH, 0, TXT(strings))
     return bytes(DNSRecord(_reply_header(q, NOERROR, answers=1, additional=1 if q.edns else 0),
                            [question_of(q)], [record], ar=[_OPT] if q.edns else None).pack())
 

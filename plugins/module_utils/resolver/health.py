@@ -79,7 +79,7 @@ def probe(address=(A.RESOLVER_IP, A.RESOLVER_PORT), timeout=0.5):
         return Health(False, "%s: unreadable answer: %s" % (where, exc), {})
     finally:
         sock.close()
-    texts = [b"".join(rr.rdata.data).decode("ascii", "replace") for rr in reply.rr if rr.rtype == QTYPE.TXT]
+    texts = [b" ".join(rr.rdata.data).decode("ascii", "replace") for rr in reply.rr if rr.rtype == QTYPE.TXT]
     if reply.header.rcode != core.NOERROR or not texts or not texts[0].startswith("ok"):
         return Health(False, "%s answers, but not as vmsan's resolver does (rcode %d)" % (where, reply.header.rcode),
                       {})
