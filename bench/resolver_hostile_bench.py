@@ -33,8 +33,14 @@ id from another port, the name in the wrong case) before the real one.
 
 Printed: per phase the victim's cached and uncached median/p99/max and lost
 queries, the ratio of the uncached p99 to its quiet value, the resolver's
-peak memory and the log lines written (and how many of them name the
+peak memory and CPU, the log lines written (and how many of them name the
 attacker). Timings are printed, never asserted.
+
+The sandbox runs the attacker's guest and its VMM stand-in (the relay) as
+processes on the same cores as the resolver and the victim: a flood costs
+the host a core or two outside the resolver. ``--attacker-nice 19`` gives
+them only the CPU that is left, as a host that shares CPU out per VM would,
+so that what remains is what the resolver lets one guest do to another.
 """
 
 import argparse
@@ -150,8 +156,9 @@ def learned_count(sb, vm):
             return len(sets.members("vmsan-%s-dns" % vm["id"]))
 
 
-def spawn_attack(guest, *args):
-    return guest.spawn([sys.executable, "-m", "sandbox.dns_attacks", *map(str, args)],
+def spawn_attack(guest, *args, nice=0):
+    return guest.spawn((["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-m", "sandbox.dns_attacks",
+                                                                      *map(str, args)],
                        env=dict(os.environ, PYTHONPATH=TESTS), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -254,6 +261,11 @@ def run(args):
         resolver = start_resolver(sb, upstream=SYNTHETIC_DNS)
         attacker_vm, attacker = make_vm(sb, "bad", "--allowed-domain", "*.example.test,*.many.test,*.big.test")
         victim_vm, victim_guest = make_vm(sb, "good", "--allowed-domain", "*.victim.test")
+        if args.attacker_nice:          # the attacker's VMM (the relay) and guest get what CPU is left
+            os.setpriority(os.PRIO_PROCESS, attacker.relay.pid, args.attacker_nice)
+
+        def attack(*words):
+            return spawn_attack(attacker, *words, nice=args.attacker_nice)
         sampler = Sampler(resolver)
         victim = Victim(victim_guest, sb.home)
         victim.start()
@@ -276,20 +288,20 @@ def run(args):
 
         phase("quiet", lambda: time.sleep(args.seconds))
         phase("fuzz", lambda: fuzz(sb, attacker, victim_guest, args.fuzz, rng))
-        phase("flood", lambda: attack_result(spawn_attack(
-            attacker, "flood", "--server", attacker.dns_server, "--seconds", args.seconds, "--names", 5000,
+        phase("flood", lambda: attack_result(attack(
+            "flood", "--server", attacker.dns_server, "--seconds", args.seconds, "--names", 5000,
             "--template", "flood%d.example.test"), args.seconds + 30))
-        phase("tcp-stuck", lambda: attack_result(spawn_attack(
-            attacker, "tcp-stuck", "--server", attacker.dns_server, "--seconds", args.seconds,
+        phase("tcp-stuck", lambda: attack_result(attack(
+            "tcp-stuck", "--server", attacker.dns_server, "--seconds", args.seconds,
             "--name", "big.big.test", "--count", 1000), args.seconds + 30))
-        phase("tcp-idle", lambda: attack_result(spawn_attack(
-            attacker, "tcp-idle", "--server", attacker.dns_server, "--seconds", args.seconds, "--count", 300),
+        phase("tcp-idle", lambda: attack_result(attack(
+            "tcp-idle", "--server", attacker.dns_server, "--seconds", args.seconds, "--count", 300),
             args.seconds + 60))
-        phase("padded", lambda: attack_result(spawn_attack(
-            attacker, "padded", "--server", attacker.dns_server, "--seconds", args.seconds,
+        phase("padded", lambda: attack_result(attack(
+            "padded", "--server", attacker.dns_server, "--seconds", args.seconds,
             "--name", "a.example.test", "--count", 1000000), args.seconds + 30))
-        phase("many", lambda: attack_result(spawn_attack(
-            attacker, "names", "--server", attacker.dns_server, "--seconds", args.seconds,
+        phase("many", lambda: attack_result(attack(
+            "names", "--server", attacker.dns_server, "--seconds", args.seconds,
             "--template", "m%d.many.test", "--names", 1000000), args.seconds + 30))
         phase("after", lambda: time.sleep(args.seconds))
         victim.stop()
@@ -390,6 +402,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each attack and quiet phase")
     parser.add_argument("--fuzz", type=int, default=20000, help="malformed UDP messages (TCP streams: 1 in 100)")
+    parser.add_argument("--attacker-nice", type=int, default=0, metavar="N",
+                        help="run the attacker's relay (its VMM) and attack processes at this nice value, as a host "
+                             "that gives each VM its share of CPU would (default 0: the same as everyone)")
     parser.add_argument("--phases", default=",".join(PHASES), type=lambda text: text.split(","),
                         help="which phases, comma-separated (default: all; quiet comes first whatever is chosen)")
     args = parser.parse_args()
