@@ -48,7 +48,6 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import threading
