@@ -533,3 +533,42 @@ def test_budget_of_the_record_replaces_the_default_and_follows_changes(env):
     assert env.resolver.registry.get(ip).meter.budget == limits.Budget(1000, 128, 2)
     save_vm(env.store, env.resolver, "n", 5, {})
     assert env.resolver.registry.get(ip).meter.budget == limits.DEFAULT_BUDGET
+
+
+def test_the_udp_queues_charge_every_source_even_one_that_is_no_vm(env):
+    """Through the real sockets (127.0.0.1): a source that is no VM's shares
+    one budget; beyond it, header-only REFUSED at the same rate again, then
+    nothing (and its queue rests)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    env.resolver.unknown.bucket.set_rate(50)
+    env.resolver.unknown.refusals.set_rate(50)
+    env.resolver.open_sockets(("127.0.0.1", port))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    try:
+        for i in range(400):
+            q = DNSRecord.question("n%d.example.test" % i)
+            q.header.id = i
+            client.sendto(bytes(q.pack()), ("127.0.0.1", port))
+            if i % 50 == 49:
+                pump(env.resolver, lambda: False, timeout=0.02)
+        pump(env.resolver, lambda: False, timeout=0.2)
+        client.setblocking(False)
+        replies = []
+        while True:
+            try:
+                replies.append(DNSRecord.parse(client.recv(4096)))
+            except BlockingIOError:
+                break
+    finally:
+        client.close()
+        for sock in env.resolver.udp + [env.resolver.tcp]:
+            sock.close()
+    by_policy = [r for r in replies if r.questions]           # REFUSED by policy: no VM has that address
+    by_budget = [r for r in replies if not r.questions]       # REFUSED before the query was read
+    assert all(r.header.rcode == RCODE.REFUSED for r in replies)
+    assert 50 <= len(by_policy) <= 60 and 50 <= len(by_budget) <= 60, (len(by_policy), len(by_budget))
+    assert env.resolver.stats["over_budget"] >= 400 - 60 and not env.upstream.drain()

@@ -307,7 +307,7 @@ class UdpServer(object):
                             continue
                     address = address_of(i)
                     try:
-                        handle(data, address[0], _udp_reply(sendto, address), False, state, True)
+                        handle(data, address[0], _udp_reply(sendto, address), False, state, state is not None)
                     except Exception as exc:
                         log.exception("query from %s failed: %s", address[0], exc)
                 flush()
@@ -351,7 +351,7 @@ class UdpServer(object):
                     _udp_reply(sendto, address)(data[:2] + hot.tail)
                     continue
             try:
-                resolver.handle(data, address[0], _udp_reply(sendto, address), False, state, True)
+                resolver.handle(data, address[0], _udp_reply(sendto, address), False, state, state is not None)
             except Exception as exc:
                 log.exception("query from %s failed: %s", address[0], exc)
 
