@@ -8,8 +8,10 @@ learned, each tagged with the name it was learned for).
 
 import ipaddress
 
+from .third_party import pyroute2_submodules
+
 try:
-    from pyroute2 import IPSet
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
     HAS_PYROUTE2 = True
 except Exception:  # pragma: no cover - depends on the target
@@ -50,6 +52,7 @@ class SetManager(object):
     """Open while inside the namespace; the socket stays bound to it."""
 
     def __init__(self):
+        from pyroute2.ipset import IPSet      # ~25 ms of imports (asyncio): only when used
         self.ipset = IPSet()
 
     def close(self):

@@ -12,7 +12,8 @@ writes work on the encoded entry bytes (see iptables_entries for why).
 """
 
 try:
-    import iptc
+    from .third_party import import_iptc
+    iptc = import_iptc()     # without setuptools and subprocesses (third_party.py)
     HAS_IPTC = True
     IPTC_IMPORT_ERROR = None
 except Exception as exc:  # pragma: no cover - depends on the target

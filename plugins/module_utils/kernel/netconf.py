@@ -18,7 +18,10 @@ import errno
 import socket
 import struct
 
+from .third_party import pyroute2_submodules
+
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_REQUEST, nlmsg
     HAS_PYROUTE2 = True
 except ImportError:  # the modules report the missing library (missing_required_lib)

@@ -5,8 +5,10 @@ the list of changes it made (or would make, in check mode)."""
 import errno
 import os
 
+from .third_party import pyroute2_submodules
+
 try:
-    from pyroute2 import IPRoute
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
     HAS_PYROUTE2 = True
 except Exception:  # pragma: no cover - depends on the target
@@ -19,6 +21,7 @@ class Netlink(object):
     """An rtnetlink socket bound to the namespace it was opened in."""
 
     def __init__(self):
+        from pyroute2.iproute.linux import IPRoute     # ~60 ms of imports: only when used
         self.ipr = IPRoute()
 
     def close(self):

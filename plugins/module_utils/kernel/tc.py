@@ -28,7 +28,10 @@ from ..model.errors import VmsanError
 from ..plan.bandwidth import absent, burst, caps, describe, ifb_alias, ifb_name, plan
 from . import netns as ns
 
+from .third_party import pyroute2_submodules
+
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.rtnl import TC_H_ROOT
 except Exception:  # pragma: no cover - depends on the target
@@ -74,7 +77,7 @@ def open_ipr():
     "get" is then answered with that one qdisc. (A dump would list every
     qdisc of every device in the namespace: with --no-netns and a thousand
     TAPs that is a second per look instead of a fraction of a millisecond.)"""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
     return IPRoute(nlm_echo=True)
 
 

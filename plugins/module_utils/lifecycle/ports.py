@@ -87,7 +87,7 @@ def _cut_connections(record, gone, check_mode):
     next packet is then judged afresh: from the client it finds no DNAT (the
     host answers with a reset or port unreachable), from the guest it is new
     outbound traffic that the VM's policy decides on."""
-    from pyroute2 import Conntrack
+    from pyroute2.conntrack import Conntrack
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
     from ..kernel import netns as ns
     guest = A.guest_ip(record["slot"])
