@@ -11,6 +11,7 @@ tests/unit/test_layers.py):
     kernel     adapters, one per kernel object: netns, links, sysctl, iptables, ipsets, tc, conntrack
     lifecycle  state files and the orchestration that converges a VM through the adapters
     resolver   the host DNS resolver: decisions (pure) and its sockets
+    daemon     the host daemon's command server (the warm path) and its protocol
     faces      the ``vmsan`` command and the Ansible face: parse, call, render
 """
 
@@ -23,5 +24,6 @@ LAYERS = (
     ("kernel",),
     ("lifecycle",),
     ("resolver",),
+    ("daemon",),
     ("faces",),
 )

@@ -1,0 +1,137 @@
+"""The daemon's side of the warm path, in the faces layer: the executor the
+command server (daemon/commands.py) runs each command with, and the server
+started with the core imported.
+
+``serving()`` is what the host daemon's entry point (``vmsan daemon``)
+wraps around its DNS loop; ``main()`` runs the command server alone (the
+tests and the benchmarks use it).
+
+Until faces/cli.py has ``run(argv, stdout, stderr, env)`` (issue 12), the
+executor runs ``cli.main(argv)`` with this thread's ``sys.stdout`` and
+``sys.stderr`` sent to the command's streams (``_ThreadStreams``: every
+other thread, DNS's log included, keeps writing where it did).
+"""
+
+import contextlib
+import sys
+import threading
+
+from . import cli
+from ..daemon.commands import CommandServer
+
+# Modules a command would import on its first use: imported when the server
+# starts, so that no command pays for them.
+PRELOAD = ("lifecycle.manager", "lifecycle.converge", "lifecycle.policy", "lifecycle.ports", "kernel.tc",
+           "kernel.ipsets", "faces.port_command", "faces.show")
+
+
+class _ThreadStreams(object):
+    """A stand-in for sys.stdout or sys.stderr that writes to the stream this
+    thread chose (``route``), or to the original one."""
+
+    def __init__(self, original):
+        self._original = original
+        self._local = threading.local()
+
+    def _target(self):
+        return getattr(self._local, "stream", None) or self._original
+
+    @contextlib.contextmanager
+    def route(self, stream):
+        self._local.stream = stream
+        try:
+            yield
+        finally:
+            self._local.stream = None
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        return self._target().flush()
+
+    def __getattr__(self, name):
+        return getattr(self._target(), name)
+
+
+_routing_lock = threading.Lock()
+
+
+def _routed(name):
+    with _routing_lock:
+        current = getattr(sys, name)
+        if not isinstance(current, _ThreadStreams):
+            current = _ThreadStreams(current)
+            setattr(sys, name, current)
+        return current
+
+
+def _state_lock():
+    from ..lifecycle.state import StateStore
+    return StateStore().locked()
+
+
+def run(argv, stdout, stderr, env=None):
+    """Run one vmsan command (ARGV without the program name) with its output
+    on STDOUT and STDERR; returns its exit status. ENV: the client's VMSAN_*
+    settings, which the command server made sure are this process's own."""
+    native = getattr(cli, "run", None)
+    if native is not None:
+        return native(argv, stdout, stderr, env)
+    out, err = _routed("stdout"), _routed("stderr")
+    # show reads the kernel's tables through python-iptables, whose
+    # extension registry and parser state are process-wide: in the daemon it
+    # waits for the state lock, which every command that writes rules holds.
+    serialised = _state_lock() if argv[:1] == ["show"] else contextlib.nullcontext()
+    with out.route(stdout), err.route(stderr), serialised:
+        return cli.main(argv)
+
+
+def preload():
+    import importlib
+    base = __package__.rsplit(".", 1)[0]
+    for name in PRELOAD:
+        importlib.import_module(base + "." + name)
+    # the libraries' sockets, imported lazily by the adapters
+    from ..kernel.third_party import pyroute2_submodules
+    pyroute2_submodules()
+    import pyroute2.conntrack  # noqa: F401
+    import pyroute2.ipset  # noqa: F401
+    import pyroute2.iproute.linux  # noqa: F401
+
+
+def serving(state_dir=None, group=None, executor=run):
+    """The command server, started (use as ``with serving(): ...``)."""
+    preload()
+    return CommandServer(executor, state_dir=state_dir, group=group).start()
+
+
+def main(argv=None):
+    """``python -m ...faces.warm [--socket-group GROUP]``: the command server
+    alone, in the foreground, until SIGTERM or SIGINT."""
+    import argparse
+    import logging
+    import signal
+    parser = argparse.ArgumentParser(prog="vmsan-commands", description=main.__doc__.split(":")[0])
+    parser.add_argument("--socket-group", metavar="GROUP", help="also serve the members of GROUP")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    from ..model.errors import VmsanError
+    try:
+        server = serving(group=args.socket_group)
+    except VmsanError as exc:
+        sys.stderr.write("vmsan: %s\n" % exc)
+        return 1
+    with server:
+        sys.stderr.write("vmsan: serving commands on %s\n" % server.path)
+        sys.stderr.flush()
+        while not stop.wait(3600):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
