@@ -318,10 +318,10 @@ class CommandServer(object):
         listening = True
         while not finished.wait(protocol.HEARTBEAT):
             if time.monotonic() - began > self.deadline:
-                log.error("command %r of uid %d overran its deadline of %.0f s; its thread runs on",
+                log.error("command %r of uid %d overran its deadline of %g s; its thread runs on",
                           argv, peer.uid, self.deadline)
                 protocol.send(conn, {"type": "done", "exit": 1, "stdout": "", "stderr":
-                                     "vmsan: the daemon did not finish %r within %.0f s; it may still be running "
+                                     "vmsan: the daemon did not finish %r within %g s; it may still be running "
                                      "(see the daemon's log; the next command converges what it leaves)\n"
                                      % (argv[0], self.deadline)})
                 return

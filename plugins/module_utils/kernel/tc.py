@@ -27,6 +27,8 @@ import errno
 from ..model.errors import VmsanError
 from ..plan.bandwidth import absent, burst, caps, describe, ifb_alias, ifb_name, plan
 from . import netns as ns
+from .rtnl_batch import link_index
+from .rtnl_query import delete_link
 
 from .third_party import pyroute2_submodules
 
@@ -300,19 +302,23 @@ def teardown(record, check_mode=False):
         places.insert(0, record["netns"])
     for place in places:
         with ns.entered(place):
+            if link_index(name) is None:
+                continue        # an ioctl says so: no rtnetlink socket needed
             with open_ipr() as ipr:
                 link = _link(ipr, name)
                 if link is None or _kind(link) != "ifb":
                     continue
                 changes.append(("%s: " % place if place else "") + "delete IFB %s" % name)
                 if not check_mode:
-                    _ignore((errno.ENODEV,), ipr.link, "del", index=link["index"])
+                    delete_link(link["index"], name)
     return changes
 
 
 def leftovers(record):
     """The VM's IFB if it is still in the host namespace (a VM namespace that
     is left is reported by vm.leftovers, with everything in it)."""
+    if link_index(ifb_name(record["slot"])) is None:
+        return []
     with open_ipr() as ipr:
         link = _link(ipr, ifb_name(record["slot"]))
     return ["link %s" % ifb_name(record["slot"])] if link is not None and _kind(link) == "ifb" else []
