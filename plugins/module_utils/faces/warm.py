@@ -114,8 +114,10 @@ def main(argv=None):
     import signal
     parser = argparse.ArgumentParser(prog="vmsan-commands", description=main.__doc__.split(":")[0])
     parser.add_argument("--socket-group", metavar="GROUP", help="also serve the members of GROUP")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="debug also logs every command served")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
