@@ -117,7 +117,9 @@ def main(argv=None):
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="debug also logs every command served")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # the libraries' own debug logs (pyroute2 logs every message) stay out
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("vmsan").setLevel(args.log_level.upper())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
