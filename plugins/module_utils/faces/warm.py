@@ -112,7 +112,7 @@ def main(argv=None):
     import argparse
     import logging
     import signal
-    parser = argparse.ArgumentParser(prog="vmsan-commands", description=main.__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(prog="vmsan-commands", description="the vmsan command server alone")
     parser.add_argument("--socket-group", metavar="GROUP", help="also serve the members of GROUP")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="debug also logs every command served")
@@ -138,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
