@@ -159,3 +159,15 @@ def test_pyroute2_top_level_names_still_work():
             "from pyroute2 import IPRoute, NDB; import pyroute2; print(IPRoute.__name__, pyroute2.__version__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("IPRoute ")
+
+
+def test_the_library_lookup_agrees_with_ctypes_without_starting_a_process():
+    """kernel.third_party answers python-iptables' find_library calls from
+    the loader's directories: the same sonames ctypes finds with ldconfig."""
+    import ctypes.util
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel import third_party
+    lookup = third_party._LibraryLookup()
+    for name in ("c", "xtables", "ip4tc", "ip6tc"):
+        assert lookup.find(name) == ctypes.util.find_library(name), name
+    assert lookup.find("xtwrapper") is None      # python-iptables' own: loaded from its directory
+    assert os.path.isdir(lookup.xtables_dir())

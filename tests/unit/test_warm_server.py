@@ -323,3 +323,37 @@ def test_a_granted_group_is_served_also_as_a_supplementary_group(home):
         code, out, _err = as_user(answer_of(home, ["list"]), groups=(group,))
         assert code == 0 and json.loads(out) == {"argv": ["list"]}
     assert [c[0] for c in executor.calls] == [["list"]]
+
+
+# -- the executor the daemon runs the CLI with (faces/warm.py) -------------------------------
+def test_the_executor_gives_each_thread_its_own_streams(capsys, home, monkeypatch):
+    import io
+    from ansible_collections.vmsan.network.plugins.module_utils.faces import cli, warm
+    monkeypatch.delattr(cli, "run", raising=False)          # today's CLI: main() over sys.stdout
+    monkeypatch.setenv("VMSAN_HOME", home)
+    results = {}
+
+    def one(name, argv):
+        out, err = io.StringIO(), io.StringIO()
+        results[name] = (warm.run(argv, out, err, {}), out.getvalue(), err.getvalue())
+    threads = [threading.Thread(target=one, args=("bad%d" % i, ["create", "--id", "has space %d" % i]))
+               for i in range(8)] + [threading.Thread(target=one, args=("list", ["list", "--json"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        code, out, err = results["bad%d" % i]
+        assert code == 2 and out == "" and err.startswith("vmsan: --id: invalid VM id 'has space %d'" % i)
+        assert err.count("vmsan:") == 1
+    assert results["list"] == (0, "[]\n", "")
+    assert capsys.readouterr() == ("", "")                 # nothing reached the daemon's own streams
+
+
+def test_the_executor_prefers_the_clis_run(monkeypatch):
+    from ansible_collections.vmsan.network.plugins.module_utils.faces import cli, warm
+    seen = []
+    monkeypatch.setattr(cli, "run", lambda argv, out, err, env: seen.append((argv, env)) or 4, raising=False)
+    assert warm.run(["list"], None, None, {"VMSAN_HOME": "/tmp/x"}) == 4
+    (argv, env), = seen
+    assert argv == ["list"] and env["VMSAN_HOME"] == "/tmp/x" and env.get("PATH") == os.environ.get("PATH")

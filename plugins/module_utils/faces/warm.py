@@ -13,6 +13,7 @@ other thread, DNS's log included, keeps writing where it did).
 """
 
 import contextlib
+import os
 import sys
 import threading
 
@@ -77,7 +78,9 @@ def run(argv, stdout, stderr, env=None):
     settings, which the command server made sure are this process's own."""
     native = getattr(cli, "run", None)
     if native is not None:
-        return native(argv, stdout, stderr, env)
+        # the daemon's environment, with the client's VMSAN_* settings (the
+        # server made sure they are the daemon's own)
+        return native(argv, stdout, stderr, dict(os.environ, **(env or {})))
     out, err = _routed("stdout"), _routed("stderr")
     # show reads the kernel's tables through python-iptables, whose
     # extension registry and parser state are process-wide: in the daemon it

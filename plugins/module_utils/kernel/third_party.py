@@ -135,10 +135,14 @@ def _import_iptc_quietly():
 
 class _LibraryLookup(object):
     """``ctypes.util.find_library`` without processes: the soname
-    (``libip4tc.so.2``) of a library in the loader's directories, or None."""
+    (``libip4tc.so.2``) of a library in the loader's directories, or None.
+    Each directory is listed once (one that is a symlink to another, as
+    /lib is to /usr/lib on a merged-/usr system, only once)."""
+
+    _SONAME = re.compile(r"^lib(.+)\.so\.(\d+)$")
 
     def __init__(self):
-        self._listings = None
+        self._index = None
 
     def _dirs(self):
         dirs = []
@@ -148,24 +152,28 @@ class _LibraryLookup(object):
                 dirs.append(d)
         return dirs
 
-    def listings(self):
-        if self._listings is None:
-            self._listings = []
+    def index(self):
+        """{name: (directory, soname)}, the first directory winning."""
+        if self._index is None:
+            self._index, seen = {}, set()
             for d in self._dirs():
+                real = os.path.realpath(d)
+                if real in seen:
+                    continue
+                seen.add(real)
                 try:
-                    self._listings.append((d, os.listdir(d)))
+                    names = os.listdir(d)
                 except OSError:
                     continue
-        return self._listings
+                for n in names:
+                    m = self._SONAME.match(n)
+                    if m and m.group(1) not in self._index:
+                        self._index[m.group(1)] = (d, n)
+        return self._index
 
     def locate(self, name):
         """(directory, soname) of library NAME, or None."""
-        pattern = re.compile(r"^lib%s\.so\.\d+$" % re.escape(name))
-        for d, names in self.listings():
-            hits = sorted((n for n in names if pattern.match(n)), key=len)
-            if hits:
-                return d, hits[0]
-        return None
+        return self.index().get(name)
 
     def find(self, name):
         found = self.locate(name)
