@@ -357,3 +357,52 @@ def test_the_executor_prefers_the_clis_run(monkeypatch):
     assert warm.run(["list"], None, None, {"VMSAN_HOME": "/tmp/x"}) == 4
     (argv, env), = seen
     assert argv == ["list"] and env["VMSAN_HOME"] == "/tmp/x" and env.get("PATH") == os.environ.get("PATH")
+
+
+def test_a_socket_served_by_another_user_is_never_believed(home, capsys):
+    """A user who can write the state directory could put a socket there
+    that answers with made-up output: the client checks the server's uid."""
+    os.chmod(home, 0o777)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                     # the impostor, as nobody
+        try:
+            os.close(ready_r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            fake.bind(protocol.socket_path(home))
+            fake.listen(1)
+            os.write(ready_w, b"s")
+            fake.settimeout(5)
+            conn, _unused = fake.accept()
+            protocol.receive(conn)
+            protocol.send(conn, {"type": "ready"})
+            protocol.receive(conn)
+            protocol.send(conn, {"type": "done", "exit": 0, "stdout": '{"tap": "made-up"}\n', "stderr": ""})
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"s"
+        assert ask(home, ["create", "--id", "a"]) is None
+        assert "served by uid 65534, not root: ignoring it" in capsys.readouterr().err
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+
+
+def test_an_oversized_request_is_dropped_and_the_server_goes_on(served, home):
+    server, executor = served
+    conn = protocol.unix_socket()
+    conn.connect(server.path)
+    conn.sendall((protocol.MAX_REQUEST + 1).to_bytes(4, "big") + b"x" * 1024)
+    conn.settimeout(2)
+    try:
+        assert conn.recv(16) == b""   # closed without an answer ...
+    except ConnectionResetError:
+        pass                          # ... with what we sent unread
+    conn.close()
+    assert ask(home, ["list"]).code == 0 and len(executor.calls) == 1

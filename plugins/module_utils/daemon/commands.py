@@ -240,12 +240,20 @@ class CommandServer(object):
 
     def _converse(self, conn):
         peer = Peer(conn)
-        request = protocol.receive(conn)
         refusal = self._refusal(peer)
         if refusal:
+            # before reading anything of theirs; what they sent is read and
+            # dropped (a little, briefly), so that their side sees the answer
+            # instead of a broken pipe
             log.warning("refused a command from uid %d (pid %d): %s", peer.uid, peer.pid, refusal)
             protocol.send(conn, {"type": "refused", "message": refusal})
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(1.0)
+            for _unused in range(16):
+                if not conn.recv(4096):
+                    break
             return
+        request = protocol.receive(conn, limit=protocol.MAX_REQUEST)
         reason = self._decline_reason(peer, request)
         if reason is None and not self._slots.acquire(blocking=False):
             reason = "%d commands under way" % MAX_COMMANDS
@@ -255,7 +263,7 @@ class CommandServer(object):
             return
         try:
             protocol.send(conn, {"type": "ready"})
-            if protocol.receive(conn).get("type") != "go":
+            if protocol.receive(conn, limit=protocol.MAX_REQUEST).get("type") != "go":
                 return          # the client gave up: nothing ran
             self._run(conn, peer, [str(a) for a in request["argv"]], dict(request.get("env") or {}))
         finally:

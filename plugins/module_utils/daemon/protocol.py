@@ -45,6 +45,7 @@ ENV_KEYS = ("VMSAN_HOME", "VMSAN_SANDBOX_ONLY", "VMSAN_FAIL_AT")
 
 HEARTBEAT = 0.2          # seconds between "running" frames
 MAX_FRAME = 16 << 20     # a frame larger than this is a protocol error
+MAX_REQUEST = 1 << 20    # what the daemon reads of a client's request at most
 _LENGTH = _struct.Struct(">I")
 
 # the fields after the type, by type
@@ -152,14 +153,20 @@ def _read_exactly(sock, n):
     return b"".join(chunks)
 
 
-def receive(sock):
+def receive(sock, limit=MAX_FRAME):
     """The next message (a dict with a ``type``). Raises ProtocolError on a
-    closed connection or a malformed frame, TimeoutError (socket.timeout)
-    when the socket's timeout passes."""
+    closed connection or a frame larger than LIMIT or malformed,
+    TimeoutError (socket.timeout) when the socket's timeout passes."""
     (length,) = _LENGTH.unpack(_read_exactly(sock, _LENGTH.size))
-    if length > MAX_FRAME:
-        raise ProtocolError("frame of %d bytes (at most %d)" % (length, MAX_FRAME))
+    if length > limit:
+        raise ProtocolError("frame of %d bytes (at most %d)" % (length, limit))
     return decode(_read_exactly(sock, length))
+
+
+def peer_uid(sock):
+    """The uid of the process at the other end of a connected Unix socket."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return _struct.unpack("3i", creds)[1]
 
 
 def unix_socket():

@@ -92,6 +92,13 @@ def through_daemon(argv, path=None, environ=None):
         finally:
             if dirfd is not None:
                 os.close(dirfd)
+        server = protocol.peer_uid(sock)
+        if server not in (0, os.geteuid()):
+            # not a vmsan daemon (which runs as root): someone's socket in a
+            # state directory they can write; never take its word
+            _warn("the socket %s is served by uid %d, not root: ignoring it" % (path, server))
+            sock.close()
+            return None
         protocol.send(sock, {"type": "request", "v": protocol.VERSION, "argv": argv,
                              "env": protocol.env_of(environ)})
         sock.settimeout(max(0.01, READY_TIMEOUT - (time.monotonic() - began)))
