@@ -172,3 +172,24 @@ def test_a_client_in_another_namespace_is_declined_and_runs_in_process(sandbox):
         assert "another network or mount namespace" in daemon.log()
         assert [argv[0] for argv in daemon.served()] == ["create", "list"]
         sandbox.vmsan("remove", vm["id"])
+
+
+def test_daemon_and_in_process_creates_at_once_share_the_lock(sandbox):
+    """Twelve creates at once, half through the daemon and half in-process:
+    the same state lock, so every VM gets its own slot and all work."""
+    import concurrent.futures
+    ids = [sandbox.unique_id("m%d" % i) for i in range(12)]
+    with command_server(sandbox) as daemon:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda i: sandbox.vmsan("create", "--id", ids[i], *(("--no-daemon",) if i % 2 else ())),
+                                    range(12)))
+        served = [argv[2] for argv in daemon.served()]
+    vms = [r.out for r in results]
+    assert sorted(served) == sorted(ids[0::2])
+    assert len({vm["slot"] for vm in vms}) == 12 and len({vm["tap"] for vm in vms}) == 12
+    listed = sandbox.vmsan("list").out
+    assert sorted(v["id"] for v in listed) == sorted(ids)
+    for vm in vms[:2] + vms[-2:]:
+        assert sandbox.add_guest(vm).tcp(WEB, 9000)
+    for vm in vms:
+        sandbox.vmsan("remove", vm["id"])

@@ -76,18 +76,18 @@ def run(argv, stdout, stderr, env=None):
     """Run one vmsan command (ARGV without the program name) with its output
     on STDOUT and STDERR; returns its exit status. ENV: the client's VMSAN_*
     settings, which the command server made sure are this process's own."""
-    native = getattr(cli, "run", None)
-    if native is not None:
-        # the daemon's environment, with the client's VMSAN_* settings (the
-        # server made sure they are the daemon's own)
-        return native(argv, stdout, stderr, dict(os.environ, **(env or {})))
-    out, err = _routed("stdout"), _routed("stderr")
     # show reads the kernel's tables through python-iptables, whose
     # extension registry and parser state are process-wide: in the daemon it
     # waits for the state lock, which every command that writes rules holds.
     serialised = _state_lock() if argv[:1] == ["show"] else contextlib.nullcontext()
-    with out.route(stdout), err.route(stderr), serialised:
-        return cli.main(argv)
+    with serialised:
+        native = getattr(cli, "run", None)
+        if native is not None:
+            # the daemon's environment, with the client's VMSAN_* settings
+            return native(argv, stdout, stderr, dict(os.environ, **(env or {})))
+        out, err = _routed("stdout"), _routed("stderr")
+        with out.route(stdout), err.route(stderr):
+            return cli.main(argv)
 
 
 def preload():
@@ -104,7 +104,11 @@ def preload():
 
 
 def serving(state_dir=None, group=None, executor=run):
-    """The command server, started (use as ``with serving(): ...``)."""
+    """The command server, started (use as ``with serving(): ...``). A
+    daemon serves one state directory: STATE_DIR, if given, becomes this
+    process's VMSAN_HOME, which its commands read."""
+    if state_dir:
+        os.environ["VMSAN_HOME"] = os.path.abspath(state_dir)
     preload()
     return CommandServer(executor, state_dir=state_dir, group=group).start()
 
