@@ -26,8 +26,9 @@ declare -A ARGS=(
     [resolver_bench.py]="--seconds 1 --repeat 1 --latency-queries 100"
     [ports_bandwidth_bench.py]="--rounds 1 --seconds 1 --repeat 1 --caps 50"
     [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
+    [import_bench.py]="--runs 3"
 )
-ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_bench.py ansible_bench.py)
+ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_bench.py ansible_bench.py import_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" tests/sandbox/cleanup.py --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
