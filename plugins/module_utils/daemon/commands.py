@@ -220,8 +220,8 @@ class CommandServer(object):
             try:
                 conn, _unused = self._listener.accept()
             except OSError as exc:
-                if self._stopping.is_set():
-                    return
+                if self._stopping.is_set() or exc.errno in (errno.EBADF, errno.EINVAL):
+                    return              # stopped, or the listener is gone
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     time.sleep(0.05)     # out of descriptors: let commands finish
                 continue
