@@ -11,9 +11,10 @@ from ansible_collections.vmsan.network.plugins.module_utils.faces import client
 from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import state
 
 MESSAGES = [
-    {"type": "request", "v": 1, "argv": ["create", "--id", "vm-1", "--allowed-domain", "a.example,*.b.example"],
+    {"type": "request", "v": 1, "ns": {"net": 4026531840, "mnt": 4026531841},
+     "argv": ["create", "--id", "vm-1", "--allowed-domain", "a.example,*.b.example"],
      "env": {"VMSAN_HOME": "/tmp/x", "VMSAN_SANDBOX_ONLY": "1"}},
-    {"type": "request", "v": 1, "argv": ["list"], "env": {}},
+    {"type": "request", "v": 1, "ns": {"net": 1, "mnt": 2}, "argv": ["list"], "env": {}},
     {"type": "ready"}, {"type": "go"}, {"type": "running"},
     {"type": "decline", "reason": "the client is in another network or mount namespace"},
     {"type": "refused", "message": "uid 65534 is not root"},
@@ -36,6 +37,7 @@ def test_a_frame_is_length_prefixed_fields():
 
 
 @pytest.mark.parametrize("body", [b"", b"\x00\x00\x00\x09nonsense!", b"\x00\x00\x00\x07request\x00\x00\x00\x01",
+                                  protocol.encode({"type": "request", "v": 1, "argv": ["x"], "env": {}})[4:-5],
                                   b"\x00\x00\x00\x04done\x00\x00\x00\x01x", b"\x00\x00\x00\xffready"])
 def test_malformed_frames_are_protocol_errors(body):
     with pytest.raises(protocol.ProtocolError):

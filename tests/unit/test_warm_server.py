@@ -406,3 +406,20 @@ def test_an_oversized_request_is_dropped_and_the_server_goes_on(served, home):
         pass                          # ... with what we sent unread
     conn.close()
     assert ask(home, ["list"]).code == 0 and len(executor.calls) == 1
+
+
+def test_a_client_that_says_it_is_elsewhere_is_declined(served, home):
+    server, executor = served
+    conn = protocol.unix_socket()
+    conn.connect(server.path)
+    ns = protocol.namespaces()
+    for claimed in ({"net": ns["net"] + 1, "mnt": ns["mnt"]}, {"net": ns["net"], "mnt": ns["mnt"] + 1}, {}):
+        conn = protocol.unix_socket()
+        conn.connect(server.path)
+        protocol.send(conn, {"type": "request", "v": protocol.VERSION, "ns": claimed, "argv": ["list"],
+                             "env": protocol.env_of(environ(home))})
+        assert protocol.receive(conn) == {"type": "decline",
+                                          "reason": "the client is in another network or mount namespace"}
+        conn.close()
+    assert executor.calls == []
+    assert ask(home, ["list"]).code == 0       # where it really is: served

@@ -8,7 +8,7 @@ message's fields, each 4 bytes of length and that many bytes of UTF-8; the
 first field is the message's type:
 
     client                                  daemon
-    request  VERSION ARGC ARGV... KEY=VALUE... ->
+    request  VERSION NETNS MNTNS ARGC ARGV... KEY=VALUE... ->
                                             <- ready             (will run it)
                                                decline REASON    (run it yourself)
                                                refused MESSAGE   (not for this user)
@@ -89,8 +89,9 @@ def encode(message):
     kind = message["type"]
     if kind == "request":
         env = message.get("env") or {}
-        fields = [str(message["v"]), str(len(message["argv"]))] + list(message["argv"]) + \
-            ["%s=%s" % item for item in sorted(env.items())]
+        ns = message.get("ns") or {}
+        fields = [str(message["v"]), str(ns.get("net", 0)), str(ns.get("mnt", 0)), str(len(message["argv"]))] + \
+            list(message["argv"]) + ["%s=%s" % item for item in sorted(env.items())]
     elif kind == "decline":
         fields = [message["reason"]]
     elif kind == "refused":
@@ -121,12 +122,12 @@ def decode(body):
     kind, rest = fields[0], fields[1:]
     try:
         if kind == "request":
-            argc = int(rest[1])
-            argv, pairs = rest[2:2 + argc], rest[2 + argc:]
+            argc = int(rest[3])
+            argv, pairs = rest[4:4 + argc], rest[4 + argc:]
             if len(argv) != argc:
                 raise ValueError("argc")
-            return {"type": kind, "v": int(rest[0]), "argv": argv,
-                    "env": dict(p.split("=", 1) for p in pairs)}
+            return {"type": kind, "v": int(rest[0]), "ns": {"net": int(rest[1]), "mnt": int(rest[2])},
+                    "argv": argv, "env": dict(p.split("=", 1) for p in pairs)}
         if kind == "decline":
             return {"type": kind, "reason": rest[0]}
         if kind == "refused":
@@ -161,6 +162,13 @@ def receive(sock, limit=MAX_FRAME):
     if length > limit:
         raise ProtocolError("frame of %d bytes (at most %d)" % (length, limit))
     return decode(_read_exactly(sock, length))
+
+
+def namespaces():
+    """{"net": inode, "mnt": inode} of the calling thread's network and mount
+    namespaces: the client says where it is (see commands.py for why the
+    daemon may take its word)."""
+    return {kind: os.stat("/proc/thread-self/ns/" + kind).st_ino for kind in ("net", "mnt")}
 
 
 def peer_uid(sock):

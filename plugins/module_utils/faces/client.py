@@ -99,8 +99,8 @@ def through_daemon(argv, path=None, environ=None):
             _warn("the socket %s is served by uid %d, not root: ignoring it" % (path, server))
             sock.close()
             return None
-        protocol.send(sock, {"type": "request", "v": protocol.VERSION, "argv": argv,
-                             "env": protocol.env_of(environ)})
+        protocol.send(sock, {"type": "request", "v": protocol.VERSION, "ns": protocol.namespaces(),
+                             "argv": argv, "env": protocol.env_of(environ)})
         sock.settimeout(max(0.01, READY_TIMEOUT - (time.monotonic() - began)))
         first = protocol.receive(sock)
     except TimeoutError:
