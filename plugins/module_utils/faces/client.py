@@ -1,6 +1,7 @@
 """The ``vmsan`` command's entry point: hands the command to the host
-daemon when one serves this state directory (the warm path, ~10 ms instead
-of a cold start), otherwise runs it in this process (faces/cli.py).
+daemon when one serves this state directory (the warm path: the
+interpreter's start and ~2 ms of imports here, the work in a process that
+has the core imported), otherwise runs it in this process (faces/cli.py).
 
 Output, JSON and exit status are the same either way: the daemon runs the
 same CLI code and sends back its stdout, stderr and exit status. The rules
@@ -52,7 +53,11 @@ def main(argv=None):
     forced = NO_DAEMON in argv
     argv = [a for a in argv if a != NO_DAEMON]
     if not forced and os.environ.get("VMSAN_NO_DAEMON") != "1" and warm_command(argv):
-        answer = through_daemon(argv)
+        try:
+            answer = through_daemon(argv)
+        except KeyboardInterrupt:       # before the daemon was told to go: nothing ran
+            sys.stderr.write("vmsan: interrupted\n")
+            return 1
         if answer is not None:
             sys.stdout.write(answer.stdout)
             sys.stdout.flush()
