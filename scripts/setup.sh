@@ -40,7 +40,7 @@ ln -sfn "$repo" "$site/ansible_collections/vmsan/network"
 cat > .venv/bin/vmsan <<LAUNCH
 #!$repo/.venv/bin/python
 import sys
-from ansible_collections.vmsan.network.plugins.module_utils.faces.cli import main
+from ansible_collections.vmsan.network.plugins.module_utils.faces.client import main
 sys.exit(main())
 LAUNCH
 chmod 755 .venv/bin/vmsan
