@@ -11,7 +11,7 @@ cd "$repo"
 export VMSAN_REQUIRE_SANDBOX=1
 py=.venv/bin/python
 
-"$py" tests/sandbox/cleanup.py >/dev/null      # what killed runs left (never live sandboxes)
+"$py" -m sandbox.cleanup >/dev/null      # what killed runs left (never live sandboxes)
 
 echo "== unit and integration tests (pytest)"
 "$py" -m pytest -q -rfEs -p no:cacheprovider tests/unit tests/sandbox_selftest tests/integration tests/realguest

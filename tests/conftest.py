@@ -1,14 +1,8 @@
 """Test configuration shared by all suites.
 
-tests/ is put on sys.path so the sandbox harness imports as ``sandbox``;
-the collection is imported as installed by scripts/setup.sh.
+The collection and the sandbox harness (tests/sandbox, as ``sandbox``) are
+imported as scripts/setup.sh installed them in the venv.
 """
-import os
-import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 
 def pytest_configure(config):

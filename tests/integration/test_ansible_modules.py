@@ -5,15 +5,12 @@ proved from a guest attached to the VM's TAP, or from the sandbox internet."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from integration import snapshot
+from sandbox import machines as vs
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "extensions", "molecule", "shared"))
-import vmsan_sandbox as vs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

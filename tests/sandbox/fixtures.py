@@ -1,6 +1,6 @@
 """pytest fixtures for the network sandbox.
 
-In a conftest.py (with ``tests/`` on sys.path)::
+In a conftest.py::
 
     from sandbox.fixtures import *  # noqa: F401,F403
 
