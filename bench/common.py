@@ -270,7 +270,7 @@ def ns_path(name):
 
 
 def nsenter(name, argv):
-    """argv run in namespace NAME alone (never ``ip netns exec``: DESIGN 9)."""
+    """argv run in namespace NAME alone (never ``ip netns exec``: docs/contract.md, "Test topology")."""
     return ["nsenter", "--net=%s" % ns_path(name), "--"] + [str(a) for a in argv]
 
 

@@ -1,5 +1,5 @@
 """Outbound policies, the isolation baseline and live policy updates
-(DESIGN.md section 3), proved from guests against the sandbox's internet."""
+(docs/contract.md, "Policies"), proved from guests against the sandbox's internet."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Published ports (DESIGN section 4), proved with a client in the sandbox's
+"""Published ports (docs/contract.md, "Published ports"), proved with a client in the sandbox's
 internet, clients on the sandbox host itself, and servers in the guest.
 
 The host's uplink address is 198.51.100.2; the internet client is

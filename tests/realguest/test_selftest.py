@@ -1,7 +1,7 @@
 """Self-test of the real-guest fixture, independent of the product.
 
 Each test makes its own network namespace with a persistent TAP ``fhvm0`` at
-172.16.0.1/30 (slot 0 of DESIGN.md section 2), plays the host side itself and boots
+172.16.0.1/30 (slot 0 of docs/contract.md, "Addressing"), plays the host side itself and boots
 the real guest on that TAP. They show that the fixture's verdicts mean something:
 right boot_args pass, a wrong gateway or a MAC the host does not expect fail, and a
 port the guest listens on is reachable from the namespace.
