@@ -190,7 +190,7 @@ def test_drift_is_repaired_by_the_next_run(machine):
     guest = machine.sandbox.add_guest(vm)
     assert guest.tcp(WEB_A, 9000)
     # someone flushes the VM's rules: the namespace fails closed
-    subprocess.run(["nsenter", "--net=/run/netns/" + vm["netns"], "iptables-legacy", "-F", "vmsan-%s-out" % name],
+    subprocess.run(["nsenter", "--net=/run/netns/" + vm["netns"], "iptables-legacy", "-w", "-F", "vmsan-%s-out" % name],
                    check=True)
     assert guest.tcp(WEB_A, 9000) is None
     repaired = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])

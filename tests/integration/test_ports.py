@@ -92,7 +92,7 @@ def test_a_flushed_dnat_rule_is_what_breaks_the_port_and_a_rerun_repairs_it(sand
     guest.serve_tcp(vm["guest_ip"], 8080, label="web")
     assert sandbox.internet.tcp(UPLINK, 8080)
     chain = "vmsan-%s-pub" % vm["id"]
-    sandbox.host.run(["iptables-legacy", "-t", "nat", "-F", chain], check=True)
+    sandbox.host.run(["iptables-legacy", "-w", "-t", "nat", "-F", chain], check=True)
     assert sandbox.internet.tcp(UPLINK, 8080) is None           # without the DNAT: nothing
     again = sandbox.vmsan("port", "add", vm["id"], "8080").out
     assert any(chain in c for c in again["changes"]), again

@@ -82,7 +82,7 @@ def test_wrong_gateway_fails(slot0, realguest_artifacts, boot_args, route_error)
 
 def test_unexpected_mac_fails(slot0, realguest_artifacts):
     # The namespace accepts frames from the TAP only with the MAC it expects.
-    slot0.run("iptables", "-A", "INPUT", "-i", TAP, "-m", "mac", "!", "--mac-source", MAC, "-j", "DROP")
+    slot0.run("iptables", "-w", "-A", "INPUT", "-i", TAP, "-m", "mac", "!", "--mac-source", MAC, "-j", "DROP")
     probes = ["tcp:172.16.0.1:9000"]
     # (the good case through boot_vm, with a dict shaped like `vmsan create --json --no-netns`)
     vm = {"netns": None, "tap": TAP, "mac": MAC, "boot_args": SLOT0_ARGS, "guest_ip": "172.16.0.2"}

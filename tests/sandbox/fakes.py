@@ -35,6 +35,6 @@ def masquerade(sandbox):
     (inside the sandbox's host namespace, like everything here)."""
     sandbox.host.sysctl("net.ipv4.ip_forward", 1)
     sandbox.host.run(
-        ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink0", "-j", "MASQUERADE"],
+        ["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink0", "-j", "MASQUERADE"],
         check=True,
     )
