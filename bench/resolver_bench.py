@@ -38,6 +38,7 @@ import time
 from sandbox import Sandbox, guard, procs
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import state as vm_state
 from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore
 
 UPSTREAM = "203.0.113.54"
@@ -111,9 +112,11 @@ def setup(sb, work):
     sb.internet.spawn(common + ["--listen-address=" + UPSTREAM, "--address=/bench.test/" + ANSWER,
                                 "--local-ttl=3600", "--dns-forward-max=10000"])
     # The VM the resolver serves: a state file and its learned-address set.
-    StateStore(sb.home).save({"id": VM_ID, "slot": 0, "netns": None, "status": "ready", "created": "bench",
-                              "policy": {"mode": "custom", "allowed_domains": ["*.bench.test"],
-                                         "allowed_cidrs": [], "denied_cidrs": []}})
+    record = {"schema": 1, "id": VM_ID, "slot": 0, "netns": None, "status": "ready", "created": "bench",
+              "policy": {"mode": "custom", "allowed_domains": ["*.bench.test"], "allowed_cidrs": [],
+                         "denied_cidrs": []}}
+    # the state file's codec reads the JSON into a record (older checkouts saved the dict itself)
+    StateStore(sb.home).save(vm_state.decode(record) if hasattr(vm_state, "decode") else record)
     with guard.entered(sb.host.name):
         with SetManager() as sets:
             sets.create_learned_set("vmsan-%s-dns" % VM_ID)

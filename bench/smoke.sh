@@ -26,8 +26,11 @@ declare -A ARGS=(
     [resolver_bench.py]="--seconds 1 --repeat 1 --latency-queries 100"
     [ports_bandwidth_bench.py]="--rounds 1 --seconds 1 --repeat 1 --caps 50"
     [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
+    [nfqueue_bench.py]="--packets 200 --repeat 1"
+    [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
 )
-ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_bench.py ansible_bench.py)
+ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_bench.py ansible_bench.py
+       nfqueue_bench.py guard_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }

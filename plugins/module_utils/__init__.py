@@ -10,7 +10,8 @@ tests/unit/test_layers.py):
     plan       desired state built from the model: rules, caps, port edits (pure)
     kernel     adapters, one per kernel object: netns, links, sysctl, iptables, ipsets, tc, conntrack
     lifecycle  state files and the orchestration that converges a VM through the adapters
-    resolver   the host DNS resolver: decisions (pure) and its sockets
+    resolver   the host DNS resolver: decisions (pure) and its sockets; the pin table
+    guard      the name guard: SNI/Host readers, the rule, held flows (pure) and its queue loop
     faces      the ``vmsan`` command and the Ansible face: parse, call, render
 """
 
@@ -23,5 +24,6 @@ LAYERS = (
     ("kernel",),
     ("lifecycle",),
     ("resolver",),
+    ("guard",),
     ("faces",),
 )

@@ -23,12 +23,9 @@ author:
 version_added: 1.0.0
 requirements:
   - Linux with network namespaces and the legacy iptables tables (C(iptables-legacy))
-  - pyroute2
-  - python-iptables
-  - dnslib
-  - root privileges
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - vmsan.network.vmsan
 attributes:
   check_mode:
     support: full
@@ -37,8 +34,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the VM's facts and its firewall rules before and after, as C(iptables-save)-like text.
-  platform:
-    platforms: posix
 options:
   vm:
     description:
@@ -67,11 +62,6 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
-  state_dir:
-    description:
-      - Directory of the VM state files.
-      - Default is E(VMSAN_HOME) if set, else C(/var/lib/vmsan).
-    type: path
 seealso:
   - module: vmsan.network.vmsan_vm
 """
@@ -112,33 +102,19 @@ vm:
     denied_cidrs: []
 """
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
-try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
-    CORE_IMPORT_ERROR = None
-except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
-    Manager = None
-    CORE_IMPORT_ERROR = traceback.format_exc()
-
 POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
 
-
-def argument_spec():
-    return dict(
-        vm=dict(type="str", required=True),
-        network_policy=dict(type="str"),
-        allowed_domains=dict(type="list", elements="str"),
-        allowed_cidrs=dict(type="list", elements="str"),
-        denied_cidrs=dict(type="list", elements="str"),
-        state_dir=dict(type="path"),
-    )
+OPTIONS = dict(
+    vm=dict(type="str", required=True),
+    network_policy=dict(type="str"),
+    allowed_domains=dict(type="list", elements="str"),
+    allowed_cidrs=dict(type="list", elements="str"),
+    denied_cidrs=dict(type="list", elements="str"),
+)
 
 
 def parse(params):
@@ -150,16 +126,12 @@ def parse(params):
                                      params["allowed_cidrs"], params["denied_cidrs"]))
 
 
+def act(manager, wanted, check_mode):
+    return manager.update(wanted["vm_id"], policy=wanted["policy"], check_mode=check_mode)
+
+
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_root(module, "vmsan_network_policy")
-    face.check_libraries(module, CORE_IMPORT_ERROR)
-    params = module.params
-    wanted = face.run(module, lambda: parse(params))
-    manager = Manager(params["state_dir"])
-    result = face.run(module, lambda: manager.update(wanted["vm_id"], policy=wanted["policy"],
-                                                     check_mode=module.check_mode))
-    face.exit_with(module, result)
+    face.module_main("vmsan_network_policy", OPTIONS, parse, act)
 
 
 if __name__ == "__main__":

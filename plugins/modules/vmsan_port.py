@@ -26,12 +26,9 @@ author:
 version_added: 1.0.0
 requirements:
   - Linux with network namespaces and the legacy iptables tables (C(iptables-legacy))
-  - pyroute2
-  - python-iptables
-  - dnslib
-  - root privileges
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - vmsan.network.vmsan
 attributes:
   check_mode:
     support: full
@@ -39,8 +36,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the VM's facts and its firewall rules before and after.
-  platform:
-    platforms: posix
 options:
   vm:
     description:
@@ -74,11 +69,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description:
-      - Directory of the VM state files.
-      - Default is E(VMSAN_HOME) if set, else C(/var/lib/vmsan).
-    type: path
 seealso:
   - module: vmsan.network.vmsan_vm
 """
@@ -129,60 +119,48 @@ vm:
     published_ports: ["8080:80/tcp"]
 """
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.plan.ports import with_added, without
 
-try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
-    CORE_IMPORT_ERROR = None
-except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
-    Manager = None
-    CORE_IMPORT_ERROR = traceback.format_exc()
-
-
-def argument_spec():
-    return dict(
-        vm=dict(type="str", required=True),
-        host_port=dict(type="int", required=True),
-        guest_port=dict(type="int"),
-        protocol=dict(type="str", choices=["tcp", "udp"], default="tcp"),
-        host_ip=dict(type="str", default="0.0.0.0"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        state_dir=dict(type="path"),
-    )
+OPTIONS = dict(
+    vm=dict(type="str", required=True),
+    host_port=dict(type="int", required=True),
+    guest_port=dict(type="int"),
+    protocol=dict(type="str", choices=["tcp", "udp"], default="tcp"),
+    host_ip=dict(type="str", default="0.0.0.0"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+)
 
 
 def parse(params):
-    """The task's port as a PortSpec; each number is checked under its own name."""
-    vm_id = inputs.vm_id(params["vm"], "vm")
-    host_port = inputs.port_number("host_port", params["host_port"])
-    guest_port = host_port
-    if params["guest_port"] is not None:
-        guest_port = inputs.port_number("guest_port", params["guest_port"])
-    text = "%s:%d:%d/%s" % (params["host_ip"], host_port, guest_port, params["protocol"])
-    return vm_id, inputs.port_spec("host_ip", text)
+    """The task's port as a PortSpec; each part is checked under its own name."""
+    return dict(vm_id=inputs.vm_id(params["vm"], "vm"),
+                spec=inputs.port(params["host_port"], params["guest_port"], params["protocol"], params["host_ip"]),
+                present=params["state"] == "present")
 
 
 def publish(manager, vm_id, spec, present, check_mode):
-    current = list(inputs.port_list("published_ports", manager.get(vm_id)["published_ports"]))
-    wanted = face.ports_with(current, spec) if present else face.ports_without(current, spec)
-    return manager.update(vm_id, ports=wanted, check_mode=check_mode)
+    """Publish SPEC (replacing a port of the VM on the same host side) or
+    stop publishing it, the VM's other ports untouched. The edit is made
+    under the state lock, on the ports as they are then."""
+    def edit(current):
+        if present:
+            return with_added(vm_id, current, [spec], replace=True)
+        return without(vm_id, current, [(spec, False, spec.text)], missing_ok=True)
+    return manager.update(vm_id, ports=edit, check_mode=check_mode)
+
+
+def act(manager, wanted, check_mode):
+    return publish(manager, wanted["vm_id"], wanted["spec"], wanted["present"], check_mode)
+
+
+def returned(result):
+    return {"published_ports": [p.text for p in result.record.ports] if result.record is not None else []}
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_root(module, "vmsan_port")
-    face.check_libraries(module, CORE_IMPORT_ERROR)
-    params = module.params
-    vm_id, spec = face.run(module, lambda: parse(params))
-    manager = Manager(params["state_dir"])
-    result = face.run(module, lambda: publish(manager, vm_id, spec, params["state"] == "present",
-                                              module.check_mode))
-    face.exit_with(module, result, published_ports=list((result.vm or {}).get("published_ports", [])))
+    face.module_main("vmsan_port", OPTIONS, parse, act, returned)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,9 @@ author:
 version_added: 1.0.0
 requirements:
   - Linux with network namespaces, C(/dev/net/tun) and the legacy iptables tables (C(iptables-legacy))
-  - pyroute2
-  - python-iptables
-  - dnslib
-  - root privileges
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - vmsan.network.vmsan
 attributes:
   check_mode:
     support: full
@@ -42,8 +39,6 @@ attributes:
     support: full
     details: Shows the VM's facts before and after and, when the policy or the published ports change, the
       firewall rules before and after as C(iptables-save)-like text.
-  platform:
-    platforms: posix
 options:
   name:
     description:
@@ -113,11 +108,6 @@ options:
     description:
       - A uid or user name that may open the TAP (a jailed, unprivileged VMM).
     type: str
-  state_dir:
-    description:
-      - Directory of the VM state files.
-      - Default is E(VMSAN_HOME) if set, else C(/var/lib/vmsan).
-    type: path
 notes:
   - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the C(vmsan.network.vmsan_host)
     role); domain allowlists need it running.
@@ -248,79 +238,68 @@ vm:
       sample: null
 """
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
-
-try:  # the core imports pyroute2 and python-iptables: check_libraries names what is missing
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
-    CORE_IMPORT_ERROR = None
-except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
-    Manager = None
-    CORE_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 
 POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
 
+OPTIONS = dict(
+    name=dict(type="str", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    netns=dict(type="bool", default=True),
+    slot=dict(type="int"),
+    network_policy=dict(type="str"),
+    allowed_domains=dict(type="list", elements="str"),
+    allowed_cidrs=dict(type="list", elements="str"),
+    denied_cidrs=dict(type="list", elements="str"),
+    published_ports=dict(type="list", elements="str"),
+    bandwidth=dict(type="str"),
+    bandwidth_in=dict(type="str"),
+    tap_owner=dict(type="str"),
+)
 
-def argument_spec():
-    return dict(
-        name=dict(type="str", required=True),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        netns=dict(type="bool", default=True),
-        slot=dict(type="int"),
-        network_policy=dict(type="str"),
-        allowed_domains=dict(type="list", elements="str"),
-        allowed_cidrs=dict(type="list", elements="str"),
-        denied_cidrs=dict(type="list", elements="str"),
-        published_ports=dict(type="list", elements="str"),
-        bandwidth=dict(type="str"),
-        bandwidth_in=dict(type="str"),
-        tap_owner=dict(type="str"),
-        state_dir=dict(type="path"),
-    )
+
+def _given(value, parse):
+    """PARSE(value) when the task gave the option, else KEEP (the VM's value)."""
+    return KEEP if value is None else parse(value)
 
 
 def parse(params):
-    """The task's options as core values (KEEP for what it left out)."""
-    policy = face.KEEP
+    """The task's options as model values (KEEP for what it left out)."""
+    policy = KEEP
     if any(params[k] is not None for k in POLICY_OPTIONS):
         policy = inputs.policy(params["network_policy"], params["allowed_domains"], params["allowed_cidrs"],
                                params["denied_cidrs"])
     return dict(
         vm_id=inputs.vm_id(params["name"]),
+        state=params["state"],
+        netns=params["netns"],
         slot=inputs.slot(params["slot"]),
         policy=policy,
-        ports=face.given(params["published_ports"], lambda v: inputs.port_list("published_ports", v)),
-        bandwidth=face.given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
-        bandwidth_in=face.given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
-        tap_owner=face.given(params["tap_owner"], inputs.tap_owner),
+        ports=_given(params["published_ports"], lambda v: inputs.port_list("published_ports", v)),
+        bandwidth=_given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
+        bandwidth_in=_given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
+        tap_owner=_given(params["tap_owner"], inputs.tap_owner),
     )
 
 
 def ensure(manager, wanted, use_netns, check_mode):
-    vm_id = wanted["vm_id"]
-    existing = manager.get(vm_id) if manager.store.exists(vm_id) else None
-    settings = face.settings_for(existing, wanted["policy"], wanted["ports"], wanted["bandwidth"],
-                                 wanted["bandwidth_in"], wanted["tap_owner"])
-    return manager.ensure(vm_id, use_netns=use_netns, slot=wanted["slot"], check_mode=check_mode, **settings)
+    """Create or converge the VM; what the task left out keeps the VM's value
+    as it is under the state lock (a concurrent change is not undone)."""
+    return manager.ensure(wanted["vm_id"], use_netns=use_netns, slot=wanted["slot"], policy=wanted["policy"],
+                          ports=wanted["ports"], bandwidth=wanted["bandwidth"], bandwidth_in=wanted["bandwidth_in"],
+                          tap_owner=wanted["tap_owner"], check_mode=check_mode)
+
+
+def act(manager, wanted, check_mode):
+    if wanted["state"] == "absent":
+        return manager.remove(wanted["vm_id"], check_mode=check_mode, missing_ok=True)
+    return ensure(manager, wanted, wanted["netns"], check_mode)
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    face.check_root(module, "vmsan_vm")
-    face.check_libraries(module, CORE_IMPORT_ERROR)
-    params = module.params
-    wanted = face.run(module, lambda: parse(params))
-    manager = Manager(params["state_dir"])
-    if params["state"] == "absent":
-        result = face.run(module, lambda: manager.remove(wanted["vm_id"], check_mode=module.check_mode,
-                                                         missing_ok=True))
-    else:
-        result = face.run(module, lambda: ensure(manager, wanted, params["netns"], module.check_mode))
-    face.exit_with(module, result)
+    face.module_main("vmsan_vm", OPTIONS, parse, act)
 
 
 if __name__ == "__main__":

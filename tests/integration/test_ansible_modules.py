@@ -9,6 +9,11 @@ import subprocess
 import pytest
 
 from integration import snapshot
+from integration.changes import C
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.changes import Change
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
 from sandbox import machines as vs
 
 
@@ -65,8 +70,8 @@ def published(machine, host_port, guest, guest_port):
 def test_vm_converges_once_and_its_policy_holds(machine):
     name = machine.vm_id("web")
     first = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A], published_ports=["8080:80"])
-    assert first["changed"] and first["changes"][0].startswith("create VM %s" % name)
     vm = first["vm"]
+    assert first["changed"] and first["changes"][0] == str(Change(C.CREATE_VM, name, (vm["slot"],)))
     assert vm["id"] == name and vm["tap"] == "fhvm%d" % vm["slot"] and vm["netns"] == "vmsan-" + name
     assert vm["boot_args"].startswith("ip=%s::%s:" % (vm["guest_ip"], vm["host_ip"]))
     assert vm["firecracker"]["host_dev_name"] == vm["tap"]
@@ -85,7 +90,7 @@ def test_check_mode_reports_the_plan_and_changes_nothing(machine):
     name = machine.vm_id("chk")
     before = machine.snapshot()
     planned = machine.ok("vmsan_vm", check_mode=True, name=name, network_policy="deny-all")
-    assert planned["changed"] and planned["changes"][0] == "create VM %s in slot 0" % name
+    assert planned["changed"] and planned["changes"][0] == str(Change(C.CREATE_VM, name, (0,)))
     assert snapshot.diff(before, machine.snapshot()) == {}
 
     machine.ok("vmsan_vm", name=name, network_policy="deny-all")
@@ -194,7 +199,10 @@ def test_drift_is_repaired_by_the_next_run(machine):
                    check=True)
     assert guest.tcp(WEB_A, 9000) is None
     repaired = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])
-    assert repaired["changed"] and any("set chain vmsan-%s-out" % name in c for c in repaired["changes"])
+    # the module reports changes as text (its RETURN): the exact line of that Change
+    record = VmRecord(name, vm["slot"], vm["netns"])
+    rules = fp.vm_plan(record, inputs.policy(allowed_cidrs=[WEB_A])).owned[("filter", "vmsan-%s-out" % name)]
+    assert str(Change(C.SET_CHAIN, "vmsan-%s-out" % name, ("filter", len(rules)), vm["netns"])) in repaired["changes"]
     assert guest.tcp(WEB_A, 9000) and guest.tcp(WEB_B, 9000) is None
     assert machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])["changed"] is False
     # forwarding is switched on per device in the VM's namespace: switched
@@ -203,7 +211,7 @@ def test_drift_is_repaired_by_the_next_run(machine):
     subprocess.run(ns + ["sysctl", "-qw", "net.ipv4.conf.%s.forwarding=0" % vm["tap"]], check=True)
     assert guest.tcp(WEB_A, 9000) is None
     repaired = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])
-    assert repaired["changed"] and any("IPv4 forwarding on %s" % vm["tap"] in c for c in repaired["changes"])
+    assert str(Change(C.FORWARDING, vm["tap"], netns=vm["netns"])) in repaired["changes"]
     assert guest.tcp(WEB_A, 9000)
     assert machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])["changed"] is False
 

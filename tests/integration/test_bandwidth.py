@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from integration import snapshot
+from integration.changes import C, of_kind
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,7 +96,7 @@ def test_a_cap_changes_on_a_running_vm_without_recreating_the_tap(sandbox):
 
     changed = sandbox.vmsan("network", vm["id"], "--bandwidth", "50mbit", "--bandwidth-in", "50mbit").out
     print(changed["changes"])
-    assert any("50mbit (was 10mbit)" in c for c in changed["changes"])
+    assert [c["detail"] for c in of_kind(changed, C.RESHAPE_SEND)] == [["50mbit", "was 10mbit"]], changed["changes"]
     for direction in ("out", "in"):
         rate = measure(guest, direction)
         report("after the change to 50mbit, guest %s" % direction, rate, 50 * MBIT)
@@ -126,8 +127,9 @@ def test_drift_is_repaired_by_the_next_run(sandbox):
     run(sandbox, vm, ["tc", "qdisc", "del", "dev", vm["tap"], "ingress"])
     repaired = sandbox.vmsan("network", vm["id"], "--bandwidth", "20mbit", "--bandwidth-in", "30mbit").out
     print(repaired["changes"])
-    assert any("receives at 30mbit" in c for c in repaired["changes"])
-    assert any("redirect everything arriving on %s" % vm["tap"] in c for c in repaired["changes"])
+    assert [c["detail"][0] for c in of_kind(repaired, C.SHAPE_RECEIVE) + of_kind(repaired, C.RESHAPE_RECEIVE)] \
+        == ["30mbit"], repaired["changes"]
+    assert of_kind(repaired, C.REDIRECT, vm["tap"]), repaired["changes"]
     kinds = [q["kind"] for q in qdiscs(sandbox, vm, vm["tap"])]
     assert "htb" in kinds and "ingress" in kinds
     classes = run(sandbox, vm, ["tc", "class", "show", "dev", "ifb-" + vm["tap"]])

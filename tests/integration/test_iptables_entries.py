@@ -4,18 +4,20 @@ written with, and a rule changed by hand is seen as changed."""
 
 import pytest
 
+from integration.changes import C, of_kind
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
 from sandbox import guard
 
 pytestmark = pytest.mark.integration
 
 
 def planned_rules(vm_id):
-    vm = {"id": vm_id, "slot": 7}
+    vm = VmRecord(vm_id, 7, None)
     ports = inputs.port_list("published_ports", "8080,53/udp")
     custom = inputs.policy(None, None, "203.0.113.0/24", "203.0.113.128/25")
     plans = [fp.vm_plan(vm, custom, ports), fp.vm_plan(vm, inputs.policy("deny-all"), ports),
@@ -96,7 +98,7 @@ def test_a_hand_edited_rule_is_repaired(sandbox):
     first = sandbox.vmsan("network", vm["id"], "--network-policy", "custom", "--allowed-cidr", "203.0.113.0/24",
                           "--json").out
     assert first["changed"] is True
-    assert any(chain in c for c in first["changes"])
+    assert of_kind(first, C.SET_CHAIN, chain)
     again = sandbox.vmsan("network", vm["id"], "--network-policy", "custom", "--allowed-cidr", "203.0.113.0/24",
                           "--json").out
     assert again["changed"] is False

@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.model import addressing as A
 from integration import snapshot
+from integration.changes import C, of_kind
 from sandbox import packets
 from sandbox.probes import at_once
 
@@ -178,7 +179,7 @@ def test_widening_update_keeps_the_flow_and_a_whole_internet_cidr_is_stable(sand
     with guest.stream(WEB_A, 9001) as stream:
         assert stream.is_flowing()
         out = sandbox.vmsan("network", vm["id"], "--allowed-cidr", "203.0.113.0/24,192.0.2.0/24").out
-        assert out["changed"] and not any(c.startswith("cut") for c in out["changes"])
+        assert out["changed"] and not of_kind(out, C.CUT_CONNECTION)
         assert stream.is_flowing()
     assert reach(guest, BAD) == ALL
     whole = sandbox.vmsan("network", vm["id"], "--allowed-cidr", "0.0.0.0/0").out
@@ -199,14 +200,13 @@ def test_a_small_edit_of_long_lists_is_made_in_place(sandbox):
     out = sandbox.vmsan("network", vm["id"], "--allowed-cidr", ",".join(others + ["192.0.2.0/24"]),
                         "--denied-cidr", "192.0.2.128/25," + ",".join("10.%d.1.0/24" % i for i in range(6)),
                         "--json").out
-    edits = [c for c in out["changes"] if "ipset" in c]
-    assert any("-allow (7 networks: 1 added, 1 removed)" in c for c in edits), edits
-    assert any("-deny (7 networks: 1 added, 1 removed)" in c for c in edits), edits
+    edits = {c["subject"]: c["detail"] for c in of_kind(out, C.EDIT_SET)}
+    assert edits == {"vmsan-%s-allow" % vm["id"]: [7, 1, 1], "vmsan-%s-deny" % vm["id"]: [7, 1, 1]}, out["changes"]
     assert reach(guest, BAD) == ALL and reach(guest, WEB_A) == NONE
     with_deny = sandbox.vmsan("network", vm["id"], "--allowed-cidr", ",".join(others + ["192.0.2.0/24"]),
                               "--denied-cidr", "192.0.2.0/28," + ",".join("10.%d.1.0/24" % i for i in range(6)),
                               "--json").out
-    assert any("-deny (7 networks: 1 added, 1 removed)" in c for c in with_deny["changes"])
+    assert [c["detail"] for c in of_kind(with_deny, C.EDIT_SET, "vmsan-%s-deny" % vm["id"])] == [[7, 1, 1]]
     assert reach(guest, BAD) == NONE         # 192.0.2.10 now inside the edited deny list
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from integration import snapshot
+from integration.changes import C, of_kind
 from sandbox import services
 from sandbox.servers import TcpServer
 
@@ -95,7 +96,7 @@ def test_a_flushed_dnat_rule_is_what_breaks_the_port_and_a_rerun_repairs_it(sand
     sandbox.host.run(["iptables-legacy", "-w", "-t", "nat", "-F", chain], check=True)
     assert sandbox.internet.tcp(UPLINK, 8080) is None           # without the DNAT: nothing
     again = sandbox.vmsan("port", "add", vm["id"], "8080").out
-    assert any(chain in c for c in again["changes"]), again
+    assert of_kind(again, C.SET_CHAIN, chain), again
     assert sandbox.internet.tcp(UPLINK, 8080)
     assert sandbox.vmsan("port", "add", vm["id"], "8080").out["changes"] == []      # idempotent
 
@@ -125,8 +126,8 @@ def test_the_host_itself_reaches_the_guest_through_loopback_and_its_own_address(
     assert sysctl(sandbox, key) == "1"
     sandbox.host.sysctl(key, 0)
     assert curl(sandbox, "http://127.0.0.1:8080/") is None
-    repaired = sandbox.vmsan("port", "add", vm["id"], "8080").out["changes"]
-    assert any("route_localnet" in c for c in repaired), repaired
+    repaired = sandbox.vmsan("port", "add", vm["id"], "8080").out
+    assert [c["subject"] for c in of_kind(repaired, C.SYSCTL)] == [key], repaired["changes"]
     assert curl(sandbox, "http://127.0.0.1:8080/") == "vmsan-ok %s\n" % vm["guest_ip"]
 
     # no port left that loopback could reach: back to the kernel default
@@ -214,7 +215,7 @@ def test_port_add_and_remove_leave_the_other_ports_working(sandbox):
 
     removed = sandbox.vmsan("port", "remove", vm["id"], "9102").out
     print("remove:", removed["changes"])
-    assert any("cut 1 connection" in c for c in removed["changes"])
+    assert [c["detail"] for c in of_kind(removed, C.CUT_PORT_CONNECTIONS)] == [[1]], removed["changes"]
     assert dropped.wait_stopped(timeout=3)          # its connection went with the port
     assert kept.is_flowing()                        # the other port's did not
     assert sandbox.internet.tcp(UPLINK, 8081).startswith("added")

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from integration import snapshot
+from integration.changes import C, of_kind
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ def test_create_then_remove_leaves_the_host_as_before(sandbox, flags):
 def test_remove_verifies_and_reports(sandbox):
     vm = create(sandbox, "v")
     out = sandbox.vmsan("remove", vm["id"]).out
-    assert out["changed"] and any("delete network namespace" in c for c in out["changes"])
+    assert out["changed"] and of_kind(out, C.DELETE_NETNS, vm["netns"])
     again = sandbox.vmsan("remove", vm["id"], check=False)
     assert again.rc == 2 and "no VM with id" in again.err
 
@@ -154,7 +155,7 @@ def test_drift_is_repaired_by_the_next_run(sandbox):
                     "VMSAN-HOST-NAT"], check=True)
     again = sandbox.vmsan("network", vm["id"], "--network-policy", "allow-all").out
     assert again["changed"]
-    assert any("TAP" in c for c in again["changes"]) and any("VMSAN-HOST-NAT" in c for c in again["changes"])
+    assert of_kind(again, C.CREATE_TAP, vm["tap"]) and of_kind(again, C.SET_CHAIN, "VMSAN-HOST-NAT")
     assert sandbox.add_guest(vm).tcp(WEB, 9000)
     assert sandbox.vmsan("network", vm["id"], "--network-policy", "allow-all").out["changed"] is False
 
@@ -166,3 +167,54 @@ def test_tap_owner_lets_an_unprivileged_vmm_open_it(sandbox):
     assert info["linkinfo"]["info_kind"] == "tun"
     assert info["linkinfo"]["info_data"]["user"] in ("nobody", 65534, "65534")
     assert info["num_rx_queues"] == 1 and info["linkinfo"]["info_data"]["multi_queue"] is False
+
+
+@pytest.mark.parametrize("other_flags", [("--publish-port", "8080"), ("--no-netns",)])
+def test_removing_a_vm_leaves_a_vm_whose_id_extends_its_own(sandbox, other_flags):
+    """Regression: ids may contain '-', so the chains of VM 'web' are not
+    'every chain named vmsan-web-*' (VM 'web-2' has vmsan-web-2-pub, and
+    with --no-netns vmsan-web-2-spoof... in the host namespace). Removing
+    'web' failed with a libiptc traceback and left its namespace behind."""
+    web = create(sandbox, "web")
+    other = sandbox.vmsan("create", "--id", web["id"] + "-2", *other_flags).out
+    guest = sandbox.add_guest(other)
+    guest.serve_tcp(other["guest_ip"], 8080, label="web-2")
+    before = snapshot.iptables(sandbox.host.path)
+    removed = sandbox.vmsan("remove", web["id"], check=False)
+    assert removed.rc == 0, removed.err
+    assert "Traceback" not in removed.err
+    assert not os.path.exists("/run/netns/vmsan-" + web["id"])
+    # the other VM keeps every chain and still works
+    after = snapshot.iptables(sandbox.host.path)
+    prefix = "vmsan-%s-" % other["id"]
+
+    def own(rules):
+        return sorted(line for line in rules.splitlines() if prefix in line)
+    assert own(before) and own(after) == own(before)
+    assert guest.tcp(WEB, 9000)
+    if "--publish-port" in other_flags:
+        assert (sandbox.internet.tcp("198.51.100.2", 8080) or "").startswith("web-2")
+    sandbox.remove_guest(guest)
+    sandbox.vmsan("remove", other["id"])
+
+
+def test_an_unreadable_state_file_breaks_only_its_own_vm(sandbox):
+    """Regression: one corrupt state file made 'list' and every create with
+    ports fail for the whole host. That VM is reported as broken; the others
+    are listed, and creates go on."""
+    good = create(sandbox, "good")
+    with open(os.path.join(sandbox.home, "vms", "broken.json"), "w") as handle:
+        handle.write("{not json")
+    listed = sandbox.vmsan("list", check=False)
+    assert listed.rc == 0, listed.err
+    by_id = {v["id"]: v for v in listed.out}
+    assert by_id[good["id"]]["slot"] == good["slot"]
+    assert "corrupt" in by_id["broken"]["broken"]
+    text = sandbox.vmsan("list", json_out=False, check=False)
+    assert text.rc == 0 and "broken" in text.out
+    made = sandbox.vmsan("create", "--id", sandbox.unique_id("ports"), "--publish-port", "8080", check=False)
+    assert made.rc == 0, made.err
+    assert "broken.json" in made.err        # warned: that VM's ports could not be checked
+    os.unlink(os.path.join(sandbox.home, "vms", "broken.json"))
+    for vm_id in (good["id"], made.out["id"]):
+        sandbox.vmsan("remove", vm_id)

@@ -296,8 +296,9 @@ def stop(workdir, timeout=60):
 # --------------------------------------------------------------------------
 def vm_facts(machine, vm_id):
     """The facts of VM_ID as the core reports them, from the machine's state."""
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
-    return Manager(machine["home"]).get(vm_id)
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore
+    from ansible_collections.vmsan.network.plugins.module_utils.model.facts import facts
+    return facts(StateStore(machine["home"]).load(vm_id))
 
 
 def run_expectation(guest, inet, text):

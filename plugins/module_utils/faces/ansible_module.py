@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmsan maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the three vmsan modules share: the checks before the core runs
-(libraries, root), the mapping of core errors to ``fail_json`` in Ansible's
-vocabulary, and the rendering of a core result (facts, changes, diff).
+"""What the three vmsan modules share: their main (``module_main``: the
+checks before the core runs, the call, the result), the mapping of core
+errors to ``fail_json`` in Ansible's vocabulary, and the rendering of a core
+result (facts, changes, diff). Their common options are documented once in
+``plugins/doc_fragments/vmsan.py``.
 
-The modules parse their arguments, call the core (``vm.Manager``) and hand the
-result here; no decision about the kernel is made in this file.
+The modules parse their options into model values and say which core call
+to make; no decision about the kernel is made here or there.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,10 +18,13 @@ import json
 import os
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError, VmsanError
+from ansible_collections.vmsan.network.plugins.module_utils.model.facts import facts
+from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as firewall_plan
+from ansible_collections.vmsan.network.plugins.module_utils.plan.sets import wanted_sets
 
 __metaclass__ = type
 
@@ -30,12 +35,8 @@ REQUIRED_LIBRARIES = (
     ("dnslib", "dnslib", "https://pypi.org/project/dnslib/"),
 )
 
-# Facts that describe the VM's firewall: a diff shows the rules when one of
-# them differs.
-_RULE_FACTS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "published_ports")
-
-# The options that every module shares, for argument_spec.
-STATE_DIR_OPTION = {"type": "path"}
+# The options every module has (documented in the doc fragment vmsan.network.vmsan).
+COMMON_OPTIONS = {"state_dir": {"type": "path"}}
 
 
 def check_libraries(module, core_import_error=None, importer=importlib.import_module):
@@ -91,59 +92,75 @@ def run(module, step):
         fail(module, exc)
 
 
+def _manager_class():
+    """The core's Manager, imported when a module runs (the core imports
+    pyroute2 and python-iptables: check_libraries names what is missing),
+    and the traceback of a failed import."""
+    try:
+        from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
+        return Manager, None
+    except Exception:  # pylint: disable=broad-exception-caught  # reported by check_libraries
+        return None, traceback.format_exc()
+
+
+def module_main(name, options, parse, act, returned=None):
+    """The body of every vmsan module. OPTIONS: its argument_spec (the common
+    options are added); PARSE(params) -> the task's options as model values
+    (bad input fails naming the option); ACT(manager, wanted, check_mode) ->
+    the core's Result; RETURNED(result) -> extra return values."""
+    module = AnsibleModule(argument_spec=dict(options, **COMMON_OPTIONS), supports_check_mode=True)
+    check_root(module, name)
+    manager_class, core_import_error = _manager_class()
+    check_libraries(module, core_import_error)
+    wanted = run(module, lambda: parse(module.params))
+    manager = manager_class(module.params["state_dir"])
+    result = run(module, lambda: act(manager, wanted, module.check_mode))
+    exit_with(module, result, **(returned(result) if returned else {}))
+
+
 # --------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------
-def _facts_text(facts):
-    if not facts:
+def _facts_text(record):
+    if record is None:
         return ""
-    return json.dumps(facts, indent=2, sort_keys=True) + "\n"
+    return json.dumps(facts(record), indent=2, sort_keys=True) + "\n"
 
 
-def record_from_facts(facts):
-    """The part of a VM record that the firewall plan reads, from its facts."""
-    return {
-        "id": facts["id"],
-        "slot": facts["slot"],
-        "netns": facts["netns"],
-        "policy": {"mode": facts["network_policy"],
-                   "allowed_domains": list(facts["allowed_domains"]),
-                   "allowed_cidrs": list(facts["allowed_cidrs"]),
-                   "denied_cidrs": list(facts["denied_cidrs"])},
-        "published_ports": list(facts["published_ports"]),
-    }
-
-
-def rules_text(facts):
-    """iptables-save-like text of the rules the core plans for a VM (empty
-    for no VM): its own namespace's rules, then the host namespace's."""
-    if not facts:
+def rules_text(record):
+    """iptables-save-like text of the rules the core plans for RECORD (a
+    VmRecord; empty for None): its own namespace's rules, then the host
+    namespace's."""
+    if record is None:
         return ""
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import converge as vm
-    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import policy as policy_apply
-    from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as firewall_plan
-    record = record_from_facts(facts)
-    vm_plan, host_plan = vm.firewall_plans(record)
+    vm_plan, host_plan = firewall_plan.plans_for(record)
     # The CIDR lists live in ipsets that the rules match: show their contents.
-    sets = ["# ipset %s: %s" % (firewall_plan.set_name(facts["id"], role),
+    sets = ["# ipset %s: %s" % (firewall_plan.set_name(record.id, role),
                                 "learned by the resolver" if networks is None else " ".join(networks))
-            for role, networks in sorted(policy_apply.wanted_sets(inputs.policy_from_dict(record["policy"])).items())]
+            for role, networks in sorted(wanted_sets(record.policy).items())]
     parts = []
     if vm_plan is not None:
-        parts.append("# namespace %s\n%s" % (facts["netns"], firewall_plan.render(vm_plan)))
+        parts.append("# namespace %s\n%s" % (record.netns, firewall_plan.render(vm_plan)))
     parts.append("# host namespace\n%s" % firewall_plan.render(host_plan))
-    where = "namespace %s" % facts["netns"] if facts["netns"] else "host namespace"
+    where = "namespace %s" % record.netns if record.netns else "host namespace"
     if sets:
         parts.append("# sets in the %s\n%s\n" % (where, "\n".join(sets)))
     return "\n".join(parts)
 
 
+def _rules_differ(before, after):
+    if before is None or after is None:
+        return True
+    return (before.policy, before.ports) != (after.policy, after.ports)
+
+
 def build_diff(before, after):
-    """Ansible diffs (a list: the facts, and the rules when they differ)."""
-    name = (after or before or {}).get("id", "?")
+    """Ansible diffs of the VmRecords BEFORE and AFTER (None where there is
+    none): the facts, and the rules when they differ."""
+    name = (after or before).id if (after or before) is not None else "?"
     diffs = [{"before_header": "%s (facts)" % name, "after_header": "%s (facts)" % name,
               "before": _facts_text(before), "after": _facts_text(after)}]
-    if any((before or {}).get(k) != (after or {}).get(k) for k in _RULE_FACTS):
+    if _rules_differ(before, after):
         diffs.append({"before_header": "%s (rules)" % name, "after_header": "%s (rules)" % name,
                       "before": rules_text(before), "after": rules_text(after)})
     return diffs
@@ -154,66 +171,9 @@ def exit_with(module, result, **extra):
     (``vm``), and the diff in diff mode."""
     for warning in result.warnings:
         module.warn(warning)
-    out = {"changed": result.changed, "changes": list(result.changes), "vm": result.vm or {}}
+    out = {"changed": result.changed, "changes": [str(c) for c in result.changes],
+           "vm": facts(result.record) if result.record is not None else {}}
     out.update(extra)
-    if module._diff and result.diff is not None:
-        out["diff"] = build_diff(result.diff.get("before"), result.diff.get("after"))
+    if module._diff and result.record is not None:
+        out["diff"] = build_diff(result.before, result.after)
     module.exit_json(**out)
-
-
-# --------------------------------------------------------------------------
-# options left out
-# --------------------------------------------------------------------------
-KEEP = object()   # an option the task did not give: keep the VM's current value
-
-
-def settings_for(existing, policy=KEEP, ports=KEEP, bandwidth=KEEP, bandwidth_in=KEEP, tap_owner=KEEP):
-    """Keyword arguments for ``Manager.ensure``: what the task gave, and for
-    what it left out the existing VM's value (EXISTING: its facts, or None for
-    a new VM, which gets the core's defaults)."""
-    existing = existing or {}
-    if policy is KEEP:
-        policy = inputs.policy_from_dict({"mode": existing["network_policy"],
-                                          "allowed_domains": existing["allowed_domains"],
-                                          "allowed_cidrs": existing["allowed_cidrs"],
-                                          "denied_cidrs": existing["denied_cidrs"]}) if existing else None
-    if ports is KEEP:
-        ports = inputs.port_list("published_ports", existing.get("published_ports", []))
-    if bandwidth is KEEP:
-        bandwidth = existing.get("bandwidth")
-    if bandwidth_in is KEEP:
-        bandwidth_in = existing.get("bandwidth_in")
-    if tap_owner is KEEP:
-        tap_owner = existing.get("tap_owner")
-    return {"policy": policy, "ports": ports, "bandwidth": bandwidth, "bandwidth_in": bandwidth_in,
-            "tap_owner": tap_owner}
-
-
-def given(value, parse):
-    """PARSE(value) when the task gave the option, else KEEP."""
-    return KEEP if value is None else parse(value)
-
-
-# --------------------------------------------------------------------------
-# one published port among the VM's others
-# --------------------------------------------------------------------------
-def ports_with(current, spec):
-    """CURRENT (PortSpecs) with SPEC published: a port of the VM that SPEC
-    collides with (same protocol and host port, overlapping host address) is
-    replaced in place, so the order of the others does not change."""
-    out, placed = [], False
-    for port in current:
-        if inputs.ports_collide(port, spec):
-            if not placed:
-                out.append(spec)
-                placed = True
-            continue
-        out.append(port)
-    return out if placed else out + [spec]
-
-
-def ports_without(current, spec):
-    """CURRENT without the port published on SPEC's host address, host port and
-    protocol (its guest port does not matter)."""
-    return [p for p in current
-            if (p.host_ip, p.host_port, p.protocol) != (spec.host_ip, spec.host_port, spec.protocol)]

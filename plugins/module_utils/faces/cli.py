@@ -3,23 +3,50 @@
 Exit status: 0 success, 1 runtime failure, 2 bad input (argparse's own
 usage errors included). With --json one JSON document goes to stdout; every
 message goes to stderr.
+
+``run(argv, stdout, stderr, env)`` runs one command and returns its exit
+status, writing only to the streams it is given and reading VMSAN_HOME from
+ENV: a long-running daemon can run a command in-process and hand back the
+same bytes and status as a ``vmsan`` process would. ``main()`` is that with
+the process's own streams.
+
+This module imports neither pyroute2 nor python-iptables (nor the layers
+that do): each handler imports the lifecycle when it runs, so ``vmsan
+--help``, a usage error or a bad flag costs no netlink or libiptc import.
 """
 
 import argparse
 import json
+import os
 import sys
 
+from ..model import addressing as A
 from ..model import inputs
 from ..model.errors import InputError, VmsanError
+from ..model.facts import broken, facts
+from ..model.records import KEEP, BrokenRecord
 
 
 class UsageError(Exception):
     pass
 
 
+class HelpRequested(Exception):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so ``run``
+    decides where the text goes."""
+
     def error(self, message):
         raise UsageError(message)
+
+    def print_help(self, file=None):
+        raise HelpRequested(self.format_help())
+
+    def exit(self, status=0, message=None):
+        raise UsageError(message or "exit %d" % status)
 
 
 def _add_policy_flags(p, with_ports):
@@ -82,18 +109,36 @@ def build_parser():
     return parser
 
 
-def _out(args, data, text):
-    if getattr(args, "json", False):
-        json.dump(data, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text + ("\n" if text and not text.endswith("\n") else ""))
+class Context(object):
+    """What one run of a command may touch: its streams and its environment."""
+
+    def __init__(self, args, stdout, stderr, env):
+        self.args, self.stdout, self.stderr, self.env = args, stdout, stderr, env
+
+    def out(self, data, text):
+        """DATA as JSON with --json, else TEXT."""
+        if getattr(self.args, "json", False):
+            json.dump(data, self.stdout, indent=2, sort_keys=True)
+            self.stdout.write("\n")
+        else:
+            self.stdout.write(text + ("\n" if text and not text.endswith("\n") else ""))
+
+    def err(self, message):
+        self.stderr.write("vmsan: %s\n" % message)
+
+    def warn(self, warnings):
+        for warning in warnings:
+            self.err("warning: " + warning)
+
+    def manager(self):
+        # the lifecycle imports pyroute2 and python-iptables: only commands that need it pay for that
+        from ..lifecycle.manager import Manager
+        return Manager(self.env.get("VMSAN_HOME") or None)
 
 
-def _err(message):
-    sys.stderr.write("vmsan: %s\n" % message)
-
-
+# --------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------
 def _policy_args(args):
     given = any(getattr(args, k) is not None for k in ("network_policy", "allowed_domain", "allowed_cidr", "denied_cidr"))
     if not given:
@@ -101,117 +146,196 @@ def _policy_args(args):
     return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr)
 
 
-def _facts_text(vm):
-    lines = ["id:        %s" % vm["id"], "slot:      %d" % vm["slot"], "tap:       %s" % vm["tap"],
-             "netns:     %s" % (vm["netns"] or "(host namespace)"),
-             "guest:     %s/30 via %s, mac %s" % (vm["guest_ip"], vm["host_ip"], vm["mac"]),
-             "policy:    %s" % vm["network_policy"]]
-    for key, label in (("allowed_domains", "domains"), ("allowed_cidrs", "allowed"), ("denied_cidrs", "denied"),
-                       ("published_ports", "ports")):
-        if vm.get(key):
-            lines.append("%-10s %s" % (label + ":", ",".join(vm[key])))
-    for key in ("bandwidth", "bandwidth_in"):
-        if vm.get(key):
-            lines.append("%-10s %s bit/s" % (key + ":", vm[key]))
-    lines.append("boot_args: %s" % vm["boot_args"])
+def facts_text(record):
+    """The facts of RECORD as ``create`` and ``show`` print them without --json."""
+    slot, policy = record.slot, record.policy
+    lines = ["id:        %s" % record.id, "slot:      %d" % slot, "tap:       %s" % A.tap_name(slot),
+             "netns:     %s" % (record.netns or "(host namespace)"),
+             "guest:     %s/30 via %s, mac %s" % (A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)),
+             "policy:    %s" % policy.mode]
+    for values, label in ((policy.allowed_domains, "domains"), (policy.allowed_cidrs, "allowed"),
+                          (policy.denied_cidrs, "denied"), ([p.text for p in record.ports], "ports")):
+        if values:
+            lines.append("%-10s %s" % (label + ":", ",".join(values)))
+    for value, key in ((record.bandwidth.send, "bandwidth"), (record.bandwidth.receive, "bandwidth_in")):
+        if value:
+            lines.append("%-10s %s bit/s" % (key + ":", value))
+    lines.append("boot_args: %s" % A.boot_args(slot))
     return "\n".join(lines)
 
 
-def _changes_text(result):
+def result_data(result):
+    """The JSON of a change result: ``changes`` as the lines users read,
+    ``change_data`` as values (kind, subject, detail, netns) for programs."""
+    out = {"changed": result.changed, "changes": [str(c) for c in result.changes],
+           "change_data": [c.as_dict() for c in result.changes], "warnings": list(result.warnings)}
+    if result.record is not None:
+        out["vm"] = facts(result.record)
+    return out
+
+
+def changes_text(result):
     if not result.changes:
         return "no change"
     return "\n".join("changed: %s" % c for c in result.changes)
 
 
-def _run(args):
-    from ..lifecycle.manager import Manager
-    manager = Manager()
-    cmd = args.command
-    if cmd == "create":
-        vm_id = inputs.vm_id(args.id) if args.id is not None else None
-        slot = inputs.slot(args.slot)
-        policy = _policy_args(args)
-        ports = inputs.port_list("published_ports", args.publish_port)
-        bw = inputs.rate("bandwidth", args.bandwidth)
-        bw_in = inputs.rate("bandwidth_in", args.bandwidth_in)
-        owner = inputs.tap_owner(args.tap_owner)
-        from ..lifecycle.manager import new_id
-        result = manager.ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
-                                ports=ports, bandwidth=bw, bandwidth_in=bw_in, tap_owner=owner, must_be_new=True)
-        for w in result.warnings:
-            _err("warning: " + w)
-        _out(args, result.vm, _facts_text(result.vm))
+# --------------------------------------------------------------------------
+# one handler per command: (context) -> exit status
+# --------------------------------------------------------------------------
+def cmd_create(ctx):
+    args = ctx.args
+    vm_id = inputs.vm_id(args.id) if args.id is not None else None
+    slot = inputs.slot(args.slot)
+    policy = _policy_args(args)
+    ports = inputs.port_list("published_ports", args.publish_port)
+    caps = inputs.bandwidth(args.bandwidth, args.bandwidth_in)
+    owner = inputs.tap_owner(args.tap_owner)
+    from ..lifecycle.manager import new_id
+    result = ctx.manager().ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
+                                  ports=ports, bandwidth=caps.send, bandwidth_in=caps.receive, tap_owner=owner,
+                                  must_be_new=True)
+    ctx.warn(result.warnings)
+    ctx.out(facts(result.record), facts_text(result.record))
+    return 0
+
+
+def cmd_network(ctx):
+    args = ctx.args
+    vm_id = inputs.vm_id(args.vm, "vm")
+    policy = _policy_args(args)
+    send = inputs.rate("bandwidth", args.bandwidth) if args.bandwidth is not None else KEEP
+    receive = inputs.rate("bandwidth_in", args.bandwidth_in) if args.bandwidth_in is not None else KEEP
+    if policy is None and send is KEEP and receive is KEEP:
+        raise InputError("network_policy", "nothing to change", "--network-policy, a list flag, --bandwidth or --bandwidth-in")
+    result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive)
+    ctx.warn(result.warnings)
+    ctx.out(result_data(result), changes_text(result))
+    return 0
+
+
+def _port_lines(record):
+    return ["%s -> guest port %d/%s%s" % (p.text, p.guest_port, p.protocol,
+                                          "" if p.host_ip == "0.0.0.0" else " (only on %s)" % p.host_ip)
+            for p in record.ports]
+
+
+def cmd_port(ctx):
+    """``vmsan port add|remove|list VM ...``: ports of a running VM, its other
+    ports untouched. The edit runs under the state lock, on the VM's ports
+    as they are then."""
+    from ..plan.ports import with_added, without
+    args = ctx.args
+    vm_id = inputs.vm_id(args.vm, "vm")
+    if args.port_command == "list":
+        record = ctx.manager().get(vm_id)
+        ctx.out([p.text for p in record.ports], "\n".join(_port_lines(record)) or "(no published ports)")
         return 0
-    if cmd == "network":
-        vm_id = inputs.vm_id(args.vm, "vm")
-        policy = _policy_args(args)
-        bw = inputs.rate("bandwidth", args.bandwidth) if args.bandwidth is not None else False
-        bw_in = inputs.rate("bandwidth_in", args.bandwidth_in) if args.bandwidth_in is not None else False
-        if policy is None and bw is False and bw_in is False:
-            raise InputError("network_policy", "nothing to change", "--network-policy, a list flag, --bandwidth or --bandwidth-in")
-        result = manager.update(vm_id, policy=policy, bandwidth=bw, bandwidth_in=bw_in)
-        _out(args, dict(result.as_dict()), _changes_text(result))
+    if args.port_command == "add":
+        given = inputs.port_list("published_ports", args.ports)     # syntax and duplicates, before anything
+
+        def edit(current):
+            return with_added(vm_id, current, given)
+    else:
+        selectors = inputs.port_selectors("published_ports", args.ports)
+
+        def edit(current):
+            return without(vm_id, current, selectors)
+    result = ctx.manager().update(vm_id, ports=edit)
+    ctx.warn(result.warnings)
+    ctx.out(result_data(result), changes_text(result))
+    return 0
+
+
+def _list_line(record):
+    if isinstance(record, BrokenRecord):
+        return "%-16s broken: %s" % (record.id, record.error)
+    return "%-16s slot %-5d %-8s %-10s %s" % (record.id, record.slot, A.tap_name(record.slot), record.policy.mode,
+                                              record.netns or "(host)")
+
+
+def cmd_list(ctx):
+    records = ctx.manager().list()
+    ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
+            "\n".join(_list_line(r) for r in records))
+    return 0
+
+
+def cmd_show(ctx):
+    from ..lifecycle.manager import require_root
+    from .show import rules_text
+    require_root()
+    manager = ctx.manager()
+    record = manager.get(inputs.vm_id(ctx.args.vm, "vm"))
+    kernel_rules = manager.kernel_rules(record)
+    ctx.out(dict(facts(record), kernel_rules=kernel_rules),
+            facts_text(record) + "\n\nrules in the kernel:\n" + rules_text(kernel_rules))
+    return 0
+
+
+def cmd_remove(ctx):
+    result = ctx.manager().remove(inputs.vm_id(ctx.args.vm, "vm"))
+    ctx.out(result_data(result), changes_text(result))
+    return 0
+
+
+def cmd_doctor(ctx):
+    from .doctor import run_checks
+    report = run_checks()
+    text = "\n".join("%-4s %-28s %s" % (c["status"], c["name"], c["detail"]) for c in report["checks"])
+    ctx.out(report, text)
+    return 0 if report["ok"] else 1
+
+
+def cmd_resolver(ctx):
+    args = ctx.args
+    upstream = inputs.upstream(args.upstream) if args.upstream else None
+    listen = inputs.listen(args.listen) if args.listen else None
+    ttl_floor = inputs.seconds("ttl_floor", args.ttl_floor, None)
+    grace = inputs.seconds("grace", args.grace, None)
+    # dnslib and the sockets: only the resolver needs them
+    from ..resolver.daemon import main as resolver_main
+    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace)
+
+
+HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
+            "remove": cmd_remove, "doctor": cmd_doctor, "resolver": cmd_resolver}
+
+
+def run(argv, stdout, stderr, env=None):
+    """Run the command ARGV (without the program name); return its exit
+    status. Writes only to STDOUT and STDERR; ENV (default: the process's)
+    gives VMSAN_HOME."""
+    env = os.environ if env is None else env
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except HelpRequested as text:
+        stdout.write(str(text))
         return 0
-    if cmd == "port":
-        vm_id = inputs.vm_id(args.vm, "vm")
-        from .port_command import PortCommands
-        return PortCommands(manager).run(args, _out)
-    if cmd == "list":
-        vms = manager.list()
-        text = "\n".join("%-16s slot %-5d %-8s %-10s %s" % (v["id"], v["slot"], v["tap"], v["network_policy"],
-                                                            v["netns"] or "(host)") for v in vms)
-        if getattr(args, "json", False):
-            json.dump(vms, sys.stdout, indent=2, sort_keys=True)
-            sys.stdout.write("\n")
-        else:
-            sys.stdout.write(text + ("\n" if text else ""))
-        return 0
-    if cmd == "show":
-        from ..lifecycle.manager import require_root
-        require_root()
-        vm = manager.show(inputs.vm_id(args.vm, "vm"))
-        from .show import rules_text
-        _out(args, vm, _facts_text(vm) + "\n\nrules in the kernel:\n" + rules_text(vm["kernel_rules"]))
-        return 0
-    if cmd == "remove":
-        result = manager.remove(inputs.vm_id(args.vm, "vm"))
-        _out(args, result.as_dict(), _changes_text(result))
-        return 0
-    if cmd == "doctor":
-        from .doctor import run_checks
-        report = run_checks()
-        text = "\n".join("%-4s %-28s %s" % (c["status"], c["name"], c["detail"]) for c in report["checks"])
-        _out(args, report, text)
-        return 0 if report["ok"] else 1
-    if cmd == "resolver":
-        from ..resolver.daemon import main as resolver_main
-        upstream = inputs.upstream(args.upstream) if args.upstream else None
-        return resolver_main(upstream=upstream, listen=args.listen, ttl_floor=args.ttl_floor, grace=args.grace)
-    raise UsageError("unknown command %r" % cmd)
+    except UsageError as exc:
+        stderr.write("vmsan: %s\n" % exc)
+        stderr.write(parser.format_usage())
+        return 2
+    ctx = Context(args, stdout, stderr, env)
+    try:
+        return HANDLERS[args.command](ctx)
+    except InputError as exc:
+        ctx.err(exc.render(inputs.label(exc.param, "cli")))
+        return exc.exit_code
+    except VmsanError as exc:
+        ctx.err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ctx.err("interrupted")
+        return 1
+    except OSError as exc:
+        ctx.err("system error: %s" % exc)
+        return 1
 
 
 def main(argv=None):
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        _err(str(exc))
-        sys.stderr.write(parser.format_usage())
-        return 2
-    try:
-        return _run(args)
-    except InputError as exc:
-        _err(exc.render(inputs.label(exc.param, "cli")))
-        return exc.exit_code
-    except VmsanError as exc:
-        _err(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 1
-    except OSError as exc:
-        _err("system error: %s" % exc)
-        return 1
+    return run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

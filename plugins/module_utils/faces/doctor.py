@@ -3,6 +3,8 @@
 import os
 
 from ..model import addressing as A
+from ..kernel.ipsets import SetManager
+from ..kernel.iptables import open_table
 
 
 def _check(name, ok, detail, warn=False):
@@ -13,11 +15,7 @@ def _nft_forward_drop():
     """A nftables FORWARD chain with policy drop (as Docker hosts have) would
     drop VM traffic whatever our legacy-table rules accept."""
     try:
-        from pyroute2 import NFTables   # noqa: F401
-    except Exception:
-        return None
-    try:
-        from pyroute2.nftables.main import NFTables as NFT
+        from pyroute2.nftables.main import NFTables as NFT   # a probe: without it there is nothing to check
         nft = NFT()
         try:
             for chain in nft.get_chains():
@@ -42,19 +40,17 @@ def _probe(name, attempt, ok_detail, fail_prefix):
 
 
 def _open_tables():
-    from ..kernel.iptables import open_table
     for name in ("filter", "nat", "raw"):
         open_table(name).close()
 
 
 def _list_sets():
-    from ..kernel.ipsets import SetManager
     with SetManager() as sets:
         sets.names()
 
 
 def _list_qdiscs():
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute     # a probe: a missing or broken pyroute2 is what it reports
     with IPRoute() as ipr:
         ipr.get_qdiscs()
 

@@ -4,10 +4,7 @@
 import os
 import socket
 
-
 _TCP_LISTEN = "0A"
-
-
 _UDP_UNCONNECTED = "07"
 
 
@@ -38,7 +35,7 @@ def host_sockets(protocol, proc_net="/proc/thread-self/net"):
     return found
 
 
-def _process_of(inode):
+def process_of(inode):
     """'name (pid N)' of a process holding socket INODE, or None."""
     target = "socket:[%s]" % inode
     for pid in os.listdir("/proc"):

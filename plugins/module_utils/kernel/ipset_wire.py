@@ -2,10 +2,9 @@
 
 The messages are built with pyroute2's protocol layer
 (``pyroute2.netlink.nfnetlink.ipset.ipset_msg``: fields and attributes
-filled in, ``encode()``, the bytes read from ``.data``) and the kernel's
-acks are read with pyroute2's ``nlmsgerr``; what this module adds is the
-transport: one plain ``AF_NETLINK``/``NETLINK_NETFILTER`` socket and no
-event loop. pyroute2's ``IPSet`` sends one request and waits for its answer
+filled in, ``encode()``, the bytes read from ``.data``) and sent through
+``netlink_wire``: one plain ``AF_NETLINK``/``NETLINK_NETFILTER`` socket with a
+timeout, acks matched by sequence number, no event loop. pyroute2's ``IPSet`` sends one request and waits for its answer
 per element (about 0.25-0.5 ms each through its asyncio core);
 ``IpsetSocket.add_many`` sends up to ``CHUNK`` messages in one ``send()``
 and the kernel applies them one after another, so 1000 CIDRs cost one
@@ -42,7 +41,7 @@ Semantics, for every message:
 
 Failures: every message of a batch is tried (the kernel goes on after a
 failed one); then the first failure, in the order given, is raised as
-``IpsetError`` (an ``OSError``) with the kernel's errno (``ENOENT``: no such
+``IpsetError`` (a ``KernelError``) with the kernel's errno (``ENOENT``: no such
 set; values >= 4096 are ipset's own codes, ``IPSET_ERR_*``), and
 ``.failures`` lists every ``(index, errno)``. Only the last message of each
 chunk asks for an ack (``NLM_F_ACK``); the kernel acks a failed message
@@ -60,20 +59,18 @@ import os
 import socket
 import threading
 
+from ..model.errors import KernelError
+from .netlink_wire import NETLINK_NETFILTER, NetlinkSocket
+
 try:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, nlmsg, nlmsgerr
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
     from pyroute2.netlink.nfnetlink import ipset as _ipset
     from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
-    HAS_PYROUTE2 = True
-except ImportError:  # pragma: no cover - the faces report the missing library
-    HAS_PYROUTE2 = False
+except ImportError:  # the faces name the missing library (missing_required_lib)
     _ipset = None
     IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
 
-NETLINK_NETFILTER = 12
-NETLINK_CAP_ACK = 10        # error acks without a copy of the failed request
-SOL_NETLINK = 270
 IPSET_PROTOCOL = 6          # the oldest protocol every ipset kernel accepts
 IPSET_MAX_COMMENT = 254     # characters; the kernel's IPSET_MAX_COMMENT_SIZE is 255 with the NUL
 CHUNK = 512                 # messages per send(); about 40 KiB of adds
@@ -85,12 +82,12 @@ IPSET_ERRORS = {value: name for name, value in (vars(_ipset).items() if _ipset i
                 if name.startswith("IPSET_ERR_") and isinstance(value, int)}
 
 
-class IpsetError(OSError):
+class IpsetError(KernelError):
     """The first failure of a batch. ``failures``: [(index, errno)] of
     every message the kernel refused, in the order given."""
 
     def __init__(self, err, text, failures=()):
-        OSError.__init__(self, err, text)
+        KernelError.__init__(self, err, text, describe(err))
         self.failures = list(failures)
 
 
@@ -174,51 +171,18 @@ def del_message(set_name, entry, seq=0, exist=True, ack=True):
     return message(IPSET_CMD_DEL, set_name, entry, None, None, seq, exist, ack)
 
 
-def read_acks(data):
-    """[(sequence number, errno)] of the NLMSG_ERROR messages in DATA (one
-    datagram from the socket); errno 0 is a plain ack."""
-    out, pos = [], 0
-    while pos + 16 <= len(data):
-        head = nlmsg(data, offset=pos)
-        head.decode()
-        length = head["header"]["length"]
-        if length < 16:
-            break
-        if head["header"]["type"] == NLMSG_ERROR and length >= 20:
-            err = nlmsgerr(data, offset=pos)
-            err.decode()
-            out.append((err["header"]["sequence_number"], -err["error"]))
-        pos += (length + 3) & ~3
-    return out
-
-
 class IpsetSocket(object):
     """A netfilter netlink socket for ipset adds and deletes (see the
     module's docstring). Thread-safe; a context manager."""
 
-    def __init__(self, timeout=2.0):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-        try:
-            self.sock.bind((0, 0))
-            try:
-                self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            except OSError:
-                pass
-            for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
-                try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, option, RCVBUF)
-                    break
-                except OSError:
-                    continue
-            self.sock.settimeout(timeout)
-        except Exception:
-            self.sock.close()
-            raise
+    def __init__(self, timeout=2.0, channel=None):
+        """CHANNEL: a NetlinkSocket to use (tests); else one is opened."""
+        self.channel = channel or NetlinkSocket(NETLINK_NETFILTER, "ipset", timeout, rcvbuf=RCVBUF, cap_ack=True)
         self._seq = 0
         self._lock = threading.Lock()
 
     def close(self):
-        self.sock.close()
+        self.channel.close()
 
     def __enter__(self):
         return self
@@ -229,7 +193,7 @@ class IpsetSocket(object):
     # -- one entry -------------------------------------------------------------
     def add(self, set_name, address, timeout=None, comment=None, exist=True):
         """Add (or, with exist semantics, refresh) ADDRESS ("IP" or
-        "IP/PREFIX") in SET_NAME; raises IpsetError (an OSError) with the
+        "IP/PREFIX") in SET_NAME; raises IpsetError (a KernelError) with the
         kernel's errno."""
         self.add_many(set_name, [(address, timeout, comment)], exist=exist)
 
@@ -266,9 +230,8 @@ class IpsetSocket(object):
             failures = self._send(wires, first, LIST_SEND)
         if failures:
             index, err = failures[0]
-            raise IpsetError(err, "ipset add %s (entries %d-%d): %s"
-                             % (set_name, index * LIST_SIZE + 1, index * LIST_SIZE + len(chunks[index]),
-                                describe(err)), failures)
+            raise IpsetError(err, "ipset add %s (entries %d-%d)"
+                             % (set_name, index * LIST_SIZE + 1, index * LIST_SIZE + len(chunks[index])), failures)
         return len(entries)
 
     def _send(self, wires, first, per_send):
@@ -277,7 +240,7 @@ class IpsetSocket(object):
         failures = []
         for start in range(0, len(wires), per_send):
             group = wires[start:start + per_send]
-            self.sock.send(b"".join(group))
+            self.channel.send(b"".join(group))
             failures += [(start + index, err) for index, err in self._collect(first + start, len(group))]
         return failures
 
@@ -294,31 +257,18 @@ class IpsetSocket(object):
         if failures:
             index, err = failures[0]
             command, entry = items[index][:2]
-            raise IpsetError(err, "ipset %s %s %s: %s" % ("add" if command == IPSET_CMD_ADD else "del",
-                                                          set_name, entry, describe(err)), failures)
+            raise IpsetError(err, "ipset %s %s %s" % ("add" if command == IPSET_CMD_ADD else "del", set_name, entry),
+                             failures)
         return len(items)
 
     def _collect(self, first, count):
         """Read acks until the one of the chunk's last message: [(index in
         the chunk, errno)] of the failed messages."""
         wanted = {(first + i) & 0xFFFFFFFF: i for i in range(count)}
-        last = (first + count - 1) & 0xFFFFFFFF
-        failed = {}
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                raise IpsetError(errno.ETIMEDOUT, "ipset: no answer from the kernel")
-            for seq, err in read_acks(data):
-                index = wanted.get(seq)
-                if index is None:
-                    continue        # the ack of an earlier, abandoned request
-                if err:
-                    failed.setdefault(index, err)
-                if seq == last:
-                    return sorted(failed.items())
+        acks = self.channel.acks((first + count - 1) & 0xFFFFFFFF, wanted)
+        return sorted((wanted[seq], err) for seq, err in acks.items() if err)
 
 
 def is_missing_set(exc):
     """Whether EXC says that the set does not exist."""
-    return isinstance(exc, OSError) and exc.errno == errno.ENOENT
+    return getattr(exc, "errno", None) == errno.ENOENT

@@ -4,19 +4,34 @@ Per VM (custom policy only): ``vmsan-<id>-allow`` and ``vmsan-<id>-deny``
 (hash:net, the policy's CIDR lists, so 1000 CIDRs cost one lookup) and
 ``vmsan-<id>-dns`` (hash:ip with timeouts and comments: addresses the resolver
 learned, each tagged with the name it was learned for).
+
+pyroute2's NetlinkError becomes a KernelError saying what was being done.
 """
 
-import ipaddress
+import errno
+from contextlib import contextmanager
+
+from ..model.errors import KernelError
+from ..plan.sets import prune, storable  # noqa: F401  (storable: how a hash:net set holds a list)
+from .ipset_wire import IpsetSocket, describe
 
 try:
     from pyroute2 import IPSet
     from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-except Exception:  # pragma: no cover - depends on the target
-    HAS_PYROUTE2 = False
+    from pyroute2.netlink.nfnetlink.ipset import IPSET_ERR_EXIST
+except ImportError:  # the faces name the missing library (missing_required_lib)
+    NetlinkError = ()
+    IPSET_ERR_EXIST = None
 
-IPSET_ERR_EXIST = 4097          # "set with the same name already exists"
 LEARNED_DEFAULT_TIMEOUT = 300
+
+
+@contextmanager
+def _doing(what):
+    try:
+        yield
+    except NetlinkError as exc:
+        raise KernelError(exc.code, what, describe(exc.code))
 
 
 def _entries(msg):
@@ -34,23 +49,12 @@ def _entries(msg):
     return result
 
 
-def storable(networks):
-    """NETWORKS as a hash:net set can hold them: it cannot hold /0, which
-    becomes its two /1 halves."""
-    out = []
-    for net in networks:        # canonical CIDR text (inputs.cidr)
-        if net.endswith("/0"):
-            out.extend(str(half) for half in ipaddress.IPv4Network(net).subnets(1))
-        else:
-            out.append(net)
-    return out
-
-
 class SetManager(object):
     """Open while inside the namespace; the socket stays bound to it."""
 
     def __init__(self):
-        self.ipset = IPSet()
+        with _doing("open an ipset socket"):
+            self.ipset = IPSet()
 
     def close(self):
         self.ipset.close()
@@ -62,7 +66,8 @@ class SetManager(object):
         self.close()
 
     def names(self):
-        return {msg.get_attr("IPSET_ATTR_SETNAME") for msg in self.ipset.list()}
+        with _doing("list ipsets"):
+            return {msg.get_attr("IPSET_ATTR_SETNAME") for msg in self.ipset.list()}
 
     def exists(self, name):
         try:
@@ -74,8 +79,9 @@ class SetManager(object):
     def members(self, name):
         """Entries of set NAME as [{'address', 'cidr', 'timeout', 'comment'}]."""
         result = []
-        for msg in self.ipset.list(name):
-            result.extend(_entries(msg))
+        with _doing("list ipset %s" % name):
+            for msg in self.ipset.list(name):
+                result.extend(_entries(msg))
         return result
 
     def networks(self, name):
@@ -85,30 +91,40 @@ class SetManager(object):
         return {"%s/%d" % (item["address"], item["cidr"] if item["cidr"] is not None else 32)
                 for item in self.members(name)}
 
+    def learned(self, name):
+        """{address: the name it was learned for} of learned set NAME (empty
+        when there is no such set)."""
+        if not self.exists(name):
+            return {}
+        return {m["address"]: m["comment"] for m in self.members(name)}
+
     def create_net_set(self, name):
-        self.ipset.create(name, stype="hash:net", exclusive=False)
+        with _doing("create ipset %s" % name):
+            self.ipset.create(name, stype="hash:net", exclusive=False)
 
     def create_learned_set(self, name):
-        self.ipset.create(name, stype="hash:ip", timeout=LEARNED_DEFAULT_TIMEOUT, comment=True, exclusive=False)
+        with _doing("create ipset %s" % name):
+            self.ipset.create(name, stype="hash:ip", timeout=LEARNED_DEFAULT_TIMEOUT, comment=True,
+                              exclusive=False)
 
     def replace_networks(self, name, networks):
         """Make hash:net set NAME hold exactly NETWORKS, atomically for readers:
         fill a temporary set (a few list messages, see ipset_wire.fill) and swap it in."""
-        from .ipset_wire import IpsetSocket
         temp = name + "~"
-        if self.exists(temp):
-            self.ipset.destroy(temp)
-        self.ipset.create(temp, stype="hash:net")
-        try:
-            with IpsetSocket() as sock:
-                sock.fill(temp, storable(networks))
-            if not self.exists(name):
-                self.ipset.rename(temp, name)
-                return
-            self.ipset.swap(temp, name)
-        finally:
+        with _doing("fill ipset %s" % name):
             if self.exists(temp):
                 self.ipset.destroy(temp)
+            self.ipset.create(temp, stype="hash:net")
+            try:
+                with IpsetSocket() as sock:
+                    sock.fill(temp, storable(networks))
+                if not self.exists(name):
+                    self.ipset.rename(temp, name)
+                    return
+                self.ipset.swap(temp, name)
+            finally:
+                if self.exists(temp):
+                    self.ipset.destroy(temp)
 
     def edit_networks(self, name, remove, add, narrow_first=True):
         """Change hash:net set NAME in place: delete REMOVE and add ADD (CIDR
@@ -117,7 +133,6 @@ class SetManager(object):
         says what a packet in between meets: NARROW_FIRST deletes before it
         adds (for an allow list: never more open than old or new), else it
         adds first (for a deny list: never less closed)."""
-        from .ipset_wire import IpsetSocket
         with IpsetSocket() as sock:
             if remove and narrow_first:
                 sock.delete_many(name, remove)
@@ -127,13 +142,27 @@ class SetManager(object):
                 sock.delete_many(name, remove)
 
     def forget(self, name, address):
+        """Delete ADDRESS from set NAME; one that is gone already is no error."""
         try:
             self.ipset.delete(name, address, etype="ip")
-        except NetlinkError:
-            pass
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, IPSET_ERR_EXIST):
+                raise KernelError(exc.code, "forget %s in ipset %s" % (address, name), describe(exc.code))
+
+    def prune_learned(self, name, allows, check_mode=False):
+        """The one pruner of learned addresses (the VM's policy change and the
+        resolver both use it): forget the members of learned set NAME whose
+        name ALLOWS(name) no longer allows. Returns (forgotten [(address,
+        name)], kept {address: name})."""
+        forget, kept = prune(self.learned(name), allows)
+        if not check_mode:
+            for address, _learned_for in forget:
+                self.forget(name, address)
+        return forget, kept
 
     def destroy(self, name):
-        if self.exists(name):
-            self.ipset.destroy(name)
-            return True
+        with _doing("destroy ipset %s" % name):
+            if self.exists(name):
+                self.ipset.destroy(name)
+                return True
         return False

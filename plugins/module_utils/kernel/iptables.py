@@ -1,64 +1,50 @@
-"""Apply a firewall plan (see firewall_plan) to the kernel's legacy tables
+"""Apply a firewall plan (see plan.firewall) to the kernel's legacy tables
 through python-iptables (libiptc), in the network namespace of the calling
 thread.
 
-Each table is read once, compared rule by rule with the plan, changed in
-memory, and written back in one commit, so a reader never sees half a policy.
-Nothing is committed when nothing differs; the returned change list is what a
-check run reports.
+Each table is read once (``observe``), compared rule by rule with the plan
+(``table_steps``, pure: the decisions are unit-tested without a kernel),
+changed in memory and written back in one commit (``_run``), so a reader
+never sees half a policy. Nothing is committed when nothing differs; check
+mode is the same run without the writes.
 
 python-iptables encodes every rule; the comparison with the kernel and the
-writes work on the encoded entry bytes (see iptables_entries for why).
+writes work on the encoded entry bytes (see iptables_entries for why). What
+this takes from python-iptables beyond its public API is in iptc_compat.
 """
 
-try:
-    import iptc
-    HAS_IPTC = True
-    IPTC_IMPORT_ERROR = None
-except Exception as exc:  # pragma: no cover - depends on the target
-    HAS_IPTC = False
-    IPTC_IMPORT_ERROR = exc
-
 import ctypes
-import threading
+from collections import namedtuple
+from contextlib import contextmanager
 
 from . import iptables_entries as entries
 from . import iptables_template as template
+from . import iptc_compat
+from ..model import changes as C
+from ..model.changes import Change
 from ..model.errors import VmsanError
 from ..plan.firewall import TABLES
-
-_active = threading.local()
-
-
-class _ChainOracle(object):
-    """Answers python-iptables' question "is NAME a user chain?" (which decides
-    whether a target is a jump) from the handle this thread has open, instead
-    of the library's process-wide table cache, which belongs to whichever
-    namespace first opened it. Our own chains count even before they exist, so
-    a check run can encode jumps to chains it would create."""
-
-    @staticmethod
-    def is_chain(name):
-        if name.startswith(("VMSAN-", "vmsan-")):
-            return True
-        table = getattr(_active, "table", None)
-        return bool(table is not None and table.is_chain(name))
-
-
-if HAS_IPTC:
-    iptc.Rule.tables = property(lambda self: [_ChainOracle])
 
 _BASIC = {"-s": "src", "-d": "dst", "-p": "protocol", "-i": "in_interface", "-o": "out_interface"}
 
 
 def open_table(name):
-    """A fresh libiptc handle bound to this thread's namespace (python-iptables
-    caches one handle per table name process-wide, which would point at
-    whichever namespace first opened it)."""
-    table = object.__new__(iptc.Table)
-    table._init(name, False)
-    _active.table = table
-    return table
+    """A fresh handle of table NAME bound to this thread's namespace (see
+    iptc_compat.open_table); close it."""
+    return iptc_compat.open_table(name)
+
+
+@contextmanager
+def _table(name, doing):
+    """A fresh handle of table NAME; libiptc's errors become KernelErrors
+    that say what was being done."""
+    table = iptc_compat.open_table(name)
+    try:
+        yield table
+    except iptc_compat.LIBRARY_ERRORS as exc:
+        raise iptc_compat.translated(exc, "%s (table %s)" % (doing, name))
+    finally:
+        table.close()
 
 
 class Encoded(object):
@@ -72,7 +58,7 @@ class Encoded(object):
         self.buf = buf              # final_check done; libiptc copies it on every write
         raw = bytes(buf)
         label = entries.target_name(raw)
-        standard = label in entries.VERDICTS or _ChainOracle.is_chain(label)
+        standard = label in entries.VERDICTS or iptc_compat.ChainOracle.is_chain(label)
         self.key = entries.key(raw, label, standard)
         self.comment = entries.comment(raw)
 
@@ -135,7 +121,8 @@ def _encode_buffer(tokens):
 def _encode(tokens):
     """Raises on anything it does not understand: a silently dropped match
     would widen a security rule."""
-    rule = iptc.Rule()
+    iptc_compat.require()
+    rule = iptc_compat.iptc.Rule()
     current = None
     invert = False
     i = 0
@@ -187,8 +174,7 @@ def _delete_positions(table, chain, positions):
     """Delete the rules at POSITIONS (0-based) of CHAIN, last first so the
     positions before each deleted one stay valid."""
     for position in sorted(positions, reverse=True):
-        if table._iptc.iptc_delete_num_entry(chain.encode(), position, table._handle) != 1:
-            raise VmsanError("cannot delete rule %d of chain %s: %s" % (position + 1, chain, table.strerror()))
+        iptc_compat.delete_entry(table, chain, position)
 
 
 def _encode_owned(rules, check_mode):
@@ -203,137 +189,192 @@ def _encode_owned(rules, check_mode):
         raise
 
 
-def _apply_table(table_name, plan, owner, check_mode, changes):
-    table = open_table(table_name)
-    try:
-        dirty = False
-        hooks = {c: r for (t, c), r in plan.hooks.items() if t == table_name}
-        owned = {c: r for (t, c), r in plan.owned.items() if t == table_name}
-        members = {c: r for (t, c), r in plan.members.items() if t == table_name}
-        policies = {c: p for (t, c), p in plan.policies.items() if t == table_name}
+# One step of a table's change: the Change reported, and what _run does.
+# action: create_chain, set_chain (rules), set_members / hook (positions to
+# delete, rules), policy (the policy's name).
+Step = namedtuple("Step", "change action chain delete rules policy")
 
-        # Shared chains must exist before anything jumps to them.
-        needed = set(owned) | set(members)
-        for rules in hooks.values():
-            needed |= {r[-1] for r in rules}
-        for chain in sorted(needed):
-            if not table.is_chain(chain):
-                changes.append("%s: create chain %s" % (table_name, chain))
-                dirty = True
-                if not check_mode:
-                    table.create_chain(chain)
 
-        for chain, rules in owned.items():
-            wanted = _encode_owned(rules, check_mode)
-            have = entries.read_chain(table, chain) if table.is_chain(chain) else []
-            if wanted is None or not _same(have, wanted):
-                changes.append("%s: set chain %s (%d rules)" % (table_name, chain, len(rules)))
-                dirty = True
-                if not check_mode:
-                    table.flush_entries(chain)
-                    for rule in wanted:
-                        table.append_entry(chain, rule.buf)
+def _step(change, action, chain, delete=(), rules=(), policy=None):
+    return Step(change, action, chain, tuple(delete), tuple(rules), policy)
 
-        for chain, rules in members.items():
-            wanted = [encode(r) for r in rules]
-            have = entries.read_chain(table, chain) if table.is_chain(chain) else []
-            tag = "vmsan:%s" % owner
-            mine = [i for i, r in enumerate(have) if r.comment == tag]
-            if not _same([have[i] for i in mine], wanted):
-                changes.append("%s: set %s's rules in %s" % (table_name, owner, chain))
-                dirty = True
-                if not check_mode:
-                    _delete_positions(table, chain, mine)
-                    for rule in wanted:
-                        table.append_entry(chain, rule.buf)
 
-        for builtin, rules in hooks.items():
-            wanted = [encode(r) for r in rules]
-            have = entries.read_chain(table, builtin)
-            if not _same(have[:len(wanted)], wanted):
-                changes.append("%s: hook %s into %s" % (table_name, ", ".join(r[-1] for r in rules), builtin))
-                dirty = True
-                if not check_mode:
-                    keys = {w.key for w in wanted}
-                    _delete_positions(table, builtin, [i for i, r in enumerate(have) if r.key in keys])
-                    for rule in reversed(wanted):
-                        table.insert_entry(builtin, rule.buf, 0)
+TablePlan = namedtuple("TablePlan", "hooks owned members policies")
+# the part of a firewall plan for one table: {chain: rules} each, {builtin: policy}
 
-        for builtin, policy in policies.items():
-            ch = iptc.Chain(table, builtin)
-            if ch.get_policy().name != policy:
-                changes.append("%s: policy %s %s" % (table_name, builtin, policy))
-                dirty = True
-                if not check_mode:
-                    ch.set_policy(policy)
 
-        if dirty and not check_mode:
-            table.commit()
-    finally:
-        table.close()
+def _for_table(plan, table_name):
+    def pick(group):
+        return {c: r for (t, c), r in group.items() if t == table_name}
+    return TablePlan(pick(plan.hooks), pick(plan.owned), pick(plan.members), pick(plan.policies))
+
+
+def chains_needed(part):
+    """The chains a table's plan writes into or jumps to."""
+    needed = set(part.owned) | set(part.members)
+    for rules in part.hooks.values():
+        needed |= {r[-1] for r in rules}
+    return needed
+
+
+Observed = namedtuple("Observed", "chains policies")
+# chains: {chain: [KernelRule] or None (no such chain)}; policies: {builtin: policy}
+
+
+def observe(table, part):
+    """What the kernel's TABLE has of the chains PART (a TablePlan) names:
+    the rules of those it compares, the existence of those it only jumps to
+    (an existing chain whose rules were not read is an empty list)."""
+    compared = set(part.owned) | set(part.members) | set(part.hooks)
+    chains = {}
+    for chain in sorted(chains_needed(part) | compared):
+        if not table.is_chain(chain):
+            chains[chain] = None
+        else:
+            chains[chain] = entries.read_chain(table, chain) if chain in compared else []
+    policies = {b: iptc_compat.iptc.Chain(table, b).get_policy().name for b in part.policies}
+    return Observed(chains, policies)
+
+
+def table_steps(table_name, part, owner, have, wanted):
+    """The steps that turn HAVE (``observe``) into PART (a TablePlan), in the
+    order they run: chains first (a jump needs its target), then owned
+    chains, the owner's members of shared chains, hooks, policies. WANTED:
+    {chain: [encoded rules] or None (cannot be encoded yet: differs)} for
+    every chain PART names. Pure."""
+    steps = []
+    for chain in sorted(chains_needed(part)):
+        if have.chains.get(chain) is None:
+            steps.append(_step(Change(C.CREATE_CHAIN, chain, (table_name,)), "create_chain", chain))
+    for chain, rules in part.owned.items():
+        want = wanted[chain]
+        if want is None or not _same(have.chains.get(chain) or [], want):
+            steps.append(_step(Change(C.SET_CHAIN, chain, (table_name, len(rules))), "set_chain", chain,
+                               rules=want or ()))
+    tag = "vmsan:%s" % owner
+    for chain in part.members:
+        want, current = wanted[chain], have.chains.get(chain) or []
+        mine = [i for i, r in enumerate(current) if r.comment == tag]
+        if not _same([current[i] for i in mine], want):
+            steps.append(_step(Change(C.SET_MEMBERS, chain, (table_name, owner)), "set_members", chain, mine, want))
+    for builtin, rules in part.hooks.items():
+        want, current = wanted[builtin], have.chains.get(builtin) or []
+        if not _same(current[:len(want)], want):
+            keys = {w.key for w in want}
+            steps.append(_step(Change(C.HOOK, builtin, (table_name, ", ".join(r[-1] for r in rules))), "hook",
+                               builtin, [i for i, r in enumerate(current) if r.key in keys], want))
+    for builtin, policy in part.policies.items():
+        if have.policies.get(builtin) != policy:
+            steps.append(_step(Change(C.CHAIN_POLICY, builtin, (table_name, policy)), "policy", builtin,
+                               policy=policy))
+    return steps
+
+
+def _run(table, steps):
+    """Make STEPS in TABLE's handle and commit them (one commit)."""
+    for step in steps:
+        if step.action == "create_chain":
+            table.create_chain(step.chain)
+        elif step.action == "set_chain":
+            table.flush_entries(step.chain)
+            for rule in step.rules:
+                table.append_entry(step.chain, rule.buf)
+        elif step.action == "set_members":
+            _delete_positions(table, step.chain, step.delete)
+            for rule in step.rules:
+                table.append_entry(step.chain, rule.buf)
+        elif step.action == "hook":
+            _delete_positions(table, step.chain, step.delete)
+            for rule in reversed(step.rules):
+                table.insert_entry(step.chain, rule.buf, 0)
+        elif step.action == "policy":
+            iptc_compat.iptc.Chain(table, step.chain).set_policy(step.policy)
+    if steps:
+        table.commit()
+
+
+def _wanted(part, check_mode):
+    wanted = {c: _encode_owned(r, check_mode) for c, r in part.owned.items()}
+    wanted.update({c: [encode(r) for r in rules] for group in (part.members, part.hooks)
+                   for c, rules in group.items()})
+    return wanted
 
 
 def apply(plan, owner, check_mode=False):
-    """Make this namespace's tables match PLAN; return the list of changes."""
+    """Make this namespace's tables match PLAN; return the Changes (made,
+    or in check mode to be made)."""
     changes = []
     for table_name in TABLES:
-        _apply_table(table_name, plan, owner, check_mode, changes)
+        part = _for_table(plan, table_name)
+        if not (part.hooks or part.owned or part.members or part.policies):
+            continue
+        with _table(table_name, "apply the rules of %s" % owner) as table:
+            steps = table_steps(table_name, part, owner, observe(table, part), _wanted(part, check_mode))
+            if not check_mode:
+                _run(table, steps)
+        changes += [s.change for s in steps]
     return changes
 
 
 def remove_owner(owner, chains, check_mode=False):
     """Delete OWNER's tagged jump rules from shared chains and its own chains
-    (``chains``: {(table, chain)}) in this namespace."""
+    (CHAINS: names, looked for in every table) in this namespace."""
     changes = []
+    tag = "vmsan:%s" % owner
     for table_name in TABLES:
-        table = open_table(table_name)
-        try:
+        with _table(table_name, "remove the rules of %s" % owner) as table:
             dirty = False
-            tag = "vmsan:%s" % owner
             for chain_obj in table.chains:
                 if not chain_obj.name.startswith("VMSAN-"):
                     continue
                 mine = [i for i, r in enumerate(entries.read_chain(table, chain_obj.name)) if r.comment == tag]
                 if mine:
-                    changes += ["%s: delete %s's rule in %s" % (table_name, owner, chain_obj.name)] * len(mine)
+                    changes += [Change(C.DELETE_MEMBER, chain_obj.name, (table_name, owner))] * len(mine)
                     dirty = True
                     if not check_mode:
                         _delete_positions(table, chain_obj.name, mine)
-            for tbl, chain in sorted(chains):
-                if tbl == table_name and table.is_chain(chain):
-                    changes.append("%s: delete chain %s" % (table_name, chain))
+            for chain in sorted(chains):
+                if table.is_chain(chain):
+                    changes.append(Change(C.DELETE_CHAIN, chain, (table_name,)))
                     dirty = True
                     if not check_mode:
                         table.flush_entries(chain)
                         table.delete_chain(chain)
             if dirty and not check_mode:
                 table.commit()
-        finally:
-            table.close()
     return changes
 
 
-def chains_of(owner_prefix):
-    """{(table, chain)} of chains whose name starts with OWNER_PREFIX here."""
+def delete_chain(table_name, chain, check_mode=False):
+    """Delete CHAIN (no rule may jump to it any more) from TABLE_NAME here;
+    whether it existed."""
+    with _table(table_name, "delete chain %s" % chain) as table:
+        if not table.is_chain(chain):
+            return False
+        if not check_mode:
+            table.flush_entries(chain)
+            table.delete_chain(chain)
+            table.commit()
+    return True
+
+
+def existing_chains(names):
+    """{(table, chain)} of the chains among NAMES that exist here (exact
+    names: VM ids may contain '-', so a prefix would also match the chains
+    of a VM whose id extends another's)."""
     found = set()
     for table_name in TABLES:
-        table = open_table(table_name)
-        try:
-            for chain_obj in table.chains:
-                if chain_obj.name.startswith(owner_prefix):
-                    found.add((table_name, chain_obj.name))
-        finally:
-            table.close()
+        with _table(table_name, "list chains") as table:
+            found |= {(table_name, name) for name in names if table.is_chain(name)}
     return found
 
 
 def dump(table_names=TABLES, prefix=("VMSAN-", "vmsan-")):
     """The rules of our chains as the kernel has them: {table: {chain: [dict]}}."""
-    import iptc.easy
+    import iptc.easy    # only `vmsan show` decodes rules back to text
     result = {}
     for table_name in table_names:
-        table = open_table(table_name)
-        try:
+        with _table(table_name, "read the rules") as table:
             for chain_obj in table.chains:
                 if chain_obj.name.startswith(prefix):
                     rules = []
@@ -342,8 +383,6 @@ def dump(table_names=TABLES, prefix=("VMSAN-", "vmsan-")):
                         data.pop("counters", None)
                         rules.append(data)
                     result.setdefault(table_name, {})[chain_obj.name] = rules
-        finally:
-            table.close()
     return result
 
 
@@ -352,8 +391,7 @@ def remove_shared(check_mode=False):
     (only when no VM uses them any more)."""
     changes = []
     for table_name in TABLES:
-        table = open_table(table_name)
-        try:
+        with _table(table_name, "remove the shared chains") as table:
             dirty = False
             ours = [c for c in table.chains if c.name.startswith("VMSAN-")]
             names = {c.name for c in ours}
@@ -363,12 +401,12 @@ def remove_shared(check_mode=False):
                 hooks = [(i, r.label) for i, r in enumerate(entries.read_chain(table, chain_obj.name))
                          if r.standard and r.label in names]
                 for _i, label in hooks:
-                    changes.append("%s: unhook %s from %s" % (table_name, label, chain_obj.name))
+                    changes.append(Change(C.UNHOOK, chain_obj.name, (table_name, label)))
                     dirty = True
                 if hooks and not check_mode:
                     _delete_positions(table, chain_obj.name, [i for i, _label in hooks])
             for chain_obj in ours:
-                changes.append("%s: delete chain %s" % (table_name, chain_obj.name))
+                changes.append(Change(C.DELETE_CHAIN, chain_obj.name, (table_name,)))
                 dirty = True
                 if not check_mode:
                     table.flush_entries(chain_obj.name)
@@ -377,6 +415,4 @@ def remove_shared(check_mode=False):
                     table.delete_chain(chain_obj.name)
             if dirty and not check_mode:
                 table.commit()
-        finally:
-            table.close()
     return changes

@@ -8,8 +8,9 @@ the same round trip again on a rule that was just encoded. Reading the entry
 bytes and comparing them takes microseconds. python-iptables still encodes
 every rule (``iptables_apply.encode``); this module only reads bytes.
 
-Layout (``linux/netfilter_ipv4/ip_tables.h``, x86-64 and every 64-bit ABI):
-``struct ipt_entry`` is 112 bytes: ``struct ipt_ip`` (84 bytes: addresses,
+Layout (``linux/netfilter_ipv4/ip_tables.h``; the sizes and offsets are read
+from python-iptables' ctypes structures, ``iptc_compat.LAYOUT``): ``struct
+ipt_entry`` (112 bytes on x86-64) is ``struct ipt_ip`` (84 bytes: addresses,
 masks, interfaces, protocol, flags, inverse flags), nfcache, target_offset
 (u16 at 88), next_offset (u16 at 90), comefrom, counters. Matches follow,
 each a 32-byte header (u16 size, name[29], revision) and its data; then the
@@ -22,28 +23,33 @@ compared by its label: after a commit the kernel stores a jump as an offset,
 which means nothing outside that one table blob.
 """
 
-import ctypes
 import struct
 from collections import namedtuple
 
-ENTRY_SIZE = 112
-IP_SIZE = 84
-HEADER_SIZE = 32
-VERDICTS = frozenset(("ACCEPT", "DROP", "RETURN", "QUEUE"))
+from . import iptc_compat
 
-_OFFSETS = struct.Struct("=HH")
+VERDICTS = frozenset(("ACCEPT", "DROP", "RETURN", "QUEUE"))
+_L = iptc_compat.LAYOUT
+if _L is not None:
+    ENTRY_SIZE, IP_SIZE, HEADER_SIZE = _L.entry_size, _L.ip_size, _L.header_size
+    _NAME_AT, _NAME_END, _REVISION_AT, _OFFSETS_AT = _L.name_at, _L.name_at + _L.name_size, _L.revision_at, \
+        _L.target_offset_at
+    if _L.next_offset_at != _L.target_offset_at + 2:
+        raise ImportError("python-iptables' struct ipt_entry has an unexpected layout")
+
+_OFFSETS = struct.Struct("=HH")         # target_offset, next_offset: two u16 side by side
 _SIZE = struct.Struct("=H")
 
 Match = namedtuple("Match", "name revision data")
 
 
 def _name(raw, pos):
-    return raw[pos + 2:pos + 31].split(b"\0", 1)[0].decode("ascii", "replace")
+    return raw[pos + _NAME_AT:pos + _NAME_END].split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def offsets(raw):
     """(target_offset, next_offset) of entry bytes RAW."""
-    return _OFFSETS.unpack_from(raw, 88)
+    return _OFFSETS.unpack_from(raw, _OFFSETS_AT)
 
 
 def match_spans(raw):
@@ -61,7 +67,8 @@ def match_spans(raw):
 
 def matches(raw):
     """The matches of entry bytes RAW, in order, as Match tuples."""
-    return [Match(name, raw[pos + 31], raw[pos + HEADER_SIZE:pos + size]) for name, pos, size in match_spans(raw)]
+    return [Match(name, raw[pos + _REVISION_AT], raw[pos + HEADER_SIZE:pos + size])
+            for name, pos, size in match_spans(raw)]
 
 
 def target_name(raw):
@@ -74,7 +81,7 @@ def key(raw, label, standard):
     """What makes two rules the same: the ipt_ip part, the matches, and the
     target by LABEL, plus its revision and data unless it is STANDARD."""
     target_offset, next_offset = offsets(raw)
-    target = (label,) if standard else (label, raw[target_offset + 31:next_offset])
+    target = (label,) if standard else (label, raw[target_offset + _REVISION_AT:next_offset])
     return (raw[:IP_SIZE], tuple(matches(raw)), target)
 
 
@@ -109,11 +116,4 @@ class KernelRule(object):
 
 def read_chain(table, chain):
     """The rules of CHAIN in python-iptables handle TABLE, as KernelRules."""
-    rules = []
-    entry = table.first_rule(chain)
-    while entry:
-        raw = ctypes.string_at(ctypes.addressof(entry), entry.next_offset)
-        label = table.get_target(entry)
-        rules.append(KernelRule(raw, label.decode() if label else ""))
-        entry = table.next_rule(entry)
-    return rules
+    return [KernelRule(raw, label) for raw, label in iptc_compat.entries(table, chain)]

@@ -21,13 +21,16 @@ import socket
 import struct
 
 from . import iptables_entries as entries
+from .iptc_compat import LAYOUT as _L
 
-IFNAMSIZ = 16
-_SRC, _DST, _SMSK, _DMSK = 0, 4, 8, 12                      # in struct ipt_ip
-_IN, _OUT, _IN_MASK, _OUT_MASK = 16, 32, 48, 64
+if _L is not None:      # offsets in struct ipt_ip, from python-iptables' ctypes structures
+    IFNAMSIZ = _L.ifnamsiz
+    _SRC, _DST, _SMSK, _DMSK = _L.src, _L.dst, _L.smsk, _L.dmsk
+    _IN, _OUT, _IN_MASK, _OUT_MASK = _L.iniface, _L.outiface, _L.iniface_mask, _L.outiface_mask
+    _LABEL_AT, _LABEL_SIZE = _L.name_at, _L.name_size        # the target header's name
+# python-iptables has no structures for these two match payloads (linux/netfilter/xt_*.h)
 _COMMENT_SIZE = 256                                          # struct xt_comment_info
 _MAC_SIZE = 6                                                # struct xt_mac_info.srcaddr
-_LABEL_SIZE = 29                                             # xt_entry_target name
 _ADDRESS = struct.Struct("!I")
 
 # option -> kind of the value that follows it
@@ -122,5 +125,5 @@ def patch(template, shape, values):
         elif kind == "mac":
             _mac(raw, value)
         elif kind == "label":
-            _text(raw, entries.offsets(raw)[0] + 2, _LABEL_SIZE, value)
+            _text(raw, entries.offsets(raw)[0] + _LABEL_AT, _LABEL_SIZE, value)
     return bytes(raw)

@@ -18,21 +18,22 @@ import errno
 import socket
 import struct
 
+from ..model.errors import KernelError
+from .netlink_wire import NETLINK_ROUTE, NLMSG_ERROR, NetlinkSocket, error_of
+
 try:
     from pyroute2.netlink import NLM_F_REQUEST, nlmsg
-    HAS_PYROUTE2 = True
-except ImportError:  # the modules report the missing library (missing_required_lib)
-    HAS_PYROUTE2 = False
+    from pyroute2.netlink.rtnl import RTM_GETNETCONF, RTM_NEWNETCONF
+except ImportError:  # the faces name the missing library (missing_required_lib)
     nlmsg = object
 
-NETLINK_ROUTE = 0
-RTM_NEWNETCONF = 80
-RTM_GETNETCONF = 82
+# linux/netconf.h and linux/if_link.h, which pyroute2 0.9.7 does not name:
+# the "every device" index of RTM_GETNETCONF, the attribute kinds of
+# IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF, and ipv4_devconf's forwarding entry
 NETCONFA_IFINDEX_ALL = -1
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1
 IPV4_DEVCONF_FORWARDING = 1      # index into ipv4_devconf, counted from 1
-_NLMSG_ERROR = 2
 
 
 class netconfmsg(nlmsg):
@@ -60,22 +61,17 @@ def forwarding(ifindex=NETCONFA_IFINDEX_ALL):
     request["header"]["flags"] = NLM_F_REQUEST
     request["header"]["sequence_number"] = 1
     request.encode()
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-    try:
-        sock.bind((0, 0))
-        sock.send(request.data)
-        buf = sock.recv(65536)
-    finally:
-        sock.close()
-    length, mtype = struct.unpack_from("IH", buf, 0)
-    if mtype == _NLMSG_ERROR:
-        code = -struct.unpack_from("i", buf, 16)[0]
+    with NetlinkSocket(NETLINK_ROUTE, "read IPv4 forwarding (RTM_GETNETCONF)") as sock:
+        mtype, message = sock.exchange(request.data, 1)
+    if mtype == NLMSG_ERROR:
+        code = error_of(message)
         if code in (errno.ENODEV, errno.EINVAL):     # no such device
             return None
-        raise OSError(code, "RTM_GETNETCONF of ifindex %d failed" % ifindex)
+        raise KernelError(code, "read IPv4 forwarding of ifindex %d (RTM_GETNETCONF)" % ifindex)
     if mtype != RTM_NEWNETCONF:
-        raise OSError(0, "RTM_GETNETCONF answered with message type %d" % mtype)
-    reply = netconfmsg(buf[:length])
+        raise KernelError(None, "read IPv4 forwarding of ifindex %d" % ifindex,
+                          "answered with message type %d" % mtype)
+    reply = netconfmsg(message)
     reply.decode()
     return bool(reply.get_attr("NETCONFA_FORWARDING"))
 

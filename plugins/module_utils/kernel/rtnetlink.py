@@ -1,25 +1,38 @@
 """Links, addresses and routes through pyroute2, in the calling thread's
-network namespace. Every ``ensure_*`` compares with the kernel first and returns
-the list of changes it made (or would make, in check mode)."""
+network namespace: reading them (cheap lookups, never a dump that grows with
+the number of VMs), and making the Changes that ``plan.devices`` decides
+(``Netlink.apply``). pyroute2's NetlinkError becomes a KernelError saying
+what was being done."""
 
 import errno
-import os
+from contextlib import contextmanager
+
+from ..model import changes as C
+from ..model.errors import KernelError
+from ..plan import devices
+from .rtnl_batch import is_up, link_index
 
 try:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-except Exception:  # pragma: no cover - depends on the target
-    HAS_PYROUTE2 = False
+except ImportError:  # the faces name the missing library (missing_required_lib)
+    NetlinkError = ()
 
-IFF_UP = 0x1
+
+@contextmanager
+def _doing(what):
+    try:
+        yield
+    except NetlinkError as exc:
+        raise KernelError(exc.code, what)
 
 
 class Netlink(object):
     """An rtnetlink socket bound to the namespace it was opened in."""
 
     def __init__(self):
-        self.ipr = IPRoute()
+        with _doing("open an rtnetlink socket"):
+            self.ipr = IPRoute()
 
     def close(self):
         self.ipr.close()
@@ -30,7 +43,7 @@ class Netlink(object):
     def __exit__(self, *exc):
         self.close()
 
-    # -- queries ------------------------------------------------------------
+    # -- reading --------------------------------------------------------------
     def link(self, ifname):
         """The RTM_NEWLINK message of IFNAME, or None (one RTM_GETLINK by
         name: a filtered dump would read every link of the namespace)."""
@@ -39,13 +52,14 @@ class Netlink(object):
         except (NetlinkError, IndexError):
             return None
 
-    def index(self, ifname):
-        from .rtnl_batch import link_index
+    @staticmethod
+    def index(ifname):
         return link_index(ifname)
 
     def addresses(self, index):
-        return {"%s/%d" % (m.get_attr("IFA_ADDRESS"), m["prefixlen"])
-                for m in self.ipr.get_addr(index=index, family=2)}
+        with _doing("read the addresses of link %d" % index):
+            return {"%s/%d" % (m.get_attr("IFA_ADDRESS"), m["prefixlen"])
+                    for m in self.ipr.get_addr(index=index, family=2)}
 
     def route_get(self, dst_ip):
         """(gateway, oif, prefsrc) of the route the kernel would use to DST_IP,
@@ -56,23 +70,6 @@ class Netlink(object):
             return None
         return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"), msg.get_attr("RTA_PREFSRC"))
 
-    def ensure_connected(self, ifname, local_ip, prefixlen, peer_ip, check_mode=False):
-        """IFNAME holds LOCAL_IP/PREFIXLEN and is up. Checked by asking the
-        kernel how it would reach PEER_IP (directly out of IFNAME from
-        LOCAL_IP), instead of dumping every address of the namespace, which
-        grows with the number of VMs on the host."""
-        from .rtnl_batch import is_up, link_index
-        index = link_index(ifname)
-        if index is None:
-            return []
-        up = is_up(ifname)
-        if up and self.route_get(peer_ip) == (None, index, local_ip):
-            return []
-        changes = self.ensure_address(ifname, "%s/%d" % (local_ip, prefixlen), check_mode)
-        if not up:
-            changes += self.ensure_up(ifname, check_mode)
-        return changes
-
     @staticmethod
     def tun_info(msg):
         info = msg.get_attr("IFLA_LINKINFO")
@@ -82,55 +79,63 @@ class Netlink(object):
         return {"owner": data.get_attr("IFLA_TUN_OWNER") if data else None,
                 "multi_queue": data.get_attr("IFLA_TUN_MULTI_QUEUE") if data else None}
 
-    # -- changes ------------------------------------------------------------
-    def ensure_up(self, ifname, check_mode=False):
-        msg = self.link(ifname)
-        if msg is None or msg["flags"] & IFF_UP:
-            return []
-        if not check_mode:
-            self.ipr.link("set", index=msg["index"], state="up")
-        return ["link %s up" % ifname]
-
-    def ensure_address(self, ifname, cidr, check_mode=False, exclusive=True):
-        """IFNAME holds the IPv4 address CIDR (and, if EXCLUSIVE, no other)."""
-        index = self.index(ifname)
-        if index is None:
-            return ["address %s on %s" % (cidr, ifname)] if check_mode else []
-        have = self.addresses(index)
-        changes = []
-        for stale in sorted(have - {cidr}) if exclusive else ():
-            changes.append("remove address %s from %s" % (stale, ifname))
-            if not check_mode:
-                addr, plen = stale.split("/")
-                self.ipr.addr("del", index=index, address=addr, prefixlen=int(plen))
-        if cidr not in have:
-            changes.append("address %s on %s" % (cidr, ifname))
-            if not check_mode:
-                addr, plen = cidr.split("/")
-                self.ipr.addr("add", index=index, address=addr, prefixlen=int(plen))
-        return changes
-
-    def ensure_route(self, dst, gateway, probe_ip, ifname, check_mode=False):
-        """A route to DST via GATEWAY (on IFNAME); checked by asking the kernel
-        which route it would use for PROBE_IP (one lookup, not a table dump)."""
-        from .rtnl_batch import link_index
+    # -- observe and plan -------------------------------------------------------
+    def connected_plan(self, ifname, local_ip, prefixlen, peer_ip):
+        """The Changes that give IFNAME (if it exists) LOCAL_IP/PREFIXLEN and
+        bring it up. Checked by asking the kernel how it would reach PEER_IP
+        (directly out of IFNAME from LOCAL_IP); the addresses are read only
+        when that answer is wrong."""
         index = link_index(ifname)
-        current = self.route_get(probe_ip)
-        if index is not None and current is not None and current[:2] == (gateway, index):
+        if index is None:
             return []
-        if not check_mode:
-            kwargs = {"dst": dst, "gateway": gateway, "oif": index}
-            try:
-                self.ipr.route("replace", **kwargs)
-            except NetlinkError as exc:
-                raise OSError(exc.code, "route %s via %s: %s" % (dst, gateway, os.strerror(exc.code)))
-        return ["route %s via %s dev %s" % (dst, gateway, ifname)]
+        up = is_up(ifname)
+        if devices.connected_is_right(index, up, self.route_get(peer_ip), local_ip):
+            return []
+        return devices.connected_plan(ifname, "%s/%d" % (local_ip, prefixlen), up, self.addresses(index))
+
+    def route_plan(self, dst, gateway, probe_ip, ifname):
+        """The Changes for a route to DST via GATEWAY on IFNAME, checked by
+        asking the kernel which route it would use for PROBE_IP (one lookup,
+        not a table dump)."""
+        return devices.route_plan(dst, gateway, ifname, link_index(ifname), self.route_get(probe_ip))
+
+    def up_plan(self, ifname):
+        return [] if is_up(ifname) in (True, None) else [C.Change(C.LINK_UP, ifname)]
+
+    # -- changing ---------------------------------------------------------------
+    def apply(self, changes):
+        """Make CHANGES (of ``plan.devices``: addresses, links up, routes)."""
+        for change in changes:
+            with _doing(str(change)):
+                self._make(change)
+
+    def _make(self, change):
+        kind, name = change.kind, change.subject
+        if kind == C.LINK_UP:
+            self.ipr.link("set", index=self._index(name), state="up")
+        elif kind in (C.ADDRESS, C.REMOVE_ADDRESS):
+            address, prefixlen = change.detail[0].split("/")
+            self.ipr.addr("add" if kind == C.ADDRESS else "del", index=self._index(name), address=address,
+                          prefixlen=int(prefixlen))
+        elif kind == C.ROUTE_DEV:
+            gateway, ifname = change.detail
+            self.ipr.route("replace", dst=name, gateway=gateway, oif=link_index(ifname))
+        else:
+            raise ValueError("not a link, address or route change: %s" % change)
+
+    @staticmethod
+    def _index(ifname):
+        index = link_index(ifname)
+        if index is None:
+            raise KernelError(errno.ENODEV, "find link %s" % ifname)
+        return index
 
     def create_veth(self, host_name, peer_name, peer_netns_fd):
         peer = {"ifname": peer_name}
         if peer_netns_fd is not None:
             peer["net_ns_fd"] = peer_netns_fd
-        self.ipr.link("add", ifname=host_name, kind="veth", peer=peer)
+        with _doing("create veth %s/%s" % (host_name, peer_name)):
+            self.ipr.link("add", ifname=host_name, kind="veth", peer=peer)
 
     def delete_link(self, ifname):
         index = self.index(ifname)
@@ -140,5 +145,10 @@ class Netlink(object):
             self.ipr.link("del", index=index)
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:
-                raise
+                raise KernelError(exc.code, "delete link %s" % ifname)
         return True
+
+    def delete_address(self, ifname, cidr):
+        with _doing("remove address %s from %s" % (cidr, ifname)):
+            address, prefixlen = cidr.split("/")
+            self.ipr.addr("del", index=self._index(ifname), address=address, prefixlen=int(prefixlen))

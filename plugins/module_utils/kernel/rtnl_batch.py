@@ -7,36 +7,32 @@ the network namespace of the thread that opens it.
 """
 
 import errno
-import os
+import fcntl
 import socket
 import struct
 
+from ..model import changes as C
+from ..model.changes import Change
+from ..model.errors import KernelError
 from .netconf import forwarding_af_spec
+from .netlink_wire import NETLINK_ROUTE, NetlinkSocket
 
 try:
     from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
-    HAS_PYROUTE2 = True
-except ImportError:  # the modules report the missing library (missing_required_lib)
-    HAS_PYROUTE2 = False
-
-NETLINK_ROUTE = 0
-IFF_UP = 0x1
-_NLMSG_ERROR = 2
-
-
-class BatchError(OSError):
-    pass
+except ImportError:  # the faces name the missing library (missing_required_lib)
+    IFF_UP = 0x1
 
 
 class Batch(object):
     def __init__(self):
-        self._requests = []      # (encoded bytes, description, tolerated errnos)
+        self._requests = []      # (encoded bytes, the Change it makes, tolerated errnos)
 
     def _add(self, msg, mtype, flags, description, tolerate=(), raw_attrs=b""):
+        """DESCRIPTION: the Change the request makes."""
         """RAW_ATTRS: attributes already in wire form, appended to MSG."""
         msg["header"]["type"] = mtype
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
@@ -56,20 +52,20 @@ class Batch(object):
                         ("IFLA_LINKINFO", {"attrs": [
                             ("IFLA_INFO_KIND", "veth"),
                             ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]})]})]
-        self._add(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, "create veth %s/%s" % (name, peer))
+        self._add(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, Change(C.CREATE_VETH, name, (peer,)))
 
     def up(self, ifname):
         msg = ifinfmsg()
         msg["index"] = socket.if_nametoindex(ifname)
         msg["flags"] = IFF_UP
         msg["change"] = IFF_UP
-        self._add(msg, RTM_NEWLINK, 0, "link %s up" % ifname)
+        self._add(msg, RTM_NEWLINK, 0, Change(C.LINK_UP, ifname))
 
     def forwarding(self, ifname):
         """IPv4 forwarding on for packets arriving on IFNAME (netconf.py)."""
         msg = ifinfmsg()
         msg["index"] = socket.if_nametoindex(ifname)
-        self._add(msg, RTM_NEWLINK, 0, "IPv4 forwarding on %s" % ifname, raw_attrs=forwarding_af_spec())
+        self._add(msg, RTM_NEWLINK, 0, Change(C.FORWARDING, ifname), raw_attrs=forwarding_af_spec())
 
     def address(self, ifname, address, prefixlen, tolerate_existing=False):
         msg = ifaddrmsg()
@@ -77,7 +73,8 @@ class Batch(object):
         msg["prefixlen"] = prefixlen
         msg["index"] = socket.if_nametoindex(ifname)
         msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self._add(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, "address %s/%d on %s" % (address, prefixlen, ifname),
+        self._add(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+                  Change(C.ADDRESS, ifname, ("%s/%d" % (address, prefixlen),)),
                   (errno.EEXIST,) if tolerate_existing else ())
 
     def route(self, dst, prefixlen, gateway, ifname):
@@ -92,36 +89,25 @@ class Batch(object):
         if prefixlen:
             attrs.insert(0, ("RTA_DST", dst))
         msg["attrs"] = attrs
-        self._add(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, "route %s/%d via %s" % (dst, prefixlen, gateway))
+        self._add(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
+                  Change(C.ROUTE, "%s/%d" % (dst, prefixlen), (gateway,)))
 
     def commit(self):
-        """Send everything; return the descriptions of requests that changed
-        something (a tolerated error means it was already so). Raises on the
-        first other error."""
+        """Send everything; return the Changes of the requests that changed
+        something (a tolerated error means it was already so). Raises
+        KernelError for the first other error, saying which request failed."""
         if not self._requests:
             return []
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        try:
-            sock.bind((0, 0))
+        with NetlinkSocket(NETLINK_ROUTE, "rtnetlink batch") as sock:
             sock.send(b"".join(data for data, _unused, _unused in self._requests))
-            results = {}
-            while len(results) < len(self._requests):
-                buf = sock.recv(65536)
-                offset = 0
-                while offset < len(buf):
-                    length, mtype, _flags, seq, _pid = struct.unpack_from("IHHII", buf, offset)
-                    if mtype == _NLMSG_ERROR:
-                        results[seq] = -struct.unpack_from("i", buf, offset + 16)[0]
-                    offset += (length + 3) & ~3
-        finally:
-            sock.close()
+            results = sock.acks(len(self._requests), range(1, len(self._requests) + 1))
         changed = []
-        for seq, (_unused, description, tolerated) in enumerate(self._requests, 1):
+        for seq, (_unused, change, tolerated) in enumerate(self._requests, 1):
             code = results.get(seq, 0)
             if code == 0:
-                changed.append(description)
+                changed.append(change)
             elif code not in tolerated:
-                raise BatchError(code, "%s: %s" % (description, os.strerror(code)))
+                raise KernelError(code, str(change))
         return changed
 
 
@@ -138,7 +124,6 @@ def link_index(ifname):
 
 def is_up(ifname):
     """Whether IFNAME is administratively up (None if it does not exist)."""
-    import fcntl
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
         result = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", ifname.encode(), 0))

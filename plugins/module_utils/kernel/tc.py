@@ -24,15 +24,18 @@ would make); a cap is changed in place, so the TAP is never recreated.
 
 import errno
 
-from ..model.errors import VmsanError
+from ..model import changes as C
+from ..model.changes import Change
+from ..model.errors import KernelError, VmsanError
 from ..plan.bandwidth import absent, burst, caps, describe, ifb_alias, ifb_name, plan
 from . import netns as ns
 
 try:
+    from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.rtnl import TC_H_ROOT
-except Exception:  # pragma: no cover - depends on the target
-    NetlinkError = OSError
+except ImportError:  # the faces name the missing library (missing_required_lib)
+    NetlinkError = ()
     TC_H_ROOT = 0xFFFFFFFF
 
 ROOT_HANDLE = 0x10000        # 1:
@@ -74,8 +77,10 @@ def open_ipr():
     "get" is then answered with that one qdisc. (A dump would list every
     qdisc of every device in the namespace: with --no-netns and a thousand
     TAPs that is a second per look instead of a fraction of a millisecond.)"""
-    from pyroute2 import IPRoute
-    return IPRoute(nlm_echo=True)
+    try:
+        return IPRoute(nlm_echo=True)
+    except NetlinkError as exc:
+        raise KernelError(exc.code, "open an rtnetlink socket for tc")
 
 
 def _qdisc(ipr, index, parent):
@@ -237,7 +242,7 @@ def _run_steps(ipr, want, have, steps, record):
                 _ignore((errno.ENODEV,), ipr.link, "del", index=_link(ipr, want.ifb)["index"])
             ipr.link("add", ifname=want.ifb, kind="ifb", txqlen=IFB_TXQLEN)
             index = _link(ipr, want.ifb)["index"]
-            ipr.link("set", index=index, ifalias=ifb_alias(record["id"]))
+            ipr.link("set", index=index, ifalias=ifb_alias(record.id))
             ipr.link("set", index=index, state="up")
             have["ifb_index"] = index
         elif action == "ifb_up":
@@ -256,9 +261,7 @@ def _run_steps(ipr, want, have, steps, record):
 
 
 def _prefixed(record, changes):
-    if record["netns"] is None:
-        return changes
-    return ["%s: %s" % (record["netns"], c) for c in changes]
+    return C.inside(record.netns, changes)
 
 
 def converge(record, check_mode=False, fresh=False):
@@ -269,20 +272,23 @@ def converge(record, check_mode=False, fresh=False):
     want = caps(record)
     if fresh and not (want.send or want.receive):
         return []
-    if record["netns"] is not None and not ns.exists(record["netns"]):
+    if record.netns is not None and not ns.exists(record.netns):
         if check_mode:      # a VM still to be created: everything is new
             return _prefixed(record, [describe(s, want) for s in plan(want, absent())])
-        raise VmsanError("network namespace %s of VM %s is missing" % (record["netns"], record["id"]))
-    with ns.entered(record["netns"]):
+        raise VmsanError("network namespace %s of VM %s is missing" % (record.netns, record.id))
+    with ns.entered(record.netns):
         with open_ipr() as ipr:
-            have = read(ipr, want)
-            if have["tap_index"] is None and not check_mode:
-                if want.receive or want.send:
-                    raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
-            steps = plan(want, have)
-            changes = [describe(s, want) for s in steps]
-            if steps and not check_mode:
-                _run_steps(ipr, want, have, steps, record)
+            try:
+                have = read(ipr, want)
+                if have["tap_index"] is None and not check_mode:
+                    if want.receive or want.send:
+                        raise VmsanError("cannot cap bandwidth: TAP %s does not exist" % want.tap)
+                steps = plan(want, have)
+                changes = [describe(s, want) for s in steps]
+                if steps and not check_mode:
+                    _run_steps(ipr, want, have, steps, record)
+            except NetlinkError as exc:
+                raise KernelError(exc.code, "shape the bandwidth of VM %s" % record.id)
     return _prefixed(record, changes)
 
 
@@ -290,20 +296,23 @@ def teardown(record, check_mode=False):
     """Remove the VM's IFB (the TAP's qdiscs go with the TAP). With its own
     namespace the IFB would go with the namespace too; it is deleted first
     anyway, so a namespace kept alive by an open TAP holds no shaper."""
-    name = ifb_name(record["slot"])
+    name = ifb_name(record.slot)
     changes = []
     places = [None]
-    if record["netns"] is not None and ns.exists(record["netns"]):
-        places.insert(0, record["netns"])
+    if record.netns is not None and ns.exists(record.netns):
+        places.insert(0, record.netns)
     for place in places:
         with ns.entered(place):
             with open_ipr() as ipr:
-                link = _link(ipr, name)
-                if link is None or _kind(link) != "ifb":
-                    continue
-                changes.append(("%s: " % place if place else "") + "delete IFB %s" % name)
-                if not check_mode:
-                    _ignore((errno.ENODEV,), ipr.link, "del", index=link["index"])
+                try:
+                    link = _link(ipr, name)
+                    if link is None or _kind(link) != "ifb":
+                        continue
+                    changes.append(Change(C.DELETE_IFB, name, netns=place))
+                    if not check_mode:
+                        _ignore((errno.ENODEV,), ipr.link, "del", index=link["index"])
+                except NetlinkError as exc:
+                    raise KernelError(exc.code, "delete IFB %s" % name)
     return changes
 
 
@@ -311,5 +320,5 @@ def leftovers(record):
     """The VM's IFB if it is still in the host namespace (a VM namespace that
     is left is reported by vm.leftovers, with everything in it)."""
     with open_ipr() as ipr:
-        link = _link(ipr, ifb_name(record["slot"]))
-    return ["link %s" % ifb_name(record["slot"])] if link is not None and _kind(link) == "ifb" else []
+        link = _link(ipr, ifb_name(record.slot))
+    return ["link %s" % ifb_name(record.slot)] if link is not None and _kind(link) == "ifb" else []

@@ -10,10 +10,9 @@ import signal
 
 from ..model.errors import VmsanError
 
-POINTS = ("after-netns", "after-links", "after-firewall")
-
 
 def point(name):
+    """NAME: after-netns, after-links or after-firewall (where lifecycle.converge calls it)."""
     if os.environ.get("VMSAN_SANDBOX_ONLY") != "1":
         return
     wanted = os.environ.get("VMSAN_FAIL_AT", "")

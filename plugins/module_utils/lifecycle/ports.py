@@ -17,39 +17,51 @@ with the VM's other rules; this module holds what is not a rule:
 import os
 
 from ..model import addressing as A
-from ..plan import firewall as fp
-from ..kernel import sysctl
-from ..kernel.host_sockets import host_sockets, _process_of
+from ..model import changes as C
+from ..model.changes import Change
 from ..model.errors import ConflictError
-from ..model.inputs import port_spec, port_to_text, ports_collide
+from ..model.records import BrokenRecord
+from ..plan import firewall as fp
 from ..plan.ports import host_holder, host_side_interface, reachable_on_loopback, tracked_through
+from ..kernel import conntrack
+from ..kernel import iptables as iptables_apply
+from ..kernel import netns as ns
+from ..kernel import sysctl
+from ..kernel.host_sockets import host_sockets, process_of
 
 
 def check_conflicts(store, vm_id, ports):
     """Refuse ports that another VM publishes or a host socket holds. Runs
-    under the state lock and before any change, so a refusal changes nothing."""
+    under the state lock and before any change, so a refusal changes nothing.
+    Returns warnings: a VM whose state file cannot be read is skipped (one
+    broken file must not stop every create on the host), and said so."""
     if not ports:
-        return
-    mine = set()
-    if store.exists(vm_id):
-        mine = set(store.load(vm_id).get("published_ports", []))
-    others = [(r["id"], text, port_spec("published_ports", text))
-              for r in store.all() if r["id"] != vm_id for text in r.get("published_ports", [])]
+        return []
+    warnings, mine, others = [], set(), []
+    for record in store.scan():
+        if isinstance(record, BrokenRecord):
+            warnings.append("the published ports of VM %s are not checked: %s" % (record.id, record.error))
+        elif record.id == vm_id:
+            mine = set(record.ports)
+        else:
+            others.append(record)
     sockets = {}
     for spec in ports:
-        for other_id, text, other in others:
-            if ports_collide(spec, other):
-                raise ConflictError("host port %d/%s is already published by VM %r (as %s); choose another "
-                                    "host port, or remove it there first"
-                                    % (spec.host_port, spec.protocol, other_id, text))
-        if port_to_text(spec) in mine:
+        for other in others:
+            for port in other.ports:
+                if spec.collides(port):
+                    raise ConflictError("host port %d/%s is already published by VM %r (as %s); choose another "
+                                        "host port, or remove it there first"
+                                        % (spec.host_port, spec.protocol, other.id, port.text))
+        if spec in mine:
             continue    # ours already: our DNAT, not a listener, holds it
         if spec.protocol not in sockets:
             sockets[spec.protocol] = host_sockets(spec.protocol)
-        holder = host_holder(spec, sockets[spec.protocol], _process_of)
+        holder = host_holder(spec, sockets[spec.protocol], process_of)
         if holder:
             raise ConflictError("host port %d/%s is held by %s; choose another host port"
                                 % (spec.host_port, spec.protocol, holder))
+    return warnings
 
 
 def converge_loopback(record, check_mode=False, fresh=False):
@@ -59,25 +71,13 @@ def converge_loopback(record, check_mode=False, fresh=False):
     this create and has the default, so 0 needs no look (a /proc/sys lookup
     costs ~1 ms on a host with a thousand namespaces)."""
     key = "net.ipv4.conf.%s.route_localnet" % host_side_interface(record)
-    wanted = 1 if reachable_on_loopback(_specs(record)) else 0
+    wanted = 1 if reachable_on_loopback(record.ports) else 0
     if fresh and not wanted:
         return []
     change = sysctl.ensure(key, wanted, check_mode)
     if change is None and check_mode and wanted and not os.path.exists(sysctl.path(key)):
-        return ["sysctl %s=1" % key]        # no such interface yet: a VM still to be made
+        return [Change(C.SYSCTL_NEW, key, ("1",))]        # no such interface yet: a VM still to be made
     return [change] if change else []
-
-
-def _specs(record):
-    return [port_spec("published_ports", t) for t in record.get("published_ports", [])]
-
-
-def _delete_entries(ct, entries):
-    for entry in entries:
-        try:
-            ct.entry("del", tuple_orig=entry.tuple_orig)
-        except Exception:
-            pass    # ended meanwhile
 
 
 def _cut_connections(record, gone, check_mode):
@@ -87,54 +87,35 @@ def _cut_connections(record, gone, check_mode):
     next packet is then judged afresh: from the client it finds no DNAT (the
     host answers with a reset or port unreachable), from the guest it is new
     outbound traffic that the VM's policy decides on."""
-    from pyroute2 import Conntrack
-    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-    from ..kernel import netns as ns
-    guest = A.guest_ip(record["slot"])
+    guest = A.guest_ip(record.slot)
     changes, doomed = [], []
-    ct = Conntrack()
-    try:
-        entries = list(ct.dump_entries(tuple_reply=NFCTAttrTuple(saddr=guest)))
+    with conntrack.Table() as table:
+        entries = table.entries(reply={"saddr": guest})
         for spec in gone:
             through = tracked_through(guest, spec, entries)
             if through:
-                changes.append("cut %d connection(s) through the unpublished port %s"
-                               % (len(through), port_to_text(spec)))
+                changes.append(Change(C.CUT_PORT_CONNECTIONS, spec.text, (len(through),)))
                 doomed += through
         if doomed and not check_mode:
-            _delete_entries(ct, doomed)
-    finally:
-        ct.close()
-    if not doomed or check_mode or record["netns"] is None or not ns.exists(record["netns"]):
+            table.delete(doomed)
+    if not doomed or check_mode or record.netns is None or not ns.exists(record.netns):
         return changes
     # As the VM's namespace saw them: from the host entry's reply destination
     # (the client, or the host's masqueraded address) to the guest's port.
     twins = {(e.tuple_orig.proto, e.tuple_reply.daddr, e.tuple_reply.dport, e.tuple_reply.sport) for e in doomed}
-    with ns.entered(record["netns"]):
-        ct = Conntrack()
-        try:
-            inner = [e for e in ct.dump_entries(tuple_orig=NFCTAttrTuple(daddr=guest))
-                     if (e.tuple_orig.proto, e.tuple_orig.saddr, e.tuple_orig.sport, e.tuple_orig.dport) in twins]
-            _delete_entries(ct, inner)
-        finally:
-            ct.close()
+    with ns.entered(record.netns):
+        with conntrack.Table() as table:
+            table.delete([e for e in table.entries(orig={"daddr": guest})
+                          if (e.tuple_orig.proto, e.tuple_orig.saddr, e.tuple_orig.sport,
+                              e.tuple_orig.dport) in twins])
     return changes
 
 
 def _drop_pub_chain(record, check_mode):
-    from ..kernel import iptables as iptables_apply
-    chain = fp.chain_name(record["id"], "pub")
-    table = iptables_apply.open_table("nat")
-    try:
-        if not table.is_chain(chain):
-            return []
-        if not check_mode:
-            table.flush_entries(chain)
-            table.delete_chain(chain)
-            table.commit()
-    finally:
-        table.close()
-    return ["nat: delete chain %s (no port published)" % chain]
+    chain = fp.chain_name(record.id, "pub")
+    if not iptables_apply.delete_chain("nat", chain, check_mode):
+        return []
+    return [Change(C.DELETE_EMPTY_CHAIN, chain, ("nat",))]
 
 
 def after_ports_change(before, after, check_mode=False):
@@ -142,7 +123,7 @@ def after_ports_change(before, after, check_mode=False):
     still tracked through ports that BEFORE had and AFTER has not (else they
     would keep flowing without a rule), and delete the emptied ``pub`` chain.
     Runs in the host namespace, where the DNAT happens."""
-    old, new = _specs(before), _specs(after)
+    old, new = before.ports, after.ports
     gone = [p for p in old if p not in new]
     changes = []
     if gone:

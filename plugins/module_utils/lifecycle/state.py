@@ -11,6 +11,10 @@ Layout under VMSAN_HOME (default /var/lib/vmsan):
   (0.7 ms with a thousand VMs); the links stay the truth, so a missing,
   unreadable or low hint only costs a listing or a failed symlink;
 * ``lock``           flock(2) held while allocating or changing a VM.
+
+This module is the one place that reads and writes a state file's JSON
+(``encode``, ``decode``) and the only code that knows its schema: every other
+layer passes ``model.records.VmRecord``.
 """
 
 import errno
@@ -20,7 +24,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 
-from ..model.errors import NotFoundError, VmsanError, ConflictError
+from ..model import inputs
+from ..model.errors import ConflictError, InputError, NotFoundError, VmsanError
+from ..model.records import Bandwidth, BrokenRecord, Policy, VmRecord
 
 SCHEMA_VERSION = 1
 DEFAULT_HOME = "/var/lib/vmsan"
@@ -29,6 +35,44 @@ FREE_HINT = ".free"
 
 def home(state_dir=None):
     return state_dir or os.environ.get("VMSAN_HOME") or DEFAULT_HOME
+
+
+# --------------------------------------------------------------------------
+# the file's JSON (schema 1)
+# --------------------------------------------------------------------------
+def encode(record):
+    """The JSON object of RECORD, schema 1."""
+    policy = record.policy
+    return {
+        "schema": SCHEMA_VERSION, "id": record.id, "slot": record.slot, "netns": record.netns,
+        "policy": {"mode": policy.mode, "allowed_domains": list(policy.allowed_domains),
+                   "allowed_cidrs": list(policy.allowed_cidrs), "denied_cidrs": list(policy.denied_cidrs)},
+        "published_ports": [p.text for p in record.ports],
+        "bandwidth": record.bandwidth.send, "bandwidth_in": record.bandwidth.receive,
+        "tap_owner": record.tap_owner, "status": record.status, "created": record.created,
+    }
+
+
+def decode(data):
+    """The VmRecord of a schema-1 JSON object; ValueError if it is not one.
+    Keys that early schema-1 files lack take their defaults."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise ValueError("schema %r; this vmsan reads schema %d" % (data.get("schema"), SCHEMA_VERSION))
+    policy = data.get("policy") or {}
+    try:
+        ports = tuple(inputs.port_spec("published_ports", text) for text in data.get("published_ports") or ())
+        return VmRecord(
+            id=data["id"], slot=int(data["slot"]), netns=data.get("netns"),
+            policy=Policy(policy.get("mode", "allow-all"), tuple(policy.get("allowed_domains", ())),
+                          tuple(policy.get("allowed_cidrs", ())), tuple(policy.get("denied_cidrs", ()))),
+            ports=ports, bandwidth=Bandwidth(data.get("bandwidth"), data.get("bandwidth_in")),
+            tap_owner=data.get("tap_owner"), status=data.get("status", "ready"), created=data.get("created"))
+    except KeyError as exc:
+        raise ValueError("no %s" % exc)
+    except (InputError, TypeError) as exc:
+        raise ValueError(str(exc))
 
 
 class StateStore(object):
@@ -63,36 +107,38 @@ class StateStore(object):
         return os.path.exists(self.path(vm_id))
 
     def load(self, vm_id):
+        """The VmRecord of VM_ID; NotFoundError, or VmsanError for a file
+        that cannot be read."""
+        path = self.path(vm_id)
         try:
-            with open(self.path(vm_id)) as handle:
+            with open(path) as handle:
                 data = json.load(handle)
         except FileNotFoundError:
             raise NotFoundError("no VM with id %r (state directory %s)" % (vm_id, self.root))
+        except (OSError, ValueError) as exc:
+            raise VmsanError("state file %s is corrupt: %s" % (path, exc))
+        try:
+            return decode(data)
         except ValueError as exc:
-            raise VmsanError("state file %s is corrupt: %s" % (self.path(vm_id), exc))
-        if data.get("schema") != SCHEMA_VERSION:
-            raise VmsanError("state file %s has schema %r; this vmsan reads schema %d"
-                             % (self.path(vm_id), data.get("schema"), SCHEMA_VERSION))
-        return data
+            raise VmsanError("state file %s cannot be read: %s" % (path, exc))
 
-    def save(self, data, durable=True):
-        """Write DATA atomically (a reader sees the old file or the new one).
+    def save(self, record, durable=True):
+        """Write RECORD atomically (a reader sees the old file or the new one).
         DURABLE: also fsync the file and the directory, so the record
         survives a power cut. A record that only matters while the kernel
         state it describes exists (the "creating" marker, which lets a killed
         create be removed) need not be: a power cut takes the kernel state
         with it, and the marker still survives a killed process."""
-        data = dict(data, schema=SCHEMA_VERSION)
         self.ensure()
-        fd, tmp = tempfile.mkstemp(prefix=".%s." % data["id"], dir=self.vms_dir)
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % record.id, dir=self.vms_dir)
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
+                json.dump(encode(record), handle, indent=2, sort_keys=True)
                 handle.write("\n")
                 handle.flush()
                 if durable:
                     os.fsync(handle.fileno())
-            os.rename(tmp, self.path(data["id"]))
+            os.rename(tmp, self.path(record.id))
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -120,13 +166,18 @@ class StateStore(object):
             return []
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
 
-    def all(self):
+    def scan(self):
+        """Every VM of the directory, by id: a VmRecord, or a BrokenRecord
+        for a file that cannot be read (one such file must not stop the
+        others from being listed or checked)."""
         result = []
         for vm_id in self.ids():
             try:
                 result.append(self.load(vm_id))
             except NotFoundError:
                 continue    # removed while we listed
+            except VmsanError as exc:
+                result.append(BrokenRecord(vm_id, str(exc)))
         return result
 
     # -- slots --------------------------------------------------------------

@@ -7,6 +7,23 @@ case-insensitive and ignores a trailing dot. Patterns come normalised from
 """
 
 
+def split_entry(entry):
+    """An allowlist entry (normalised by ``inputs.domain_entry``) ->
+    (pattern, port or None, protocol or None): ``git.example.com:22`` ->
+    ("git.example.com", 22, "tcp"), ``api.example.com`` -> ("api.example.com", None, None)."""
+    pattern, colon, rest = entry.partition(":")
+    if not colon:
+        return entry, None, None
+    port, _slash, proto = rest.partition("/")
+    return pattern, int(port), proto or "tcp"
+
+
+def pattern_of(entry):
+    """The name pattern of an allowlist entry (what DNS answers are matched
+    against: ``git.example.com:22`` lets the guest resolve git.example.com)."""
+    return entry.partition(":")[0]
+
+
 def normalise(name):
     name = name.lower()
     return name[:-1] if name.endswith(".") else name
@@ -20,9 +37,9 @@ def matches(name, pattern):
 
 
 def allowed(name, patterns):
-    """The first pattern that allows NAME, or None."""
+    """The first entry whose pattern allows NAME, or None."""
     for pattern in patterns:
-        if matches(name, pattern):
+        if matches(name, pattern_of(pattern)):
             return pattern
     return None
 
@@ -38,8 +55,9 @@ class Matcher(object):
 
     def __init__(self, patterns):
         self.patterns = tuple(patterns)
-        self.exact = {p for p in self.patterns if not p.startswith("*.")}
-        self.bases = {p[2:] for p in self.patterns if p.startswith("*.")}
+        names = [pattern_of(p) for p in self.patterns]
+        self.exact = {p for p in names if not p.startswith("*.")}
+        self.bases = {p[2:] for p in names if p.startswith("*.")}
 
     def allowed(self, name):
         """The pattern that allows NAME (an exact entry before a wildcard),

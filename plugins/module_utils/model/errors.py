@@ -4,6 +4,8 @@ Both faces (the ``vmsan`` command and the Ansible modules) render these the same
 way: the message is complete and names the flag or parameter at fault.
 """
 
+import os
+
 
 class VmsanError(Exception):
     """A runtime failure: the input was fine but the host could not do it (exit 1)."""
@@ -47,3 +49,24 @@ class ConflictError(VmsanError):
 
 class NotRootError(VmsanError):
     exit_code = 1
+
+
+class KernelError(VmsanError, OSError):
+    """The kernel refused a request, or did not answer it (exit 1). Made by
+    the kernel adapters from the libraries' own errors (pyroute2's
+    NetlinkError, python-iptables' IPTCError and XTablesError, OSError), so
+    both faces print one line: what was being done, and why it failed.
+
+    An OSError too, so code that handles system errors handles these.
+    ``errno``: the kernel's error number (None when the library gave none);
+    ``doing``: what was being done ("delete chain vmsan-web-out")."""
+
+    def __init__(self, err, doing, reason=None):
+        if reason is None:
+            reason = os.strerror(err) if err and err < 4096 else "error %s" % err
+        self.doing = doing
+        self.message = "%s: %s" % (doing, reason)
+        OSError.__init__(self, err, self.message)
+
+    def __str__(self):
+        return self.message

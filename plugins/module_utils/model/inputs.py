@@ -1,17 +1,20 @@
 """Parsing and validation of user input: the one place both faces use.
 
 Every function takes what a user typed (a CLI string, comma-separated, or an
-Ansible list) and returns normalised, immutable values, or raises InputError
-naming the neutral parameter and the accepted form. The CLI and the modules map
-the neutral names to their own spelling (see PARAM_LABELS), so both give the
-same message.
+Ansible list or number) and returns normalised, immutable values of the data
+model (``model.records``), or raises InputError naming the neutral parameter
+and the accepted form. The CLI and the modules map the neutral names to their
+own spelling (see PARAM_LABELS), so both give the same message. The resolver's
+flags are read here too.
 """
 
 import ipaddress
+import pwd
 import re
-from collections import namedtuple
 
+from .addressing import MAX_SLOT, RESOLVER_PORT
 from .errors import InputError
+from .records import ANY_ADDRESS, Bandwidth, Policy, PortSpec
 
 POLICIES = ("allow-all", "deny-all", "custom")
 
@@ -83,19 +86,30 @@ def vm_id(value, param="id"):
     return value
 
 
-def slot(value):
-    from .addressing import MAX_SLOT
-    if value is None:
-        return None
+def whole_number(param, value, low, high, what="a whole number", noun=""):
+    """VALUE (an int, or its digits as text) as an int from LOW to HIGH."""
     try:
-        number = int(value)
+        number = int(str(value).strip())
         if isinstance(value, bool) or str(number) != str(value).strip():
             raise ValueError
     except (TypeError, ValueError):
-        raise InputError("slot", "%r is not a whole number" % (value,), "0-%d" % MAX_SLOT)
-    if not 0 <= number <= MAX_SLOT:
-        raise InputError("slot", "%d is out of range" % number, "0-%d" % MAX_SLOT)
+        raise InputError(param, "%r is not %s" % (value, what), "%d-%d" % (low, high))
+    if not low <= number <= high:
+        raise InputError(param, "%s%d is out of range" % (noun, number), "%d-%d" % (low, high))
     return number
+
+
+def slot(value):
+    if value is None:
+        return None
+    return whole_number("slot", value, 0, MAX_SLOT)
+
+
+def seconds(param, value, default):
+    """A whole number of seconds (0 to a day); None means DEFAULT."""
+    if value is None:
+        return default
+    return whole_number(param, value, 0, 86400, "a whole number of seconds")
 
 
 def cidr(param, text):
@@ -144,11 +158,32 @@ def domain(param, text):
     return ("*." if wildcard else "") + body
 
 
+DOMAIN_ENTRY_FORM = ("host names such as api.example.com, or *.example.com for any subdomain; "
+                     "name:port lets any TCP protocol reach that name on that port, name:port/udp the same for UDP")
+
+
+def domain_entry(param, text):
+    """One allowlist entry: a pattern (``domain``), optionally ``:port`` and
+    ``/udp`` or ``/tcp`` (the default, dropped when normalising): ``git.example.com:22``,
+    ``*.example.com:8443``, ``ntp.example.com:123/udp``. docs/domain-policies.md
+    says what the port form opens."""
+    body, slash, proto = text.strip().partition("/")
+    name, colon, port = body.partition(":")
+    if not colon:
+        if slash:
+            raise InputError(param, "%r: a protocol needs a port (name:port/udp)" % text, DOMAIN_ENTRY_FORM)
+        return domain(param, text)
+    proto = proto.lower()
+    if slash and proto not in ("tcp", "udp"):
+        raise InputError(param, "%r: unknown protocol %r" % (text, proto), DOMAIN_ENTRY_FORM)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(param, "%r: port must be 1-65535" % text, DOMAIN_ENTRY_FORM)
+    pattern = domain(param, name)
+    return "%s:%d%s" % (pattern, int(port), "/udp" if proto == "udp" else "")
+
+
 def domain_list(param, value):
-    return tuple(dict.fromkeys(domain(param, item) for item in as_list(param, value)))
-
-
-Policy = namedtuple("Policy", "mode allowed_domains allowed_cidrs denied_cidrs")
+    return tuple(dict.fromkeys(domain_entry(param, item) for item in as_list(param, value)))
 
 
 def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None):
@@ -168,41 +203,41 @@ def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=Non
     return Policy(mode, domains, allowed, denied)
 
 
-def policy_to_dict(pol):
-    return {"mode": pol.mode, "allowed_domains": list(pol.allowed_domains),
-            "allowed_cidrs": list(pol.allowed_cidrs), "denied_cidrs": list(pol.denied_cidrs)}
-
-
-def policy_from_dict(data):
-    data = data or {}
-    return Policy(data.get("mode", "allow-all"), tuple(data.get("allowed_domains", ())),
-                  tuple(data.get("allowed_cidrs", ())), tuple(data.get("denied_cidrs", ())))
-
-
-PortSpec = namedtuple("PortSpec", "host_ip host_port guest_port protocol")
 PORT_FORM = "[host_ip:]host_port[:guest_port][/tcp|udp], e.g. 8080 or 127.0.0.1:8080:80/tcp"
+PROTOCOLS = ("tcp", "udp")
 
 
 def port_number(param, value):
+    return whole_number(param, value, 1, 65535, "a port number", "port ")
+
+
+def host_address(param, value, accepted):
+    """An IPv4 address, as text."""
     try:
-        number = int(value)
-        if isinstance(value, bool) or str(number) != str(value).strip():
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InputError(param, "%r is not a port number" % (value,), "1-65535")
-    if not 1 <= number <= 65535:
-        raise InputError(param, "port %d is out of range" % number, "1-65535")
-    return number
+        return str(ipaddress.IPv4Address(str(value).strip()))
+    except ValueError:
+        raise InputError(param, "invalid host address %r" % (value,), accepted)
+
+
+def port(host_port, guest_port=None, protocol="tcp", host_ip=ANY_ADDRESS):
+    """One published port from its parts (vmsan_port's options), each
+    checked under its own name; GUEST_PORT defaults to HOST_PORT."""
+    host = port_number("host_port", host_port)
+    guest = host if guest_port is None else port_number("guest_port", guest_port)
+    if protocol not in PROTOCOLS:
+        raise InputError("protocol", "unknown protocol %r" % (protocol,), " or ".join(PROTOCOLS))
+    address = host_address("host_ip", host_ip, "an IPv4 address of the host, or 0.0.0.0 for all")
+    return PortSpec(address, host, guest, protocol)
 
 
 def port_spec(param, text):
     """One ``[host_ip:]host_port[:guest_port][/tcp|udp]``."""
     body, _unused, proto = text.partition("/")
     proto = proto.lower() or "tcp"
-    if proto not in ("tcp", "udp"):
+    if proto not in PROTOCOLS:
         raise InputError(param, "%r: unknown protocol %r" % (text, proto), PORT_FORM)
     parts = body.split(":")
-    host_ip = "0.0.0.0"
+    host_ip = ANY_ADDRESS
     if len(parts) >= 2 and "." in parts[0]:
         host_ip = parts.pop(0)
         try:
@@ -219,27 +254,30 @@ def port_spec(param, text):
     return PortSpec(host_ip, host_port, guest_port, proto)
 
 
+def _names_guest_port(text):
+    """Whether TEXT (one port mapping) says its guest port explicitly."""
+    parts = text.partition("/")[0].split(":")
+    if len(parts) >= 2 and "." in parts[0]:
+        parts = parts[1:]
+    return len(parts) == 2
+
+
+def port_selectors(param, value):
+    """Ports to unpublish (``vmsan port remove``): (PortSpec, whether the
+    guest port was given, the text) for each mapping of VALUE."""
+    port_list(param, value)         # syntax and duplicates, before anything
+    return tuple((port_spec(param, text), _names_guest_port(text), text) for text in as_list(param, value))
+
+
 def port_list(param, value):
     specs = []
     for item in as_list(param, value):
         spec = port_spec(param, item)
         for other in specs:
-            if ports_collide(spec, other):
+            if spec.collides(other):
                 raise InputError(param, "host port %d/%s is given twice" % (spec.host_port, spec.protocol), PORT_FORM)
         specs.append(spec)
     return tuple(specs)
-
-
-def ports_collide(a, b):
-    """Two published ports collide if they share protocol and host port and
-    their host addresses overlap (0.0.0.0 overlaps every address)."""
-    return (a.protocol == b.protocol and a.host_port == b.host_port
-            and (a.host_ip == b.host_ip or "0.0.0.0" in (a.host_ip, b.host_ip)))
-
-
-def port_to_text(spec):
-    prefix = "" if spec.host_ip == "0.0.0.0" else spec.host_ip + ":"
-    return "%s%d:%d/%s" % (prefix, spec.host_port, spec.guest_port, spec.protocol)
 
 
 def rate(param, value):
@@ -259,24 +297,45 @@ def rate(param, value):
     return bits
 
 
+def bandwidth(send=None, receive=None):
+    """Both caps (``--bandwidth``, ``--bandwidth-in``) as a Bandwidth."""
+    return Bandwidth(rate("bandwidth", send), rate("bandwidth_in", receive))
+
+
 def tap_owner(value):
     if value is None or value == "":
         return None
     text = str(value)
     if text.isdigit() and int(text) < 2 ** 32 - 1:
         return int(text)
-    import pwd
     try:
         return pwd.getpwnam(text).pw_uid
     except KeyError:
         raise InputError("tap_owner", "no such user %r" % text, "a numeric uid or an existing user name")
 
 
-def upstream(value):
-    from .errors import InputError as _E
-    host, _unused, port = str(value).partition(":") if value.count(":") == 1 else (value, "", "")
+def address_port(param, value, default_port, what, accepted):
+    """``IP`` or ``IP:PORT`` -> (ip, port); the one grammar of the resolver's
+    addresses. WHAT names the value in the message (``upstream``)."""
+    text = str(value).strip()
+    host, sep, port_text = text.partition(":") if text.count(":") == 1 else (text, "", "")
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
-        raise _E("upstream", "invalid upstream %r" % value, "an IPv4 address, optionally with :port")
-    return (host, port_number("upstream", port) if port else 53)
+        raise InputError(param, "invalid %s %r" % (what, text), accepted)
+    if not sep:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise InputError(param, "invalid port in %r" % text, accepted)
+    return host, int(port_text)
+
+
+def upstream(value):
+    """``--upstream``: the DNS server the resolver asks (port 53 by default)."""
+    return address_port("upstream", value, 53, "upstream", "an IPv4 address, optionally with :port")
+
+
+def listen(value):
+    """``--listen``: where the resolver answers (port 53 by default)."""
+    return address_port("listen", value, RESOLVER_PORT, "listen address",
+                        "an IPv4 address, optionally with :port, e.g. 169.254.64.1 or 127.0.0.1:5353")

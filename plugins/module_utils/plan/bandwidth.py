@@ -12,12 +12,15 @@ SENDS (``bandwidth``) is redirected from the TAP's ingress to the VM's IFB
 from collections import namedtuple
 
 from ..model import addressing as A
+from ..model import changes as C
+from ..model.changes import Change
 
 
 BURST_FRAME = 1600
 
-Caps = namedtuple("Caps", "tap ifb receive send")
-# tap, ifb: device names; receive / send: the cap in bytes per second or None
+Shapers = namedtuple("Shapers", "tap ifb receive send")
+# what tc is to hold for a VM: tap, ifb: device names; receive / send: the
+# cap in bytes per second or None (from the record's Bandwidth, in bit/s)
 
 
 def absent():
@@ -47,9 +50,10 @@ def bytes_per_second(bits):
 
 
 def caps(record):
-    slot = record["slot"]
-    return Caps(A.tap_name(slot), ifb_name(slot),
-                bytes_per_second(record.get("bandwidth_in")), bytes_per_second(record.get("bandwidth")))
+    """The Shapers of RECORD (a VmRecord)."""
+    slot = record.slot
+    return Shapers(A.tap_name(slot), ifb_name(slot),
+                   bytes_per_second(record.bandwidth.receive), bytes_per_second(record.bandwidth.send))
 
 
 def burst(bytes_ps):
@@ -70,7 +74,7 @@ def rate_text(bytes_ps):
 
 
 def plan(want, have):
-    """The steps that turn HAVE (see ``read``) into WANT (a Caps): a list of
+    """The steps that turn HAVE (see ``read``) into WANT (Shapers): a list of
     (action, argument) tuples, in the order they must run. Pure, so the
     decisions are unit-tested without a kernel.
 
@@ -115,21 +119,19 @@ def _was(bytes_ps):
 
 
 def describe(step, want):
-    """One line for the change report."""
+    """The Change a step makes."""
     action, arg = step
     tap, ifb = want.tap, want.ifb
-    text = {
-        "shape_root": lambda: "tc: cap what the guest receives at %s (HTB at the root of %s)" % (rate_text(arg), tap),
-        "reshape_root": lambda: "tc: cap what the guest receives at %s (%s) on %s"
-                                % (rate_text(arg[1]), _was(arg[0]), tap),
-        "unshape_root": lambda: "tc: remove the cap on what the guest receives (root of %s)" % tap,
-        "create_ifb": lambda: "create IFB %s for what the guest sends through %s" % (ifb, tap),
-        "ifb_up": lambda: "link %s up" % ifb,
-        "shape_ifb": lambda: "tc: cap what the guest sends at %s (HTB at the root of %s)" % (rate_text(arg), ifb),
-        "reshape_ifb": lambda: "tc: cap what the guest sends at %s (%s) on %s"
-                               % (rate_text(arg[1]), _was(arg[0]), ifb),
-        "redirect": lambda: "tc: redirect everything arriving on %s to %s (ingress, u32, mirred)" % (tap, ifb),
-        "unredirect": lambda: "tc: remove the ingress qdisc of %s (cap on what the guest sends)" % tap,
-        "delete_ifb": lambda: "delete IFB %s" % ifb,
+    make = {
+        "shape_root": lambda: Change(C.SHAPE_RECEIVE, tap, (rate_text(arg),)),
+        "reshape_root": lambda: Change(C.RESHAPE_RECEIVE, tap, (rate_text(arg[1]), _was(arg[0]))),
+        "unshape_root": lambda: Change(C.UNSHAPE_RECEIVE, tap),
+        "create_ifb": lambda: Change(C.CREATE_IFB, ifb, (tap,)),
+        "ifb_up": lambda: Change(C.LINK_UP, ifb),
+        "shape_ifb": lambda: Change(C.SHAPE_SEND, ifb, (rate_text(arg),)),
+        "reshape_ifb": lambda: Change(C.RESHAPE_SEND, ifb, (rate_text(arg[1]), _was(arg[0]))),
+        "redirect": lambda: Change(C.REDIRECT, tap, (ifb,)),
+        "unredirect": lambda: Change(C.UNREDIRECT, tap),
+        "delete_ifb": lambda: Change(C.DELETE_IFB, ifb),
     }[action]
-    return text()
+    return make()

@@ -21,6 +21,8 @@ keeps guests off the host's own addresses, forwarding for VM traffic, and the
 masquerade towards the default route.
 """
 
+import ipaddress
+import socket
 from collections import namedtuple
 
 from ..model import addressing as A
@@ -51,8 +53,17 @@ TRANSIT_NET = str(A.TRANSIT_RANGE)
 LINK_LOCAL_NET = str(A.LINK_LOCAL)
 
 
+CHAIN_ROLES = ("spoof", "dns", "in", "out", "to", "pub")
+
+
 def chain_name(vm_id, role):
     return "vmsan-%s-%s" % (vm_id, role)
+
+
+def vm_chains(vm_id):
+    """The names of every chain of VM_ID. Exact names, never a prefix: ids
+    may contain '-', so "vmsan-web-*" would also be VM web-2's chains."""
+    return [chain_name(vm_id, role) for role in CHAIN_ROLES]
 
 
 def set_name(vm_id, role):
@@ -87,7 +98,6 @@ def _accept_resolver(proto):
 
 def explicit_link_local(policy):
     """Allowed CIDRs that lie inside 169.254.0.0/16."""
-    import ipaddress
     # canonical CIDR text: only one whose network address is 169.254.x.y
     # can lie inside (parsing a thousand-entry list each time costs ~15 ms)
     return [c for c in policy.allowed_cidrs
@@ -122,10 +132,10 @@ def _policy_rules(vm_id, policy):
 def vm_plan(vm, policy, published=(), in_host_namespace=False):
     """Rules for one VM in the namespace that holds its TAP.
 
-    ``vm`` needs ``id``, ``slot``; ``published`` is a list of PortSpec (the
-    guest side is opened here; the DNAT lives in the host namespace, see
-    ``published_plan``)."""
-    vm_id, slot = vm["id"], vm["slot"]
+    ``vm`` (a VmRecord) gives the id and slot; ``published`` is a list of
+    PortSpec (the guest side is opened here; the DNAT lives in the host
+    namespace, see ``published_plan``)."""
+    vm_id, slot = vm.id, vm.slot
     tap, guest, gateway, mac = A.tap_name(slot), A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)
     t = tag(vm_id)
 
@@ -197,7 +207,7 @@ def published_plan(vm, published):
     Without ports the VM's member lists are given empty, so a run after the
     last port went removes the jumps (the emptied ``pub`` chain itself is
     deleted by ``ports.after_ports_change``)."""
-    vm_id, guest = vm["id"], A.guest_ip(vm["slot"])
+    vm_id, guest = vm.id, A.guest_ip(vm.slot)
     pub = chain_name(vm_id, "pub")
     if not published:
         members = {("nat", "VMSAN-PREROUTING"): [], ("nat", "VMSAN-OUTPUT"): []}
@@ -255,6 +265,17 @@ def merge(*plans):
     return Plan(hooks, owned, members, policies)
 
 
+def plans_for(record):
+    """(plan for the VM's namespace, plan for the host namespace) of RECORD
+    (a VmRecord); with --no-netns everything is in the host's: (None, plan)."""
+    in_host = record.netns is None
+    vm = vm_plan(record, record.policy, record.ports, in_host_namespace=in_host)
+    host = merge(host_plan(), published_plan(record, record.ports))
+    if in_host:
+        return None, merge(host, vm)
+    return vm, host
+
+
 def render(plan):
     """iptables-save-like text of a plan, for show, check mode and diffs."""
     lines = []
@@ -283,7 +304,6 @@ def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
     """Whether the ``out`` chain would let a new packet from the guest to
     DST_IP through (used to decide which tracked connections a policy change
     cuts). Mirrors ``vm_plan`` and ``_policy_rules`` rule by rule."""
-    import ipaddress
     addr = ipaddress.IPv4Address(dst_ip)
     if addr in A.VM_RANGE or addr in A.TRANSIT_RANGE:
         return False
@@ -309,7 +329,6 @@ def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
 
 def _network_key(cidr):
     """Canonical CIDR text -> (network address as int, prefix length)."""
-    import socket
     address, _slash, prefix = cidr.partition("/")
     return int.from_bytes(socket.inet_aton(address), "big"), int(prefix or 32)
 

@@ -1,12 +1,13 @@
 """Published ports as data: which host socket or tracked connection a
-port concerns, and the edits of a VM's port list. Pure."""
+port concerns, and the one set of rules for editing a VM's port list (both
+faces: ``vmsan port add|remove`` and ``vmsan_port``). Pure."""
 
 import ipaddress
 import socket
 
 from ..model import addressing as A
 from ..model.errors import ConflictError, InputError
-from ..model.inputs import port_spec, port_to_text, ports_collide
+from ..model.records import ANY_ADDRESS
 
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
@@ -37,13 +38,13 @@ def host_holder(spec, sockets, name_process=None):
 def host_side_interface(record):
     """The host namespace's interface towards the VM: its veth, or the TAP
     itself with --no-netns."""
-    slot = record["slot"]
-    return A.veth_names(slot)[0] if record["netns"] else A.tap_name(slot)
+    slot = record.slot
+    return A.veth_names(slot)[0] if record.netns else A.tap_name(slot)
 
 
 def reachable_on_loopback(ports):
     """Whether one of PORTS is published on a loopback address (or on all)."""
-    return any(p.host_ip == "0.0.0.0" or ipaddress.IPv4Address(p.host_ip) in LOOPBACK for p in ports)
+    return any(p.host_ip == ANY_ADDRESS or ipaddress.IPv4Address(p.host_ip) in LOOPBACK for p in ports)
 
 
 def tracked_through(guest_ip, spec, entries):
@@ -58,46 +59,51 @@ def tracked_through(guest_ip, spec, entries):
             continue
         if orig.dport != spec.host_port or reply.saddr != guest_ip or reply.sport != spec.guest_port:
             continue
-        if spec.host_ip != "0.0.0.0" and orig.daddr != spec.host_ip:
+        if spec.host_ip != ANY_ADDRESS and orig.daddr != spec.host_ip:
             continue
         found.append(entry)
     return found
 
 
-def _names_guest_port(text):
-    """Whether TEXT (one port mapping) says its guest port explicitly."""
-    parts = text.partition("/")[0].split(":")
-    if len(parts) >= 2 and "." in parts[0]:
-        parts = parts[1:]
-    return len(parts) == 2
-
-
-def with_added(vm_id, current, given):
+def with_added(vm_id, current, given, replace=False):
     """CURRENT plus GIVEN (PortSpecs). A port already published identically is
-    kept as it is; one whose host side is published with another mapping is
-    refused (remove it first), naming both."""
+    kept as it is. One whose host side collides with a port of the VM (same
+    protocol and host port, overlapping host address) is refused, naming both
+    (``vmsan port add``: remove it first), or with REPLACE takes that port's
+    place, so the order of the others does not change (``vmsan_port``: a
+    task that gives a new guest port)."""
     wanted = list(current)
     for spec in given:
         if spec in wanted:
             continue
-        for port in wanted:
-            if ports_collide(port, spec):
-                raise ConflictError("VM %s already publishes host port %d/%s as %s; remove that first to publish %s"
-                                    % (vm_id, spec.host_port, spec.protocol, port_to_text(port), port_to_text(spec)))
-        wanted.append(spec)
+        clashing = [i for i, port in enumerate(wanted) if port.collides(spec)]
+        if clashing and not replace:
+            port = wanted[clashing[0]]
+            raise ConflictError("VM %s already publishes host port %d/%s as %s; remove that first to publish %s"
+                                % (vm_id, spec.host_port, spec.protocol, port.text, spec.text))
+        if clashing:
+            wanted[clashing[0]] = spec
+            wanted = [p for i, p in enumerate(wanted) if i not in clashing[1:]]
+        else:
+            wanted.append(spec)
     return wanted
 
 
-def without(vm_id, current, texts):
-    """CURRENT without the ports TEXTS name. A port is named by its host side
-    (host address, host port, protocol); a guest port, if given, must match."""
+def without(vm_id, current, selectors, missing_ok=False):
+    """CURRENT without the ports SELECTORS name: (PortSpec, whether its
+    guest port was given, the text the user gave). A port is named by its host side (host address,
+    host port, protocol); a guest port, if given, must match. One the VM does
+    not publish is an error naming what it does publish, unless MISSING_OK
+    (``vmsan_port state=absent``: it is already so)."""
     wanted = list(current)
-    for text in texts:
-        spec = port_spec("published_ports", text)
-        key = (spec.host_ip, spec.host_port, spec.protocol)
-        match = [p for p in wanted if (p.host_ip, p.host_port, p.protocol) == key]
-        if not match or (_names_guest_port(text) and match[0].guest_port != spec.guest_port):
+    for spec, guest_named, text in selectors:
+        match = [p for p in wanted if p.host_side == spec.host_side]
+        if match and guest_named and match[0].guest_port != spec.guest_port:
+            match = []
+        if not match:
+            if missing_ok:
+                continue
             raise InputError("published_ports", "VM %s does not publish %s" % (vm_id, text),
-                             "one of: %s" % (", ".join(port_to_text(p) for p in current) or "(none)"))
+                             "one of: %s" % (", ".join(p.text for p in current) or "(none)"))
         wanted.remove(match[0])
     return wanted

@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - only the resolver needs it; res
 
 from ..model import addressing as A
 from ..model import domains
-from ..model.errors import InputError
+from ..model import inputs
 
 # --------------------------------------------------------------------------
 # settings
@@ -57,38 +57,8 @@ Settings = namedtuple("Settings", "ttl_floor grace")
 
 def settings(ttl_floor=None, grace=None):
     """Validated settings; None means the default."""
-    return Settings(_seconds("ttl_floor", ttl_floor, DEFAULT_TTL_FLOOR),
-                    _seconds("grace", grace, DEFAULT_GRACE))
-
-
-def _seconds(param, value, default):
-    if value is None:
-        return default
-    try:
-        number = int(str(value).strip())
-        if isinstance(value, bool) or str(number) != str(value).strip():
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InputError(param, "%r is not a whole number of seconds" % (value,), "0-86400")
-    if not 0 <= number <= 86400:
-        raise InputError(param, "%d is out of range" % number, "0-86400")
-    return number
-
-
-def parse_listen(value):
-    """``IP`` or ``IP:PORT`` -> (ip, port); the port defaults to 53."""
-    accepted = "an IPv4 address, optionally with :port, e.g. 169.254.64.1 or 127.0.0.1:5353"
-    text = str(value).strip()
-    host, sep, port = text.partition(":")
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        raise InputError("listen", "invalid listen address %r" % text, accepted)
-    if not sep:
-        return host, A.RESOLVER_PORT
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise InputError("listen", "invalid port in %r" % text, accepted)
-    return host, int(port)
+    return Settings(inputs.seconds("ttl_floor", ttl_floor, DEFAULT_TTL_FLOOR),
+                    inputs.seconds("grace", grace, DEFAULT_GRACE))
 
 
 def learn_timeout(ttl, cfg):
@@ -295,17 +265,16 @@ class VmPolicy(object):
                  "identity", "policy_key", "_decisions")
 
     def __init__(self, record):
-        from ..model.inputs import policy_from_dict
-        policy = policy_from_dict(record.get("policy"))
-        self.vm_id = record["id"]
-        self.slot = record["slot"]
+        policy = record.policy
+        self.vm_id = record.id
+        self.slot = record.slot
         self.guest_ip = A.guest_ip(self.slot)
-        self.netns = record.get("netns")
+        self.netns = record.netns
         self.mode = policy.mode
         self.matcher = domains.Matcher(policy.allowed_domains)
         self.allowed_spans = _spans(policy.allowed_cidrs)
         self.denied_spans = _spans(policy.denied_cidrs)
-        self.identity = (self.vm_id, self.slot, self.netns, record.get("created"))
+        self.identity = (self.vm_id, self.slot, self.netns, record.created)
         self.policy_key = (policy.mode, policy.allowed_domains, policy.allowed_cidrs, policy.denied_cidrs)
         self._decisions = {}
 

@@ -38,6 +38,7 @@ from . import core
 from . import udp_batch as resolver_udp
 from ..model.errors import NotFoundError, VmsanError
 from ..kernel.ipset_wire import IpsetSocket, is_missing_set
+from ..kernel.ipsets import SetManager
 from ..lifecycle.state import StateStore
 
 log = logging.getLogger("vmsan.resolver")
@@ -126,21 +127,13 @@ class Learner(object):
 
     def prune(self, vm):
         """Forget learned addresses whose name VM's policy no longer allows
-        (the CLI prunes too; this catches what an answer in flight learned
-        under the old policy while the change was being made)."""
-        from ..kernel.ipsets import SetManager
-        forgotten = []
+        (the CLI prunes too, with the same pruner; this catches what an
+        answer in flight learned under the old policy while the change was
+        being made)."""
         with self._lock:
             with ns.entered(self.netns):
                 with SetManager() as sets:
-                    if not sets.exists(self.set_name):
-                        return forgotten
-                    for member in sets.members(self.set_name):
-                        name = member["comment"] or ""
-                        if not vm.matcher.allowed(name):
-                            sets.forget(self.set_name, member["address"])
-                            forgotten.append((member["address"], name))
-        return forgotten
+                    return sets.prune_learned(self.set_name, vm.matcher.allowed)[0]
 
 
 class VmState(object):
@@ -755,7 +748,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None):
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="vmsan-resolver: %(levelname)s %(message)s")
     log.setLevel(os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper())
     cfg = core.settings(ttl_floor, grace)
-    address = core.parse_listen(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
+    address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
     ns.guard_sandbox()
     upstream = tuple(upstream) if upstream else default_upstream()
     if upstream == address:

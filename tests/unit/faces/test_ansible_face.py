@@ -1,12 +1,19 @@
-"""The modules' shared helpers (plugins/module_utils/ansible_face.py): error
+"""The modules' shared helpers (faces/ansible_module.py): error
 rendering in Ansible's vocabulary, options left out, one port among others,
 diffs. Pure: no kernel, no root."""
 
 import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Result
+from ansible_collections.vmsan.network.plugins.module_utils.model import changes as C
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.changes import Change
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import ConflictError, InputError
+from ansible_collections.vmsan.network.plugins.module_utils.model.facts import facts
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP, Bandwidth, VmRecord
+from ansible_collections.vmsan.network.plugins.module_utils.plan.ports import with_added, without
+from ansible_collections.vmsan.network.plugins.modules import vmsan_vm
 
 
 class FakeModule:
@@ -66,67 +73,76 @@ def test_missing_library_and_root_messages():
     face.check_root(FakeModule(), "vmsan_port", geteuid=lambda: 0)   # no failure
 
 
-FACTS = {"id": "web", "slot": 3, "netns": "vmsan-web", "network_policy": "custom",
-         "allowed_domains": ["api.example.com"], "allowed_cidrs": ["192.0.2.0/24"], "denied_cidrs": [],
-         "published_ports": ["8080:80/tcp"], "bandwidth": 50000000, "bandwidth_in": None, "tap_owner": 1000}
+RECORD = VmRecord("web", 3, "vmsan-web", inputs.policy("custom", ["api.example.com"], ["192.0.2.0/24"]),
+                  inputs.port_list("published_ports", "8080:80"), Bandwidth(50000000, None), 1000)
 
 
-def test_options_left_out_keep_the_vms_values():
-    kept = face.settings_for(FACTS)
-    assert kept["policy"] == inputs.Policy("custom", ("api.example.com",), ("192.0.2.0/24",), ())
-    assert [inputs.port_to_text(p) for p in kept["ports"]] == ["8080:80/tcp"]
-    assert (kept["bandwidth"], kept["bandwidth_in"], kept["tap_owner"]) == (50000000, None, 1000)
-    given = face.settings_for(FACTS, policy=inputs.policy("deny-all"), ports=(), bandwidth=None)
+def _params(**given):
+    params = dict(name="web", state="present", netns=True, slot=None, network_policy=None, allowed_domains=None,
+                  allowed_cidrs=None, denied_cidrs=None, published_ports=None, bandwidth=None, bandwidth_in=None,
+                  tap_owner=None, state_dir=None)
+    params.update(given)
+    return params
+
+
+def test_options_left_out_are_kept_and_given_ones_parsed():
+    wanted = vmsan_vm.parse(_params())
+    assert all(wanted[k] is KEEP for k in ("policy", "ports", "bandwidth", "bandwidth_in", "tap_owner"))
+    given = vmsan_vm.parse(_params(network_policy="deny-all", published_ports=[], bandwidth="none"))
     assert given["policy"].mode == "deny-all" and given["ports"] == () and given["bandwidth"] is None
-    fresh = face.settings_for(None)
-    assert fresh["policy"] is None and list(fresh["ports"]) == [] and fresh["tap_owner"] is None
-
-
-def test_given_parses_only_what_the_task_gave():
-    assert face.given(None, lambda v: 1 / 0) is face.KEEP
-    assert face.given("none", lambda v: inputs.rate("bandwidth", v)) is None
 
 
 def spec(text):
     return inputs.port_spec("published_ports", text)
 
 
-def test_ports_with_replaces_a_colliding_port_in_place():
+def test_vmsan_port_replaces_a_colliding_port_in_place():
     current = [spec("8080:80"), spec("9090:90"), spec("53/udp")]
-    assert face.ports_with(current, spec("9090:91")) == [spec("8080:80"), spec("9090:91"), spec("53/udp")]
-    assert face.ports_with(current, spec("7070")) == current + [spec("7070")]
-    assert face.ports_with(current, spec("8080:80")) == current
+    assert with_added("web", current, [spec("9090:91")], replace=True) == [spec("8080:80"), spec("9090:91"),
+                                                                           spec("53/udp")]
+    assert with_added("web", current, [spec("7070")], replace=True) == current + [spec("7070")]
+    assert with_added("web", current, [spec("8080:80")], replace=True) == current
 
 
-def test_ports_without_matches_address_port_and_protocol():
+def test_vmsan_port_absent_matches_address_port_and_protocol():
     current = [spec("8080:80"), spec("127.0.0.1:9090:90"), spec("8080/udp")]
-    assert face.ports_without(current, spec("8080:1")) == current[1:]
-    assert face.ports_without(current, spec("9090")) == current       # other host address
-    assert face.ports_without(current, spec("127.0.0.1:9090")) == [current[0], current[2]]
+
+    def gone(text):
+        return without("web", current, [(spec(text), False, text)], missing_ok=True)
+    assert gone("8080:1") == current[1:]
+    assert gone("9090") == current       # other host address
+    assert gone("127.0.0.1:9090") == [current[0], current[2]]
+
+
+def test_the_structured_port_is_checked_under_each_options_name():
+    assert inputs.port(8080, None, "udp", "127.0.0.1") == spec("127.0.0.1:8080:8080/udp")
+    for args, param in (((0,), "host_port"), ((80, 70000), "guest_port"), ((80, 80, "sctp"), "protocol"),
+                        ((80, 80, "tcp", "localhost"), "host_ip")):
+        with pytest.raises(InputError) as caught:
+            inputs.port(*args)
+        assert caught.value.param == param
 
 
 def test_diff_shows_rules_only_when_they_change():
-    after = dict(FACTS, network_policy="deny-all", allowed_domains=[], allowed_cidrs=[])
-    diffs = face.build_diff(FACTS, after)
+    after = RECORD.but(policy=inputs.policy("deny-all"))
+    diffs = face.build_diff(RECORD, after)
     assert [d["before_header"] for d in diffs] == ["web (facts)", "web (rules)"]
     rules_before, rules_after = diffs[1]["before"], diffs[1]["after"]
     assert "-A vmsan-web-out -m set --match-set vmsan-web-allow dst -j ACCEPT" in rules_before
     assert "--match-set" not in rules_after and "-A vmsan-web-out -j DROP" in rules_after
     assert "# ipset vmsan-web-allow: 192.0.2.0/24" in rules_before
-    assert len(face.build_diff(FACTS, dict(FACTS, bandwidth=None))) == 1
-    created = face.build_diff({}, FACTS)
+    assert len(face.build_diff(RECORD, RECORD.but(bandwidth=Bandwidth()))) == 1
+    created = face.build_diff(None, RECORD)
     assert created[0]["before"] == "" and created[1]["before"] == "" and "*filter" in created[1]["after"]
 
 
 def test_exit_with_reports_changes_facts_and_warnings():
-    class Result:
-        changed = True
-        changes = ["create VM web in slot 3"]
-        warnings = ["shares the host namespace"]
-        vm = FACTS
-        diff = {"before": {}, "after": FACTS}
+    result = Result(None, RECORD)
+    result.changes = [Change(C.CREATE_VM, "web", (3,))]
+    result.warnings = ["shares the host namespace"]
     module = FakeModule(diff=True)
     with pytest.raises(SystemExit):
-        face.exit_with(module, Result())
-    assert module.exited["changed"] and module.exited["vm"] == FACTS and len(module.exited["diff"]) == 2
+        face.exit_with(module, result)
+    assert module.exited["changed"] and module.exited["vm"] == facts(RECORD) and len(module.exited["diff"]) == 2
+    assert module.exited["changes"] == ["create VM web in slot 3"]
     assert module.warnings == ["shares the host namespace"]

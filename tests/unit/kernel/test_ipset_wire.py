@@ -13,6 +13,7 @@ from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
 from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_ERR_EXIST, ipset_msg
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import ipset_wire as wire
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.netlink_wire import NetlinkSocket, read_acks
 
 
 def decoded(data):
@@ -141,8 +142,8 @@ def ack(seq, error=0):
 
 
 def test_read_acks():
-    assert wire.read_acks(ack(5) + ack(6, errno.ENOENT)) == [(5, 0), (6, errno.ENOENT)]
-    assert wire.read_acks(b"") == []
+    assert read_acks(ack(5) + ack(6, errno.ENOENT)) == [(5, 0), (6, errno.ENOENT)]
+    assert read_acks(b"") == []
 
 
 class FakeKernel(object):
@@ -176,9 +177,7 @@ class FakeKernel(object):
 
 
 def fake_socket(kernel):
-    sock = wire.IpsetSocket.__new__(wire.IpsetSocket)
-    sock.sock, sock._seq, sock._lock = kernel, 0, threading.Lock()
-    return sock
+    return wire.IpsetSocket(channel=NetlinkSocket(0, "ipset", sock=kernel))
 
 
 def flags_of(datagram):

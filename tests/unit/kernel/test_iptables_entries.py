@@ -6,7 +6,10 @@ import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
+
+pytest.importorskip("iptc")     # the entry layout is read from python-iptables' ctypes structures
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_entries as E  # noqa: E402
 
 
 def header(size, name, revision=0, garbage=b""):
@@ -65,8 +68,8 @@ def test_malformed_match_is_refused():
 def test_every_planned_rule_keeps_its_key_in_the_form_the_kernel_returns():
     """After a commit the kernel hands a standard target back with an empty
     name and an offset for a verdict: the key must not change."""
-    apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
-    vm = {"id": "web1", "slot": 3}
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply
+    vm = VmRecord("web1", 3, None)
     ports = inputs.port_list("published_ports", "8080,53/udp")
     plans = [fp.vm_plan(vm, inputs.policy("deny-all"), ports), fp.vm_plan(vm, inputs.policy(), ports),
              fp.host_plan(), fp.published_plan(vm, ports)]

@@ -7,9 +7,11 @@ import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
-from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_template as T
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
 
-apply = pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.kernel.iptables")
+pytest.importorskip("iptc")     # the adapters import without it (and then cannot encode)
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables as apply  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables_template as T  # noqa: E402
 
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 
@@ -29,12 +31,12 @@ def _rules(vm, in_host_namespace):
 
 def _vms(count, seed):
     rng = random.Random(seed)
-    vms = [{"id": "a", "slot": 0}, {"id": "Z" * inputs.VM_ID_MAX, "slot": 4094}, {"id": "web1", "slot": 254},
-           {"id": "x-1", "slot": 255}]
+    vms = [VmRecord("a", 0, None), VmRecord("Z" * inputs.VM_ID_MAX, 4094, None), VmRecord("web1", 254, None),
+           VmRecord("x-1", 255, None)]
     for _unused in range(count):
         length = rng.randint(1, inputs.VM_ID_MAX)
         vm_id = rng.choice(ID_CHARS[:62]) + "".join(rng.choice(ID_CHARS) for _ in range(length - 1))
-        vms.append({"id": vm_id, "slot": rng.randint(0, 4094)})
+        vms.append(VmRecord(vm_id, rng.randint(0, 4094), None))
     return vms
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.vmsan.network.plugins.module_utils.plan import bandwidth as bw
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import Bandwidth, VmRecord
 
 def have(**kw):
     state = bw.absent()
@@ -15,8 +16,7 @@ def have(**kw):
 
 
 def want(send=None, receive=None, slot=3):
-    record = {"id": "web1", "slot": slot, "bandwidth": send, "bandwidth_in": receive}
-    return bw.caps(record)
+    return bw.caps(VmRecord("web1", slot, "vmsan-web1", bandwidth=Bandwidth(send, receive)))
 
 
 def actions(steps):
@@ -64,7 +64,7 @@ def test_a_changed_cap_is_changed_in_place():
     w = want(send=5 * 10 ** 7, receive=5 * 10 ** 7)
     steps = bw.plan(w, have(root=1250000, ingress=True, redirect_to=9, ifb_index=9, ifb_up=True, ifb_root=1250000))
     assert steps == [("reshape_root", (1250000, 6250000)), ("reshape_ifb", (1250000, 6250000))]
-    assert "50mbit (was 10mbit)" in bw.describe(steps[0], w)
+    assert str(bw.describe(steps[0], w)).endswith("50mbit (was 10mbit) on fhvm3")
 
 
 def test_removing_caps_stops_redirecting_before_the_ifb_goes():
@@ -98,5 +98,5 @@ def test_every_step_describes_itself():
     for step in [("shape_root", 1), ("reshape_root", (-1, 2)), ("unshape_root", None), ("create_ifb", None),
                  ("ifb_up", None), ("shape_ifb", 3), ("reshape_ifb", (1, 3)), ("redirect", None),
                  ("unredirect", None), ("delete_ifb", None)]:
-        text = bw.describe(step, w)
+        text = str(bw.describe(step, w))
         assert "fhvm3" in text

@@ -10,13 +10,15 @@ from dnslib import (AAAA, CNAME, MX, QTYPE, RCODE, RD, RR, SOA, TXT, A, DNSHeade
                     DNSRecord, EDNS0)
 
 from ansible_collections.vmsan.network.plugins.module_utils.resolver import core
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import decode
+from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
 
 def record(policy, slot=3, vm_id="vm1", netns="vmsan-vm1"):
     base = {"mode": "allow-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}
     base.update(policy)
-    return {"id": vm_id, "slot": slot, "netns": netns, "policy": base, "created": "t0"}
+    return decode({"schema": 1, "id": vm_id, "slot": slot, "netns": netns, "policy": base, "created": "t0"})
 
 
 def custom(domains=(), allowed=(), denied=()):
@@ -385,11 +387,11 @@ def test_bad_settings_name_the_parameter(param, value):
 
 
 def test_parse_listen():
-    assert core.parse_listen("127.0.0.1") == ("127.0.0.1", 53)
-    assert core.parse_listen("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    assert inputs.listen("127.0.0.1") == ("127.0.0.1", 53)
+    assert inputs.listen("127.0.0.1:5353") == ("127.0.0.1", 5353)
     for bad in ("localhost", "1.2.3.4:0", "1.2.3.4:x", "::1"):
         with pytest.raises(InputError) as err:
-            core.parse_listen(bad)
+            inputs.listen(bad)
         assert err.value.param == "listen"
 
 

@@ -9,7 +9,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from ansible_collections.vmsan.network.plugins.module_utils.resolver import core
 from ansible_collections.vmsan.network.plugins.module_utils.resolver import daemon
-from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore, decode
 
 
 class FakeUpstream(object):
@@ -51,7 +51,8 @@ def env(tmp_path, monkeypatch):
 def save_vm(store, resolver, vm_id, slot, policy):
     base = {"mode": "allow-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}
     base.update(policy)
-    store.save({"id": vm_id, "slot": slot, "netns": "vmsan-" + vm_id, "policy": base, "created": "t"})
+    store.save(decode({"schema": 1, "id": vm_id, "slot": slot, "netns": "vmsan-" + vm_id, "policy": base,
+                       "created": "t"}))
     resolver.check_state(force=True)
     return "172.16.%d.2" % slot
 
@@ -145,8 +146,9 @@ def test_policy_change_on_disk_applies_to_the_next_query(env):
 
 def test_state_change_is_seen_without_a_forced_reload(env):
     ip = env.vm("c", 2, mode="custom", allowed_domains=["a.example.test"])
-    env.store.save({"id": "c", "slot": 2, "netns": "vmsan-c", "created": "t",
-                    "policy": {"mode": "deny-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}})
+    env.store.save(decode({"schema": 1, "id": "c", "slot": 2, "netns": "vmsan-c", "created": "t",
+                           "policy": {"mode": "deny-all", "allowed_domains": [], "allowed_cidrs": [],
+                                      "denied_cidrs": []}}))
     os.utime(env.store.vms_dir, ns=(0, time.time_ns() + 10 ** 9))    # what a rename does
     env.clock.now += 1
     assert ask(env.resolver, ip, "a.example.test")[0].header.rcode == RCODE.REFUSED
@@ -157,8 +159,9 @@ def test_two_changes_within_one_clock_tick_are_both_seen(env):
     the same tick leaves it unchanged."""
     ip = env.vm("c", 2, mode="custom", allowed_domains=["a.example.test"])
     seen = os.stat(env.store.vms_dir)
-    env.store.save({"id": "c", "slot": 2, "netns": "vmsan-c", "created": "t",
-                    "policy": {"mode": "deny-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}})
+    env.store.save(decode({"schema": 1, "id": "c", "slot": 2, "netns": "vmsan-c", "created": "t",
+                           "policy": {"mode": "deny-all", "allowed_domains": [], "allowed_cidrs": [],
+                                      "denied_cidrs": []}}))
     os.utime(env.store.vms_dir, ns=(seen.st_atime_ns, seen.st_mtime_ns))     # same tick
     time.sleep(daemon.FRESH_RECHECK * 2)
     env.clock.now += 1

@@ -1,0 +1,37 @@
+"""The facts of a VM: what ``vmsan create --json``, ``list``, ``show`` and
+the modules' ``vm`` return. The one place that renders a VmRecord for users;
+its keys are the documented interface (docs/cli.md, the modules' RETURN)."""
+
+from . import addressing as A
+
+
+def facts(record):
+    """Everything a VMM needs to attach, and the VM's settings."""
+    if record is None:
+        return {}
+    slot, policy = record.slot, record.policy
+    return {
+        "id": record.id,
+        "slot": slot,
+        "tap": A.tap_name(slot),
+        "netns": record.netns,
+        "host_ip": A.host_ip(slot),
+        "guest_ip": A.guest_ip(slot),
+        "subnet": str(A.subnet(slot)),
+        "mac": A.guest_mac(slot),
+        "boot_args": A.boot_args(slot),
+        "firecracker": A.firecracker_interface(slot),
+        "network_policy": policy.mode,
+        "allowed_domains": list(policy.allowed_domains),
+        "allowed_cidrs": list(policy.allowed_cidrs),
+        "denied_cidrs": list(policy.denied_cidrs),
+        "published_ports": [p.text for p in record.ports],
+        "bandwidth": record.bandwidth.send,
+        "bandwidth_in": record.bandwidth.receive,
+        "tap_owner": record.tap_owner,
+    }
+
+
+def broken(record):
+    """A VM whose state file cannot be read, as ``list`` shows it."""
+    return {"id": record.id, "broken": record.error}

@@ -1,0 +1,108 @@
+"""The data model: what a VM is, as frozen values every layer passes around.
+
+* ``Policy``    the outbound policy (mode and its three lists, normalised);
+* ``PortSpec``  one published port;
+* ``Bandwidth`` the two caps, in bit/s (None: no cap);
+* ``VmRecord``  one VM: its id, slot, namespace and settings;
+* ``BrokenRecord`` a VM whose state file cannot be read (listed, never converged).
+
+Values are built by ``model.inputs`` (from what a user typed) or by the state
+file's codec (``lifecycle.state``, the only code that knows the file's
+schema); the facts the faces print are rendered from a record by
+``faces.facts``. Nothing here validates: a value that reaches a constructor
+was checked where it came in.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+ANY_ADDRESS = "0.0.0.0"
+
+
+class _Keep(object):
+    """A setting the caller did not give: the VM keeps its current value (a
+    new VM gets the default). The lifecycle resolves it under the state lock."""
+
+    def __repr__(self):
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: str = "allow-all"
+    allowed_domains: Tuple[str, ...] = ()
+    allowed_cidrs: Tuple[str, ...] = ()
+    denied_cidrs: Tuple[str, ...] = ()
+
+    @property
+    def has_lists(self):
+        return bool(self.allowed_domains or self.allowed_cidrs or self.denied_cidrs)
+
+
+ALLOW_ALL = Policy()
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    host_ip: str
+    host_port: int
+    guest_port: int
+    protocol: str = "tcp"
+
+    @property
+    def text(self):
+        """The normal form ``[host_ip:]host_port:guest_port/protocol``."""
+        prefix = "" if self.host_ip == ANY_ADDRESS else self.host_ip + ":"
+        return "%s%d:%d/%s" % (prefix, self.host_port, self.guest_port, self.protocol)
+
+    @property
+    def host_side(self):
+        """What names a published port on the host: address, port, protocol."""
+        return (self.host_ip, self.host_port, self.protocol)
+
+    def collides(self, other):
+        """Same protocol and host port, overlapping host addresses (0.0.0.0
+        overlaps every address)."""
+        return (self.protocol == other.protocol and self.host_port == other.host_port
+                and (self.host_ip == other.host_ip or ANY_ADDRESS in (self.host_ip, other.host_ip)))
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    send: Optional[int] = None        # bit/s the guest may send (--bandwidth)
+    receive: Optional[int] = None     # bit/s the guest may receive (--bandwidth-in)
+
+
+NO_CAPS = Bandwidth()
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    id: str
+    slot: int
+    netns: Optional[str]              # None: the TAP lives in the host namespace (--no-netns)
+    policy: Policy = ALLOW_ALL
+    ports: Tuple[PortSpec, ...] = ()
+    bandwidth: Bandwidth = NO_CAPS
+    tap_owner: Optional[int] = None
+    status: str = "ready"             # "creating" until the first converge finished
+    created: Optional[str] = None
+
+    @property
+    def settings(self):
+        """What a user chooses for a VM (its id, slot and namespace aside)."""
+        return (self.policy, self.ports, self.bandwidth, self.tap_owner)
+
+    def but(self, **changes):
+        """A copy with CHANGES (field=value)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class BrokenRecord:
+    """A VM whose state file exists but cannot be read: reported, skipped."""
+    id: str
+    error: str
