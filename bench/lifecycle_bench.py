@@ -41,8 +41,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402  (sets up sys.path and VMSAN_SANDBOX_ONLY)
+import common as C  # bench/, beside this script; sets VMSAN_SANDBOX_ONLY
 
 vm_mod = C.core_module("manager")
 netns = C.core_module("netns")

@@ -34,7 +34,7 @@ ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_benc
        nfqueue_bench.py guard_bench.py import_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
-leftovers() { "$PY" tests/sandbox/cleanup.py --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
+leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
 leftovers > "$LOGS/leftovers.before"
 
 began=$SECONDS
@@ -71,7 +71,7 @@ done
 leftovers > "$LOGS/leftovers.after"
 new_leftovers="$(comm -13 "$LOGS/leftovers.before" "$LOGS/leftovers.after")"
 if [ -n "$new_leftovers" ]; then
-    echo "left behind by this run (remove with: $PY tests/sandbox/cleanup.py):"
+    echo "left behind by this run (remove with: $PY -m sandbox.cleanup):"
     echo "$new_leftovers" | sed 's/^/    /'
     failed=1
 fi
