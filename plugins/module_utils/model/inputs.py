@@ -35,6 +35,9 @@ PARAM_LABELS = {
     "listen": ("--listen", "listen"),
     "ttl_floor": ("--ttl-floor", "ttl_floor"),
     "grace": ("--grace", "grace"),
+    "audit": ("--audit", "audit"),
+    "metrics_listen": ("--metrics-listen", "metrics_listen"),
+    "since": ("--since", "since"),
     "host_port": ("host port", "host_port"),
     "guest_port": ("guest port", "guest_port"),
     "protocol": ("protocol", "protocol"),
@@ -71,6 +74,10 @@ def as_list(param, value):
     else:
         raise InputError(param, "expected a comma-separated string or a list, got %r" % (value,))
     items = [i.strip() for i in items]
+    spaced = next((i for i in items if len(i.split()) > 1), None)
+    if spaced is not None:
+        raise InputError(param, "%r holds more than one value: use commas between values, not spaces" % spaced,
+                         "comma-separated values, e.g. a,b")
     if any(i == "" for i in items) and any(i != "" for i in items):
         raise InputError(param, "empty item in list %r" % (value,), "comma-separated values without empty items")
     return [i for i in items if i]
@@ -115,6 +122,14 @@ def seconds(param, value, default):
 def cidr(param, text):
     """One IPv4 network; a bare address means /32. Host bits must be clear."""
     accepted = "IPv4 CIDRs such as 10.0.0.0/8 or 203.0.113.7"
+    if ":" in text:
+        try:
+            ipaddress.IPv6Network(text, strict=False)
+        except ValueError:
+            pass
+        else:
+            raise InputError(param, "%r is an IPv6 network: IPv6 is not supported (guests have no IPv6)" % text,
+                             accepted)
     if "/" in text:
         addr, _unused, prefix = text.partition("/")
         if not prefix.isdigit() or int(prefix) > 32:
@@ -186,9 +201,10 @@ def domain_list(param, value):
     return tuple(dict.fromkeys(domain_entry(param, item) for item in as_list(param, value)))
 
 
-def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None):
+def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None, audit=False):
     """Normalise a policy. Lists given with the default policy promote it to
-    ``custom``; ``deny-all`` with any list is an error."""
+    ``custom``; ``deny-all`` with any list is an error. AUDIT (a custom
+    policy only): what the lists would refuse passes and is logged."""
     domains = domain_list("allowed_domains", allowed_domains)
     allowed = cidr_list("allowed_cidrs", allowed_cidrs)
     denied = cidr_list("denied_cidrs", denied_cidrs)
@@ -200,7 +216,12 @@ def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=Non
                          "deny-all alone, or custom with lists")
     if mode in (None, "allow-all"):
         mode = "custom" if has_lists else "allow-all"
-    return Policy(mode, domains, allowed, denied)
+    if not isinstance(audit, bool):
+        raise InputError("audit", "expected true or false, got %r" % (audit,), "true or false")
+    if audit and mode != "custom":
+        raise InputError("audit", "audit mode needs a custom policy, not %s" % mode,
+                         "a custom policy: --network-policy custom or a list flag, with --audit")
+    return Policy(mode, domains, allowed, denied, audit)
 
 
 PORT_FORM = "[host_ip:]host_port[:guest_port][/tcp|udp], e.g. 8080 or 127.0.0.1:8080:80/tcp"
@@ -339,6 +360,35 @@ def listen(value):
     """``--listen``: where the resolver answers (port 53 by default)."""
     return address_port("listen", value, RESOLVER_PORT, "listen address",
                         "an IPv4 address, optionally with :port, e.g. 169.254.64.1 or 127.0.0.1:5353")
+
+
+DEFAULT_METRICS_PORT = 9877
+
+
+def metrics_listen(value):
+    """``--metrics-listen``: where the daemon serves its Prometheus metrics
+    (port 9877 by default)."""
+    return address_port("metrics_listen", value, DEFAULT_METRICS_PORT, "metrics address",
+                        "an IPv4 address, optionally with :port, e.g. 127.0.0.1:9877")
+
+
+_AGO_RE = re.compile(r"^([0-9]+)([smhd])$")
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SINCE_FORM = "a time ago such as 30s, 10m, 2h or 1d, or a UTC time such as 2026-12-02T10:00:00Z"
+
+
+def since(value, now):
+    """``--since``: the time (seconds since the epoch) from which events are
+    shown; NOW is the current time."""
+    from .events import parse_time
+    text = str(value).strip()
+    match = _AGO_RE.match(text)
+    if match:
+        return now - int(match.group(1)) * _AGO_UNITS[match.group(2)]
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise InputError("since", "%r is neither a time ago nor a UTC time" % (value,), SINCE_FORM)
 
 
 # -- the resolver's budgets per VM -------------------------------------------------

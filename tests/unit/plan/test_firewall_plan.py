@@ -13,17 +13,17 @@ def out_chain(policy, **kw):
 
 def test_allow_all_tail_and_baseline():
     rules = out_chain(inputs.policy())
-    assert rules[-2:] == [("-d", "169.254.0.0/16", "-j", "DROP"), ("-j", "ACCEPT")]
-    assert ("-d", "172.16.0.0/16", "-j", "DROP") in rules
-    assert ("-d", "169.254.64.0/18", "-j", "DROP") in rules
+    assert rules[-2:] == [("-d", "169.254.0.0/16", "-j", "VMSAN-DROP-ISOLATION"), ("-j", "ACCEPT")]
+    assert ("-d", "172.16.0.0/16", "-j", "VMSAN-DROP-ISOLATION") in rules
+    assert ("-d", "169.254.64.0/18", "-j", "VMSAN-DROP-ISOLATION") in rules
     # baseline drops come before anything that accepts new traffic
-    assert rules.index(("-d", "172.16.0.0/16", "-j", "DROP")) < rules.index(("-j", "ACCEPT"))
+    assert rules.index(("-d", "172.16.0.0/16", "-j", "VMSAN-DROP-ISOLATION")) < rules.index(("-j", "ACCEPT"))
 
 
 def test_deny_all_ends_in_drop_and_redirects_all_dns():
     plan = fp.vm_plan(VM, inputs.policy("deny-all"))
     rules = plan.owned[("filter", "vmsan-web1-out")]
-    assert rules[-1] == ("-j", "DROP")
+    assert rules[-1] == ("-j", "VMSAN-DROP-POLICY")
     accepts = [r for r in rules if r[-1] == "ACCEPT"]
     # only DNS to the host resolver and replies on connections opened from outside
     assert all("--ctstate" in r or r[:2] == ("-d", "169.254.64.1/32") and "53" in r for r in accepts)
@@ -39,24 +39,24 @@ def test_allow_all_redirects_only_gateway_dns():
 def test_custom_precedence_order():
     pol = inputs.policy(None, "a.example.com", "10.0.0.0/8", "10.1.0.0/16")
     rules = out_chain(pol)
-    deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
+    deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "VMSAN-DROP-POLICY"))
     allow = rules.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
     learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT"))
-    dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"))
-    link_local = rules.index(("-d", "169.254.0.0/16", "-j", "DROP"))
+    dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "VMSAN-DROP-DNS"))
+    link_local = rules.index(("-d", "169.254.0.0/16", "-j", "VMSAN-DROP-ISOLATION"))
     assert dot < deny < link_local < allow < learned
-    assert rules[-1] == ("-j", "DROP")
+    assert rules[-1] == ("-j", "VMSAN-DROP-POLICY")
 
 
 def test_custom_only_denied_leaves_rest_open_and_empty_custom_closes():
     assert out_chain(inputs.policy(None, None, None, "10.0.0.0/8"))[-1] == ("-j", "ACCEPT")
-    assert out_chain(inputs.policy("custom"))[-1] == ("-j", "DROP")
+    assert out_chain(inputs.policy("custom"))[-1] == ("-j", "VMSAN-DROP-POLICY")
 
 
 def test_anti_spoofing_and_namespace_policies():
     plan = fp.vm_plan(VM, inputs.policy())
     spoof = plan.owned[("raw", "vmsan-web1-spoof")]
-    assert ("!", "-s", "172.16.3.2/32", "-j", "DROP") in spoof
+    assert ("!", "-s", "172.16.3.2/32", "-j", "VMSAN-DROP-SPOOFED") in spoof
     assert any("--mac-source" in r and "06:00:AC:10:03:02" in r for r in spoof)
     assert plan.policies == {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
     assert fp.vm_plan(VM, inputs.policy(), in_host_namespace=True).policies == {}
