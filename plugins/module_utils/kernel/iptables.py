@@ -369,6 +369,14 @@ def existing_chains(names):
     return found
 
 
+def read_chains(table_name, names):
+    """{chain: [KernelRule]} of the chains among NAMES that exist in table
+    TABLE_NAME here, with the kernel's counters: one read of the table (the
+    kernel copies every entry and its counters), no decoding."""
+    with _table(table_name, "read the counters") as table:
+        return {name: entries.read_chain(table, name) for name in names if table.is_chain(name)}
+
+
 def dump(table_names=TABLES, prefix=("VMSAN-", "vmsan-")):
     """The rules of our chains as the kernel has them: {table: {chain: [dict]}}."""
     import iptc.easy    # only `vmsan show` decodes rules back to text
