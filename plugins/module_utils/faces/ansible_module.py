@@ -65,7 +65,7 @@ def check_root(module, module_name, geteuid=os.geteuid):
 def error_message(exc):
     """The text a user sees for a core error: for bad input the CLI's message
     with the Ansible parameter name (``allowed_cidrs: ...``, not ``--allowed-cidr: ...``)."""
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError) or getattr(exc, "param", None):
         return exc.render(inputs.label(exc.param, "ansible"))
     if isinstance(exc, VmsanError):
         return str(exc)

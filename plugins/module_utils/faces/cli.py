@@ -21,14 +21,21 @@ import os
 import sys
 
 from ..model import addressing as A
+from ..model import events as E
 from ..model import inputs
-from ..model.errors import InputError, VmsanError
+from ..model.errors import ConflictError, InputError, VmsanError
 from ..model.facts import broken, facts
 from ..model.records import KEEP, BrokenRecord
+from ..model.release import VERSION
+from .client import quiet_on_closed_pipe
 
 
 class UsageError(Exception):
-    pass
+    """A usage error, with the parser (the subcommand's) whose usage fits."""
+
+    def __init__(self, message, parser=None):
+        Exception.__init__(self, message)
+        self.parser = parser
 
 
 class HelpRequested(Exception):
@@ -40,18 +47,43 @@ class _Parser(argparse.ArgumentParser):
     decides where the text goes."""
 
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(message, self)
 
     def print_help(self, file=None):
         raise HelpRequested(self.format_help())
 
     def exit(self, status=0, message=None):
-        raise UsageError(message or "exit %d" % status)
+        raise UsageError(message or "exit %d" % status, self)
+
+
+class _Version(argparse.Action):
+    """``vmsan --version``: the version, on stdout, through ``run``."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        argparse.Action.__init__(self, option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise HelpRequested("vmsan %s\n" % VERSION)
+
+
+JSON_HELP = "print the result as one JSON document on stdout (messages stay on stderr)"
+VM_HELP = "the VM's id (as vmsan create --id gave it or generated it)"
+
+
+def _json_flag(p, text=JSON_HELP):
+    p.add_argument("--json", action="store_true", help=text)
+
+
+def _vm_arg(p):
+    p.add_argument("vm", metavar="VM", help=VM_HELP)
 
 
 def _add_policy_flags(p, with_ports):
     p.add_argument("--network-policy", metavar="POLICY",
                    help="allow-all (default), deny-all or custom")
+    p.add_argument("--audit", action="store_true",
+                   help="with a custom policy: let through what its lists would refuse, and log it as 'would "
+                        "refuse' (see vmsan events, vmsan policy suggest)")
     p.add_argument("--allowed-domain", metavar="LIST", help="comma-separated names; *.example.com for subdomains")
     p.add_argument("--allowed-cidr", metavar="LIST", help="comma-separated IPv4 CIDRs the guest may reach")
     p.add_argument("--denied-cidr", metavar="LIST", help="comma-separated IPv4 CIDRs the guest may never reach")
@@ -63,6 +95,7 @@ def _add_policy_flags(p, with_ports):
 
 def build_parser():
     parser = _Parser(prog="vmsan", description="Per-microVM networking: TAP, namespace, outbound policy.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -72,35 +105,64 @@ def build_parser():
     p.add_argument("--no-netns", action="store_true", help="keep the TAP in the host namespace (weaker isolation)")
     p.add_argument("--tap-owner", metavar="UID", help="uid or user that may open the TAP (a jailed VMM)")
     _add_policy_flags(p, with_ports=True)
-    p.add_argument("--json", action="store_true", help="print the VM's facts as one JSON object")
+    _json_flag(p, "print the VM's facts as one JSON object")
 
-    p = sub.add_parser("network", help="change a running VM's policy or bandwidth")
-    p.add_argument("vm", metavar="VM")
+    p = sub.add_parser("network", help="change a running VM's policy or bandwidth",
+                       description="Change a running VM's policy or bandwidth caps in place. The policy flags "
+                                   "give the whole new policy; leave them all out and the VM keeps its current "
+                                   "policy (likewise each cap left out keeps its value).")
+    _vm_arg(p)
     _add_policy_flags(p, with_ports=False)
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
 
-    p = sub.add_parser("port", help="add, remove or list published ports")
-    psub = p.add_subparsers(dest="port_command", metavar="ACTION", parser_class=_Parser)
+    p = sub.add_parser("port", help="add, remove or list published ports",
+                       description="Publish ports of a running VM on the host, unpublish them, or list them.")
+    psub = p.add_subparsers(dest="port_command", metavar="ACTION", parser_class=_Parser,
+                            title="actions", description="add VM PORTS | remove VM PORTS | list VM")
     psub.required = True
-    for action in ("add", "remove"):
-        q = psub.add_parser(action)
-        q.add_argument("vm", metavar="VM")
-        q.add_argument("ports", metavar="PORT", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
-        q.add_argument("--json", action="store_true")
-    q = psub.add_parser("list")
-    q.add_argument("vm", metavar="VM")
-    q.add_argument("--json", action="store_true")
+    for action, text in (("add", "publish PORTS of VM, its other ports untouched"),
+                         ("remove", "unpublish PORTS of VM")):
+        q = psub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        _vm_arg(q)
+        q.add_argument("ports", metavar="PORTS", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
+        _json_flag(q)
+    q = psub.add_parser("list", help="list VM's published ports", description="List VM's published ports.")
+    _vm_arg(q)
+    _json_flag(q)
 
     p = sub.add_parser("list", help="list VMs")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("show", help="show a VM, its policy and its rules as the kernel has them")
-    p.add_argument("vm", metavar="VM")
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
+    p = sub.add_parser("show", help="show a VM: policy, counters, learned addresses, its rules as the kernel has them")
+    _vm_arg(p)
+    _json_flag(p)
     p = sub.add_parser("remove", help="remove a VM's network and verify nothing is left")
-    p.add_argument("vm", metavar="VM")
-    p.add_argument("--json", action="store_true")
+    _vm_arg(p)
+    _json_flag(p)
     p = sub.add_parser("doctor", help="check this host's kernel features and settings")
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
+    p = sub.add_parser("events", help="the log of refusals (what VMs tried and were stopped from)",
+                       description="Print the event log: one line per refusal (or 'would refuse' in audit mode), "
+                                   "oldest first. The host daemon writes it; rate limits per VM apply.")
+    p.add_argument("vm", metavar="VM", nargs="?", help="only this VM's events (default: every VM's)")
+    p.add_argument("--since", metavar="T", help="only events since T: a time ago (30s, 10m, 2h, 1d) or a UTC time "
+                                                 "(2026-12-02T10:00:00Z)")
+    p.add_argument("--follow", action="store_true", help="keep printing events as they are written (Ctrl-C ends)")
+    _json_flag(p, "print each event as one JSON object per line")
+    p = sub.add_parser("metrics", help="print the metrics once, in the Prometheus text format",
+                       description="Print the metrics the daemon serves at --metrics-listen, once. Run in-process "
+                                   "(no daemon) it reads the kernel's counters only.")
+    p = sub.add_parser("policy", help="write policies from what VMs did (policy suggest VM)",
+                       description="Policies from the event log.")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
+                            title="actions", description="suggest VM")
+    psub.required = True
+    q = psub.add_parser("suggest", help="the smallest allowlist that would have allowed what VM did",
+                        description="Print the smallest --allowed-domain and --allowed-cidr lists that would have "
+                                    "allowed what the event log shows VM tried (use audit mode to collect it), "
+                                    "ready to paste into vmsan network.")
+    _vm_arg(q)
+    q.add_argument("--since", metavar="T", help="only events since T (as for vmsan events)")
+    _json_flag(q)
     p = sub.add_parser("resolver", help="run the host DNS resolver (foreground)")
     p.add_argument("--upstream", metavar="IP[:PORT]", help="upstream DNS server (default: from /etc/resolv.conf)")
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
@@ -109,6 +171,11 @@ def build_parser():
     for name, (flag, low, high, default) in inputs.RESOLVER_BUDGETS.items():
         p.add_argument(flag, dest=name, metavar="N", help="per VM, unless its state says otherwise: %s (%d-%d, default %d)"
                        % (_BUDGET_HELP[name], low, high, default))
+    p.add_argument("--metrics-listen", metavar="ADDR",
+                   help="serve Prometheus metrics at ADDR, IP[:PORT] (port %d by default; off unless given)"
+                        % inputs.DEFAULT_METRICS_PORT)
+    p.add_argument("--no-event-log", action="store_true",
+                   help="write no event log (refusals are not logged, dropped packets not read)")
     return parser
 
 
@@ -118,10 +185,13 @@ _BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED"
 
 
 class Context(object):
-    """What one run of a command may touch: its streams and its environment."""
+    """What one run of a command may touch: its streams, its environment,
+    and SERVICES: what the host daemon lends the commands it runs (its
+    ``telemetry``, for ``vmsan metrics``); None in-process."""
 
-    def __init__(self, args, stdout, stderr, env):
+    def __init__(self, args, stdout, stderr, env, services=None):
         self.args, self.stdout, self.stderr, self.env = args, stdout, stderr, env
+        self.services = services
 
     def out(self, data, text):
         """DATA as JSON with --json, else TEXT."""
@@ -143,15 +213,19 @@ class Context(object):
         from ..lifecycle.manager import Manager
         return Manager(self.env.get("VMSAN_HOME") or None)
 
+    def state_dir(self):
+        from ..lifecycle.state import home
+        return home(self.env.get("VMSAN_HOME") or None)
+
 
 # --------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------
 def _policy_args(args):
     given = any(getattr(args, k) is not None for k in ("network_policy", "allowed_domain", "allowed_cidr", "denied_cidr"))
-    if not given:
+    if not given and not args.audit:
         return None
-    return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr)
+    return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr, args.audit)
 
 
 def facts_text(record):
@@ -160,7 +234,8 @@ def facts_text(record):
     lines = ["id:        %s" % record.id, "slot:      %d" % slot, "tap:       %s" % A.tap_name(slot),
              "netns:     %s" % (record.netns or "(host namespace)"),
              "guest:     %s/30 via %s, mac %s" % (A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)),
-             "policy:    %s" % policy.mode]
+             "policy:    %s%s" % (policy.mode, " (audit mode: what the lists refuse passes, logged)"
+                                   if policy.audit else "")]
     for values, label in ((policy.allowed_domains, "domains"), (policy.allowed_cidrs, "allowed"),
                           (policy.denied_cidrs, "denied"), ([p.text for p in record.ports], "ports")):
         if values:
@@ -271,13 +346,15 @@ def cmd_list(ctx):
 
 def cmd_show(ctx):
     from ..lifecycle.manager import require_root
-    from .show import rules_text
+    from ..telemetry.inspect import inspect
+    from .show import show_text
     require_root()
-    manager = ctx.manager()
-    record = manager.get(inputs.vm_id(ctx.args.vm, "vm"))
-    kernel_rules = manager.kernel_rules(record)
-    ctx.out(dict(facts(record), kernel_rules=kernel_rules),
-            facts_text(record) + "\n\nrules in the kernel:\n" + rules_text(kernel_rules))
+    record = ctx.manager().get(inputs.vm_id(ctx.args.vm, "vm"))
+    seen = inspect(record)
+    version = E.policy_version(record.policy)
+    ctx.out(dict(facts(record), policy_version=version, counters=seen["counters"], learned=seen["learned"],
+                 sets=seen["sets"], kernel_rules=seen["rules"]),
+            facts_text(record) + "\n" + show_text(version, seen))
     return 0
 
 
@@ -295,6 +372,72 @@ def cmd_doctor(ctx):
     return 0 if report["ok"] else 1
 
 
+def _events_dir(ctx):
+    from ..telemetry.eventlog import directory
+    return directory(ctx.state_dir())
+
+
+def cmd_events(ctx):
+    """``vmsan events [VM] [--since T] [--follow] [--json]``: the event log."""
+    import time
+    from ..telemetry import eventlog
+    args = ctx.args
+    vm = inputs.vm_id(args.vm, "vm") if args.vm is not None else None
+    since = inputs.since(args.since, time.time()) if args.since is not None else None
+    events = (eventlog.follow if args.follow else eventlog.read)(_events_dir(ctx), vm, since)
+    try:
+        for event in events:
+            ctx.stdout.write((E.to_json(event) if args.json else E.text(event)) + "\n")
+            if args.follow:
+                ctx.stdout.flush()
+    except KeyboardInterrupt:
+        pass            # --follow ends with Ctrl-C
+    return 0
+
+
+def cmd_metrics(ctx):
+    """``vmsan metrics``: the exposition text, once: the daemon's own
+    (counters of the resolver and the guard included) when it runs this
+    command, else what this process can read from the kernel."""
+    from ..telemetry import metrics
+    telemetry = getattr(ctx.services, "telemetry", None)
+    if telemetry is not None and telemetry.registry is not None:
+        registry = telemetry.registry
+    else:
+        from ..lifecycle.manager import require_root
+        from ..lifecycle.state import StateStore
+        from ..telemetry.learned import learned_counts
+        require_root()
+        store = StateStore(ctx.state_dir())
+        registry = metrics.registry_with(metrics.VmsanCollector(store, learned=lambda: learned_counts(store)))
+    ctx.stdout.write(metrics.exposition(registry).decode())
+    return 0
+
+
+def cmd_policy(ctx):
+    """``vmsan policy suggest VM [--since T] [--json]``."""
+    import shlex
+    import time
+    from ..plan import suggest
+    from ..telemetry import eventlog
+    args = ctx.args
+    record = ctx.manager().get(inputs.vm_id(args.vm, "vm"))
+    since = inputs.since(args.since, time.time()) if args.since is not None else None
+    found = suggest.suggest(record.policy, eventlog.read(_events_dir(ctx), record.id, since))
+    command = "vmsan network %s %s" % (record.id, " ".join(shlex.quote(w) for w in suggest.flags(found)))
+    data = {"vm": record.id, "allowed_domains": list(found.allowed_domains), "allowed_cidrs": list(found.allowed_cidrs),
+            "denied_cidrs": list(found.denied_cidrs), "names_seen": list(found.names),
+            "addresses_seen": list(found.addresses), "events": found.events, "notes": list(found.notes),
+            "command": command}
+    lines = ["# %d events of VM %s read: %d names and %d addresses the policy %s" % (
+        found.events, record.id, len(found.names), len(found.addresses),
+        "would refuse (audit mode)" if record.policy.audit else "refused")]
+    lines += ["# " + note for note in found.notes]
+    lines.append(command)
+    ctx.out(data, "\n".join(lines))
+    return 0
+
+
 def cmd_resolver(ctx):
     args = ctx.args
     upstream = inputs.upstream(args.upstream) if args.upstream else None
@@ -302,19 +445,26 @@ def cmd_resolver(ctx):
     ttl_floor = inputs.seconds("ttl_floor", args.ttl_floor, None)
     grace = inputs.seconds("grace", args.grace, None)
     budget = inputs.resolver_budget(**{name: getattr(args, name) for name in inputs.RESOLVER_BUDGETS})
+    metrics_listen = inputs.metrics_listen(args.metrics_listen) if args.metrics_listen is not None else None
     # dnslib and the sockets: only the resolver needs them
     from ..resolver.daemon import main as resolver_main
-    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget)
+    telemetry = None
+    if not args.no_event_log or metrics_listen is not None:
+        from ..telemetry.service import Telemetry
+        telemetry = Telemetry(ctx.state_dir(), metrics_listen=metrics_listen, event_log=not args.no_event_log)
+    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
+                         telemetry=telemetry)
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
-            "remove": cmd_remove, "doctor": cmd_doctor, "resolver": cmd_resolver}
+            "remove": cmd_remove, "doctor": cmd_doctor, "events": cmd_events, "metrics": cmd_metrics,
+            "policy": cmd_policy, "resolver": cmd_resolver}
 
 
-def run(argv, stdout, stderr, env=None):
+def run(argv, stdout, stderr, env=None, services=None):
     """Run the command ARGV (without the program name); return its exit
     status. Writes only to STDOUT and STDERR; ENV (default: the process's)
-    gives VMSAN_HOME."""
+    gives VMSAN_HOME; SERVICES: what the daemon lends (see Context)."""
     env = os.environ if env is None else env
     parser = build_parser()
     try:
@@ -324,13 +474,13 @@ def run(argv, stdout, stderr, env=None):
         return 0
     except UsageError as exc:
         stderr.write("vmsan: %s\n" % exc)
-        stderr.write(parser.format_usage())
+        stderr.write((exc.parser or parser).format_usage())
         return 2
-    ctx = Context(args, stdout, stderr, env)
+    ctx = Context(args, stdout, stderr, env, services)
     try:
         return HANDLERS[args.command](ctx)
-    except InputError as exc:
-        ctx.err(exc.render(inputs.label(exc.param, "cli")))
+    except (InputError, ConflictError) as exc:
+        ctx.err(exc.render(inputs.label(exc.param, "cli")) if exc.param else str(exc))
         return exc.exit_code
     except VmsanError as exc:
         ctx.err(str(exc))
@@ -344,7 +494,7 @@ def run(argv, stdout, stderr, env=None):
 
 
 def main(argv=None):
-    return run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr)
+    return quiet_on_closed_pipe(lambda: run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr))
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_diff_shows_rules_only_when_they_change():
     assert [d["before_header"] for d in diffs] == ["web (facts)", "web (rules)"]
     rules_before, rules_after = diffs[1]["before"], diffs[1]["after"]
     assert "-A vmsan-web-out -m set --match-set vmsan-web-allow dst -j ACCEPT" in rules_before
-    assert "--match-set" not in rules_after and "-A vmsan-web-out -j DROP" in rules_after
+    assert "--match-set" not in rules_after and "-A vmsan-web-out -j VMSAN-DROP-POLICY" in rules_after
     assert "# ipset vmsan-web-allow: 192.0.2.0/24" in rules_before
     assert len(face.build_diff(RECORD, RECORD.but(bandwidth=Bandwidth()))) == 1
     created = face.build_diff(None, RECORD)
