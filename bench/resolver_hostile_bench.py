@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 
-import common as C                                     # noqa: E402  (puts tests/ on sys.path)
+import common as C  # noqa: E402  (bench/, beside this script; sets VMSAN_SANDBOX_ONLY)
 
 from sandbox import dns_attacks, guard, procs          # noqa: E402
 

@@ -163,7 +163,13 @@ def build_parser():
     _vm_arg(q)
     q.add_argument("--since", metavar="T", help="only events since T (as for vmsan events)")
     _json_flag(q)
-    p = sub.add_parser("resolver", help="run the host DNS resolver (foreground)")
+    for command, what in (("daemon", "run the host daemon: DNS resolver, name guard, command server (foreground)"),
+                          ("resolver", "the old name of 'vmsan daemon' (the same daemon, the same flags)")):
+        _add_daemon_flags(sub.add_parser(command, help=what))
+    return parser
+
+
+def _add_daemon_flags(p):
     p.add_argument("--upstream", metavar="IP[:PORT]", help="upstream DNS server (default: from /etc/resolv.conf)")
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
     p.add_argument("--ttl-floor", metavar="SECONDS", help="a learned address stays at least this long (default 30)")
@@ -171,12 +177,12 @@ def build_parser():
     for name, (flag, low, high, default) in inputs.RESOLVER_BUDGETS.items():
         p.add_argument(flag, dest=name, metavar="N", help="per VM, unless its state says otherwise: %s (%d-%d, default %d)"
                        % (_BUDGET_HELP[name], low, high, default))
-    p.add_argument("--metrics-listen", metavar="ADDR",
-                   help="serve Prometheus metrics at ADDR, IP[:PORT] (port %d by default; off unless given)"
-                        % inputs.DEFAULT_METRICS_PORT)
+    p.add_argument("--socket-group", metavar="GROUP",
+                   help="the command server also serves the members of GROUP (default: root only)")
+    p.add_argument("--metrics-listen", metavar="IP:PORT",
+                   help="serve Prometheus metrics at IP:PORT, e.g. 127.0.0.1:9464 (off unless given)")
     p.add_argument("--no-event-log", action="store_true",
                    help="write no event log (refusals are not logged, dropped packets not read)")
-    return parser
 
 
 _BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED",
@@ -185,13 +191,10 @@ _BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED"
 
 
 class Context(object):
-    """What one run of a command may touch: its streams, its environment,
-    and SERVICES: what the host daemon lends the commands it runs (its
-    ``telemetry``, for ``vmsan metrics``); None in-process."""
+    """What one run of a command may touch: its streams and its environment."""
 
-    def __init__(self, args, stdout, stderr, env, services=None):
+    def __init__(self, args, stdout, stderr, env):
         self.args, self.stdout, self.stderr, self.env = args, stdout, stderr, env
-        self.services = services
 
     def out(self, data, text):
         """DATA as JSON with --json, else TEXT."""
@@ -396,20 +399,16 @@ def cmd_events(ctx):
 
 
 def cmd_metrics(ctx):
-    """``vmsan metrics``: the exposition text, once: the daemon's own
-    (counters of the resolver and the guard included) when it runs this
-    command, else what this process can read from the kernel."""
+    """``vmsan metrics``: the exposition text, once, of what this process
+    can read: the kernel's counters and learned sets (the resolver's and the
+    name guard's counters live in the daemon: its --metrics-listen)."""
     from ..telemetry import metrics
-    telemetry = getattr(ctx.services, "telemetry", None)
-    if telemetry is not None and telemetry.registry is not None:
-        registry = telemetry.registry
-    else:
-        from ..lifecycle.manager import require_root
-        from ..lifecycle.state import StateStore
-        from ..telemetry.learned import learned_counts
-        require_root()
-        store = StateStore(ctx.state_dir())
-        registry = metrics.registry_with(metrics.VmsanCollector(store, learned=lambda: learned_counts(store)))
+    from ..lifecycle.manager import require_root
+    from ..lifecycle.state import StateStore
+    from ..telemetry.learned import learned_counts
+    require_root()
+    store = StateStore(ctx.state_dir())
+    registry = metrics.registry_with(metrics.VmsanCollector(store, learned=lambda: learned_counts(store)))
     ctx.stdout.write(metrics.exposition(registry).decode())
     return 0
 
@@ -438,33 +437,35 @@ def cmd_policy(ctx):
     return 0
 
 
-def cmd_resolver(ctx):
+def cmd_daemon(ctx):
+    """``vmsan daemon`` (and its old name ``vmsan resolver``): the DNS
+    resolver and the name guard (daemon/host.py) inside the warm path's
+    command server (faces/warm.py), one process."""
     args = ctx.args
     upstream = inputs.upstream(args.upstream) if args.upstream else None
     listen = inputs.listen(args.listen) if args.listen else None
     ttl_floor = inputs.seconds("ttl_floor", args.ttl_floor, None)
     grace = inputs.seconds("grace", args.grace, None)
     budget = inputs.resolver_budget(**{name: getattr(args, name) for name in inputs.RESOLVER_BUDGETS})
-    metrics_listen = inputs.metrics_listen(args.metrics_listen) if args.metrics_listen is not None else None
-    # dnslib and the sockets: only the resolver needs them
-    from ..resolver.daemon import main as resolver_main
-    telemetry = None
-    if not args.no_event_log or metrics_listen is not None:
-        from ..telemetry.service import Telemetry
-        telemetry = Telemetry(ctx.state_dir(), metrics_listen=metrics_listen, event_log=not args.no_event_log)
-    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
-                         telemetry=telemetry)
+    group = inputs.socket_group(args.socket_group) if args.socket_group is not None else None
+    metrics = inputs.metrics_listen(args.metrics_listen) if args.metrics_listen is not None else None
+    # dnslib, the sockets and the core behind the commands: only the daemon needs them
+    from ..daemon.host import main as daemon_main
+    from .warm import serving
+    with serving(group=group):
+        return daemon_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
+                           metrics_listen=metrics, event_log=not args.no_event_log)
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
             "remove": cmd_remove, "doctor": cmd_doctor, "events": cmd_events, "metrics": cmd_metrics,
-            "policy": cmd_policy, "resolver": cmd_resolver}
+            "policy": cmd_policy, "daemon": cmd_daemon, "resolver": cmd_daemon}
 
 
-def run(argv, stdout, stderr, env=None, services=None):
+def run(argv, stdout, stderr, env=None):
     """Run the command ARGV (without the program name); return its exit
     status. Writes only to STDOUT and STDERR; ENV (default: the process's)
-    gives VMSAN_HOME; SERVICES: what the daemon lends (see Context)."""
+    gives VMSAN_HOME."""
     env = os.environ if env is None else env
     parser = build_parser()
     try:
@@ -476,7 +477,7 @@ def run(argv, stdout, stderr, env=None, services=None):
         stderr.write("vmsan: %s\n" % exc)
         stderr.write((exc.parser or parser).format_usage())
         return 2
-    ctx = Context(args, stdout, stderr, env, services)
+    ctx = Context(args, stdout, stderr, env)
     try:
         return HANDLERS[args.command](ctx)
     except (InputError, ConflictError) as exc:
