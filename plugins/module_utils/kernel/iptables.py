@@ -44,7 +44,7 @@ def _table(name, doing):
     except iptc_compat.LIBRARY_ERRORS as exc:
         raise iptc_compat.translated(exc, "%s (table %s)" % (doing, name))
     finally:
-        table.close()
+        iptc_compat.close_table(table)
 
 
 class Encoded(object):

@@ -130,6 +130,14 @@ def open_table(name):
     return table
 
 
+def close_table(table):
+    """Close TABLE's handle; the chain oracle no longer asks it (a closed
+    handle is freed memory: asking it crashes the process)."""
+    if getattr(_active, "table", None) is table:
+        _active.table = None
+    table.close()
+
+
 def delete_entry(table, chain, position):
     """Delete the rule at POSITION (0-based) of CHAIN in TABLE's handle."""
     if table._iptc.iptc_delete_num_entry(chain.encode(), position, table._handle) != 1:
