@@ -244,18 +244,25 @@ def read(path_dir, vm=None, since=None):
 
 def follow(path_dir, vm=None, since=None, stop=None, poll=FOLLOW_POLL):
     """What ``read`` gives, then each event as it is written, until
-    STOP() (default: never) is true; follows the file across rotations."""
-    for event in read(path_dir, vm, since):
-        yield event
+    STOP() (default: never) is true; follows the file across rotations.
+    The current file is opened first and read on from where the old lines
+    end, so a line written while the old ones are read is not missed."""
     path = os.path.join(path_dir, FILE_NAME)
     handle, inode = None, None
     try:
         try:
             handle = open(path)
-            handle.seek(0, os.SEEK_END)
             inode = os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
             pass
+        rotated = [p for p in files(path_dir) if p != path] if handle is not None else files(path_dir)
+        for older in rotated:
+            try:
+                with open(older) as old:
+                    for event in _events_of(old, vm, since):
+                        yield event
+            except FileNotFoundError:
+                continue
         partial = ""
         while stop is None or not stop():
             if handle is not None:
