@@ -62,6 +62,13 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
+  audit:
+    description:
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but what
+        the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy suggest)
+        then prints the smallest lists that would have allowed it (docs/operator.md).
+      - Left out with other policy options, it is V(false).
+    type: bool
 seealso:
   - module: vmsan.network.vmsan_vm
 """
@@ -106,7 +113,7 @@ from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
+POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
 
 OPTIONS = dict(
     vm=dict(type="str", required=True),
@@ -114,16 +121,17 @@ OPTIONS = dict(
     allowed_domains=dict(type="list", elements="str"),
     allowed_cidrs=dict(type="list", elements="str"),
     denied_cidrs=dict(type="list", elements="str"),
+    audit=dict(type="bool"),
 )
 
 
 def parse(params):
-    if all(params[k] is None for k in POLICY_OPTIONS):
+    if all(params.get(k) is None for k in POLICY_OPTIONS):
         raise InputError("network_policy", "nothing to change",
-                         "network_policy, allowed_domains, allowed_cidrs or denied_cidrs")
+                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or audit")
     return dict(vm_id=inputs.vm_id(params["vm"], "vm"),
                 policy=inputs.policy(params["network_policy"], params["allowed_domains"],
-                                     params["allowed_cidrs"], params["denied_cidrs"]))
+                                     params["allowed_cidrs"], params["denied_cidrs"], bool(params.get("audit"))))
 
 
 def act(manager, wanted, check_mode):

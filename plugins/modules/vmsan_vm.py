@@ -89,6 +89,13 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
+  audit:
+    description:
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but what
+        the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy suggest)
+        then prints the smallest lists that would have allowed it (docs/operator.md).
+      - Left out with other policy options, it is V(false).
+    type: bool
   published_ports:
     description:
       - Ports published to the host, each in the form C([host_ip:]host_port[:guest_port][/tcp|udp]) of
@@ -219,6 +226,10 @@ vm:
       type: list
       elements: str
       sample: ["10.0.0.0/8"]
+    audit:
+      description: Whether the policy is in audit mode (what its lists refuse passes, logged).
+      type: bool
+      sample: false
     published_ports:
       description: The published ports in the normal form C([host_ip:]host_port:guest_port/protocol).
       type: list
@@ -242,7 +253,7 @@ from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
+POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
 
 OPTIONS = dict(
     name=dict(type="str", required=True),
@@ -253,6 +264,7 @@ OPTIONS = dict(
     allowed_domains=dict(type="list", elements="str"),
     allowed_cidrs=dict(type="list", elements="str"),
     denied_cidrs=dict(type="list", elements="str"),
+    audit=dict(type="bool"),
     published_ports=dict(type="list", elements="str"),
     bandwidth=dict(type="str"),
     bandwidth_in=dict(type="str"),
@@ -268,9 +280,9 @@ def _given(value, parse):
 def parse(params):
     """The task's options as model values (KEEP for what it left out)."""
     policy = KEEP
-    if any(params[k] is not None for k in POLICY_OPTIONS):
+    if any(params.get(k) is not None for k in POLICY_OPTIONS):
         policy = inputs.policy(params["network_policy"], params["allowed_domains"], params["allowed_cidrs"],
-                               params["denied_cidrs"])
+                               params["denied_cidrs"], bool(params.get("audit")))
     return dict(
         vm_id=inputs.vm_id(params["name"]),
         state=params["state"],
