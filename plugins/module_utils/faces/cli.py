@@ -333,17 +333,22 @@ def cmd_port(ctx):
     return 0
 
 
+LIST_FORMAT = "%-16s %-5s %-8s %-15s %-10s %-22s %s"
+LIST_HEADER = LIST_FORMAT % ("ID", "SLOT", "TAP", "GUEST", "POLICY", "NETNS", "PORTS")
+
+
 def _list_line(record):
     if isinstance(record, BrokenRecord):
         return "%-16s broken: %s" % (record.id, record.error)
-    return "%-16s slot %-5d %-8s %-10s %s" % (record.id, record.slot, A.tap_name(record.slot), record.policy.mode,
-                                              record.netns or "(host)")
+    mode = record.policy.mode + (" (audit)" if record.policy.audit else "")
+    return LIST_FORMAT % (record.id, record.slot, A.tap_name(record.slot), A.guest_ip(record.slot), mode,
+                          record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
 
 
 def cmd_list(ctx):
     records = ctx.manager().list()
     ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
-            "\n".join(_list_line(r) for r in records))
+            "\n".join([LIST_HEADER] + [_list_line(r) for r in records]))
     return 0
 
 
@@ -489,6 +494,8 @@ def run(argv, stdout, stderr, env=None):
     except KeyboardInterrupt:
         ctx.err("interrupted")
         return 1
+    except BrokenPipeError:
+        raise               # stdout's reader went away (| head): main exits quietly
     except OSError as exc:
         ctx.err("system error: %s" % exc)
         return 1

@@ -63,3 +63,34 @@ def test_events_prints_the_log_of_one_vm_since_a_time(tmp_path):
     assert out.splitlines()[0].startswith("2027-01-15T08:00:01.000Z db refused policy 192.0.2.10:9000")
     status, _out, err = run(["events", "--since", "soon"], env)
     assert status == 2 and "--since" in err and "30s" in err
+
+
+def test_list_has_a_header_the_guest_address_and_the_ports(tmp_path):
+    os.makedirs(tmp_path / "vms")
+    record = {"schema": 1, "id": "web", "slot": 4, "netns": "vmsan-web", "status": "ready",
+              "policy": {"mode": "custom", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": [],
+                         "audit": True},
+              "published_ports": ["8080:80/tcp"], "bandwidth": None, "bandwidth_in": None, "tap_owner": None,
+              "created": "2026-01-01T00:00:00Z"}
+    (tmp_path / "vms" / "web.json").write_text(json.dumps(record))
+    status, out, _err = run(["list"], {"VMSAN_HOME": str(tmp_path)})
+    header, line = out.splitlines()
+    assert status == 0 and header.split() == ["ID", "SLOT", "TAP", "GUEST", "POLICY", "NETNS", "PORTS"]
+    assert line.split() == ["web", "4", "fhvm4", "172.16.4.2", "custom", "(audit)", "vmsan-web", "8080:80/tcp"]
+
+
+def test_list_json_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+    os.makedirs(tmp_path / "vms")
+    for i in range(1, 400):
+        (tmp_path / "vms" / ("v%d.json" % i)).write_text(json.dumps(
+            {"schema": 1, "id": "v%d" % i, "slot": i, "netns": None, "status": "ready", "policy": {"mode": "allow-all"},
+             "published_ports": [], "created": "2026-01-01T00:00:00Z"}))
+    vmsan = os.path.join(os.path.dirname(sys.executable), "vmsan")
+    env = dict(os.environ, VMSAN_HOME=str(tmp_path), VMSAN_NO_DAEMON="1")
+    proc = subprocess.Popen([vmsan, "list", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.read(10)
+    proc.stdout.close()                 # what `| head` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 1 and err == ""
