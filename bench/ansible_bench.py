@@ -22,9 +22,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "extensions", "molecule", "shared"))
-import vmsan_sandbox as vs  # noqa: E402
+from sandbox import machines as vs
+
+REPO = vs.REPO_ROOT
 
 SITE = os.path.join(REPO, "playbooks", "site.yml")
 DOC = os.path.join(REPO, "docs", "ansible.md")

@@ -2,10 +2,10 @@
 inside its namespaces, statistics and tables.
 
 Benchmarks are run by hand (as root) and print numbers; they never assert on
-time. Everything they change lives in a sandbox (tests/sandbox, DESIGN
-section 9): the product and the baselines run inside the sandbox's "host"
+time. Everything they change lives in a sandbox (tests/sandbox,
+docs/testing.md): the product and the baselines run inside the sandbox's "host"
 namespace or in namespaces named ``<prefix>-...`` that the sandbox's cleanup
-(and tests/sandbox/cleanup.py, after a killed run) recognises.
+(and ``python -m sandbox.cleanup``, after a killed run) recognises.
 """
 
 import contextlib
@@ -20,15 +20,12 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(REPO, "tests")
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
 
 # The core refuses to touch the machine's own namespace with this set; the
 # vmsan processes the sandbox runs get it too.
 os.environ["VMSAN_SANDBOX_ONLY"] = "1"
 
-from sandbox import Sandbox  # noqa: E402  (needs tests/ on sys.path)
+from sandbox import Sandbox  # noqa: E402  (the harness, installed by scripts/setup.sh)
 from sandbox import guard  # noqa: E402
 
 MODULE_UTILS = "ansible_collections.vmsan.network.plugins.module_utils"
@@ -273,7 +270,7 @@ def ns_path(name):
 
 
 def nsenter(name, argv):
-    """argv run in namespace NAME alone (never ``ip netns exec``: DESIGN 9)."""
+    """argv run in namespace NAME alone (never ``ip netns exec``: docs/contract.md, "Test topology")."""
     return ["nsenter", "--net=%s" % ns_path(name), "--"] + [str(a) for a in argv]
 
 

@@ -33,8 +33,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # noqa: E402  (bench/, beside this script; sets VMSAN_SANDBOX_ONLY)
 
 from sandbox import procs  # noqa: E402
 from sandbox.tls import client_hello, make_certificate  # noqa: E402

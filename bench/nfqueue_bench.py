@@ -21,15 +21,13 @@ NF_ACCEPT verdict with a mark. The baseline is the same client with no rule.
 """
 
 import argparse
-import os
 import socket
 import struct
 import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # noqa: E402  (bench/, beside this script; sets VMSAN_SANDBOX_ONLY)
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel import nfqueue as nq  # noqa: E402
 
@@ -189,13 +187,13 @@ def main(argv=None):
     common.note("load average at start: %s" % common.load_average())
     results = {}
     with common.Sandbox() as sb:
-        sb.host.run(["iptables-legacy", "-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", str(PORT),
+        sb.host.run(["iptables-legacy", "-w", "-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", str(PORT),
                      "-m", "mark", "--mark", "0/0x10000000", "-j", "NFQUEUE", "--queue-num", str(QUEUE)],
                     check=True)
         for _ in range(args.repeat):
             for reader in readers:
                 results.setdefault(reader, []).append(measure(sb, reader, args.packets))
-        sb.host.run(["iptables-legacy", "-F", "OUTPUT"], check=True)
+        sb.host.run(["iptables-legacy", "-w", "-F", "OUTPUT"], check=True)
         for _ in range(args.repeat):
             results.setdefault("baseline", []).append(measure(sb, None, args.packets))
     rows = []

@@ -21,13 +21,11 @@ cost in throughput.
 
 import argparse
 import ipaddress
-import os
 import random
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402  (sets up sys.path and VMSAN_SANDBOX_ONLY)
+import common as C  # bench/, beside this script; sets VMSAN_SANDBOX_ONLY
 
 vm_mod = C.core_module("manager")
 netns = C.core_module("netns")
@@ -163,10 +161,10 @@ def flush_vm_rules(vm):
     them: without the masquerade no reply would come back)."""
     ns = vm["netns"]
     for table in ("raw", "nat", "filter"):
-        C.run_in(ns, ["iptables-legacy", "-t", table, "-F"])
-        C.run_in(ns, ["iptables-legacy", "-t", table, "-X"])
+        C.run_in(ns, ["iptables-legacy", "-w", "-t", table, "-F"])
+        C.run_in(ns, ["iptables-legacy", "-w", "-t", table, "-X"])
     for chain in ("INPUT", "FORWARD", "OUTPUT"):
-        C.run_in(ns, ["iptables-legacy", "-t", "filter", "-P", chain, "ACCEPT"])
+        C.run_in(ns, ["iptables-legacy", "-w", "-t", "filter", "-P", chain, "ACCEPT"])
     left = [l for l in C.run_in(ns, ["iptables-legacy-save"]).stdout.splitlines() if l.startswith("-A")]
     if left:
         raise RuntimeError("rules left after the flush: %s" % left)

@@ -22,13 +22,9 @@ most 1448 payload bytes per 1514 on the wire, so iperf3's goodput tops out at
 import argparse
 import os
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-
-from sandbox import Sandbox  # noqa: E402
+from sandbox import Sandbox
 
 MBIT = 1000 ** 2
 GOODPUT_CEILING = 1448 / 1514      # TCP payload per Ethernet frame, with timestamps

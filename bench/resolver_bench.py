@@ -47,14 +47,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+from sandbox import Sandbox, guard, procs
 
-from sandbox import Sandbox, guard, procs  # noqa: E402
-
-from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager  # noqa: E402
-from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import state as vm_state  # noqa: E402
-from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle import state as vm_state
+from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import StateStore
 
 UPSTREAM = "203.0.113.54"
 VMSAN = "169.254.64.1"

@@ -29,12 +29,13 @@ declare -A ARGS=(
     [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
     [nfqueue_bench.py]="--packets 200 --repeat 1"
     [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
+    [import_bench.py]="--runs 3"
 )
 ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py resolver_hostile_bench.py ports_bandwidth_bench.py
-       ansible_bench.py nfqueue_bench.py guard_bench.py)
+       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
-leftovers() { "$PY" tests/sandbox/cleanup.py --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
+leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
 leftovers > "$LOGS/leftovers.before"
 
 began=$SECONDS
@@ -71,7 +72,7 @@ done
 leftovers > "$LOGS/leftovers.after"
 new_leftovers="$(comm -13 "$LOGS/leftovers.before" "$LOGS/leftovers.after")"
 if [ -n "$new_leftovers" ]; then
-    echo "left behind by this run (remove with: $PY tests/sandbox/cleanup.py):"
+    echo "left behind by this run (remove with: $PY -m sandbox.cleanup):"
     echo "$new_leftovers" | sed 's/^/    /'
     failed=1
 fi

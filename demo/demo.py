@@ -16,10 +16,7 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-
-from sandbox import Sandbox  # noqa: E402
+from sandbox import Sandbox  # the test harness, installed in the venv by scripts/setup.sh
 
 PROBES = [
     ("web by name", lambda g: g.http("a.example.test", timeout=1.5) if g.resolve("a.example.test") else None),

@@ -8,14 +8,14 @@
 #      against a sandbox machine (changes, then none)
 #   6. molecule test for every scenario (skip with --no-molecule)
 # Everything that changes networking runs inside throwaway namespaces
-# (extensions/molecule/shared/vmsan_sandbox.py), never in this machine's own.
+# (python -m sandbox.machines: tests/sandbox/machines.py), never in this machine's own.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$PATH"
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 python="$repo/.venv/bin/python"
-sandbox_tool="$repo/extensions/molecule/shared/vmsan_sandbox.py"
+machines=("$python" -m sandbox.machines)    # the test harness's sandbox machines
 
 molecule=1
 for arg in "$@"; do
@@ -27,7 +27,7 @@ done
 
 work="$(mktemp -d /tmp/vmsan-ansible-checks.XXXXXX)"
 cleanup() {
-    "$python" "$sandbox_tool" stop "$work/sandbox" >/dev/null 2>&1 || true
+    "${machines[@]}" stop "$work/sandbox" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -94,7 +94,7 @@ for role in "$installed"/roles/*/; do
 done
 
 step "the site playbook from the installed tarball, twice, on a sandbox machine"
-"$python" "$sandbox_tool" start "$work/sandbox" --hosts 1 >/dev/null
+"${machines[@]}" start "$work/sandbox" --hosts 1 >/dev/null
 cat > "$work/vms.yml" <<'YML'
 ---
 vmsan_vms_prune: true
@@ -114,11 +114,11 @@ grep -Eq '^h1 .* changed=[1-9][0-9]* .* failed=0' "$work/run.log" || { echo "fir
 run_site
 grep -Eq '^h1 .* changed=0 .* failed=0' "$work/run.log" || { echo "second run was not idempotent" >&2; exit 1; }
 prefix="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["machines"][0]["prefix"])' "$work/sandbox/sandbox.json")"
-"$python" "$sandbox_tool" probe "$work/sandbox" --vm "$prefix-web" \
+"${machines[@]}" probe "$work/sandbox" --vm "$prefix-web" \
     --expect tcp:203.0.113.10:9000=open --expect tcp:203.0.113.11:9000=closed --expect publish:8080:80=open >/dev/null
-"$python" "$sandbox_tool" probe "$work/sandbox" --vm "$prefix-shut" --expect tcp:203.0.113.10:9000=closed >/dev/null
+"${machines[@]}" probe "$work/sandbox" --vm "$prefix-shut" --expect tcp:203.0.113.10:9000=closed >/dev/null
 echo "ok: policies hold from the guests"
-"$python" "$sandbox_tool" stop "$work/sandbox"
+"${machines[@]}" stop "$work/sandbox"
 unset ANSIBLE_COLLECTIONS_PATH ANSIBLE_COLLECTIONS_SCAN_SYS_PATH
 
 if [ "$molecule" = 1 ]; then

@@ -37,10 +37,16 @@ site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["pure
 mkdir -p "$site/ansible_collections/vmsan"
 ln -sfn "$repo" "$site/ansible_collections/vmsan/network"
 
+# The network test harness (tests/sandbox) imports as ``sandbox`` in this
+# venv: pytest, the benchmarks, the demo and Molecule's sandbox machines
+# (python -m sandbox.machines) find it without touching sys.path. It is
+# test code: galaxy.yml keeps tests/ (but tests/sanity) out of the tarball.
+echo "$repo/tests" > "$site/vmsan-test-harness.pth"
+
 cat > .venv/bin/vmsan <<LAUNCH
 #!$repo/.venv/bin/python
 import sys
-from ansible_collections.vmsan.network.plugins.module_utils.faces.cli import main
+from ansible_collections.vmsan.network.plugins.module_utils.faces.client import main
 sys.exit(main())
 LAUNCH
 chmod 755 .venv/bin/vmsan

@@ -1,17 +1,17 @@
 """Test configuration shared by all suites.
 
-tests/ is put on sys.path so the sandbox harness imports as ``sandbox``;
-the collection is imported as installed by scripts/setup.sh.
+The collection and the sandbox harness (tests/sandbox, as ``sandbox``) are
+imported as scripts/setup.sh installed them in the venv.
 """
-import os
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from sandbox.fixtures import reap_before_the_run
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs root and builds network namespaces (tests/sandbox)")
     config.addinivalue_line("markers", "realguest: boots a real Linux guest under QEMU")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_sessionstart(session):
+    reap_before_the_run(session.config)

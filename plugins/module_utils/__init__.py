@@ -12,6 +12,7 @@ tests/unit/test_layers.py):
     lifecycle  state files and the orchestration that converges a VM through the adapters
     resolver   the host DNS resolver: decisions (pure) and its sockets; the pin table
     guard      the name guard: SNI/Host readers, the rule, held flows (pure) and its queue loop
+    daemon     the host daemon's command server (the warm path) and its protocol
     faces      the ``vmsan`` command and the Ansible face: parse, call, render
 """
 
@@ -25,5 +26,6 @@ LAYERS = (
     ("lifecycle",),
     ("resolver",),
     ("guard",),
+    ("daemon",),
     ("faces",),
 )

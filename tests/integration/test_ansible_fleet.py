@@ -11,15 +11,13 @@ connection whose interpreter runs inside that namespace):
 
 import contextlib
 import os
-import sys
 
 import pytest
 
 from integration import snapshot
+from sandbox import machines as vs
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "extensions", "molecule", "shared"))
-import vmsan_sandbox as vs  # noqa: E402
+REPO = vs.REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,7 +5,6 @@ proved from a guest attached to the VM's TAP, or from the sandbox internet."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -15,10 +14,8 @@ from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.changes import Change
 from ansible_collections.vmsan.network.plugins.module_utils.model.records import VmRecord
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as fp
+from sandbox import machines as vs
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "extensions", "molecule", "shared"))
-import vmsan_sandbox as vs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +195,7 @@ def test_drift_is_repaired_by_the_next_run(machine):
     guest = machine.sandbox.add_guest(vm)
     assert guest.tcp(WEB_A, 9000)
     # someone flushes the VM's rules: the namespace fails closed
-    subprocess.run(["nsenter", "--net=/run/netns/" + vm["netns"], "iptables-legacy", "-F", "vmsan-%s-out" % name],
+    subprocess.run(["nsenter", "--net=/run/netns/" + vm["netns"], "iptables-legacy", "-w", "-F", "vmsan-%s-out" % name],
                    check=True)
     assert guest.tcp(WEB_A, 9000) is None
     repaired = machine.ok("vmsan_vm", name=name, allowed_cidrs=[WEB_A])

@@ -1,4 +1,4 @@
-"""Bandwidth caps (DESIGN section 5), measured with iperf3 between a guest
+"""Bandwidth caps (docs/contract.md, "Bandwidth"), measured with iperf3 between a guest
 and the sandbox's internet.
 
 ``--bandwidth`` caps what the guest sends (guest -> internet), ``--bandwidth-in``

@@ -1,5 +1,5 @@
-"""Domain allowlists end to end (DESIGN.md sections 3 and 7): guests behind
-their TAPs ask the host resolver (``vmsan resolver`` inside the sandbox host
+"""Domain allowlists end to end (docs/contract.md, "Policies" and "The
+resolver"): guests behind their TAPs ask the host resolver (``vmsan resolver`` inside the sandbox host
 namespace, upstream the sandbox's authoritative DNS on 203.0.113.53), and the
 answers open exactly the addresses they name, for as long as they should."""
 

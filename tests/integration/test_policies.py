@@ -1,5 +1,5 @@
 """Outbound policies, the isolation baseline and live policy updates
-(DESIGN.md section 3), proved from guests against the sandbox's internet."""
+(docs/contract.md, "Policies"), proved from guests against the sandbox's internet."""
 
 import json
 import subprocess
@@ -11,6 +11,7 @@ from ansible_collections.vmsan.network.plugins.module_utils.model import address
 from integration import snapshot
 from integration.changes import C, of_kind
 from sandbox import packets
+from sandbox.probes import at_once
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +24,9 @@ def make_vm(sandbox, name, *flags):
 
 
 def reach(guest, ip):
-    """What the guest gets through to IP: tcp, udp, icmp."""
-    return {"tcp": bool(guest.tcp(ip, 9000)), "udp": bool(guest.udp(ip, 9000)), "icmp": guest.ping(ip)}
+    """What the guest gets through to IP: tcp, udp, icmp (probed together)."""
+    tcp, udp, icmp = at_once(lambda: guest.tcp(ip, 9000), lambda: guest.udp(ip, 9000), lambda: guest.ping(ip))
+    return {"tcp": bool(tcp), "udp": bool(udp), "icmp": icmp}
 
 
 ALL = {"tcp": True, "udp": True, "icmp": True}
@@ -89,9 +91,15 @@ def test_isolation_baseline(sandbox, policy):
     # a transit address, the metadata address: nothing answers.
     targets = [other["guest_ip"], other["host_ip"], vm["host_ip"], "198.51.100.2",
                A.transit(other["slot"])[0], A.transit(vm["slot"])[0], A.RESOLVER_IP]
+    calls = []
     for ip in targets:
-        assert guest.tcp(ip, 7001) is None and guest.tcp(ip, 7002) is None, ip
-        assert not guest.ping(ip, timeout=0.3), ip
+        calls += [lambda ip=ip: guest.tcp(ip, 7001), lambda ip=ip: guest.tcp(ip, 7002),
+                  lambda ip=ip: guest.ping(ip, timeout=0.3)]
+    results = at_once(*calls)
+    for index, ip in enumerate(targets):
+        tcp_7001, tcp_7002, pong = results[3 * index:3 * index + 3]
+        assert tcp_7001 is None and tcp_7002 is None, ip
+        assert not pong, ip
     sniff = sandbox.host.sniff("uplink0", packets.ipv4_to("169.254.169.254"))
     assert guest.tcp("169.254.169.254", 80) is None
     time.sleep(0.2)
@@ -205,8 +213,8 @@ def test_a_small_edit_of_long_lists_is_made_in_place(sandbox):
 def test_flushed_rules_are_restored_by_the_next_run(sandbox):
     vm, guest = make_vm(sandbox, "fl", "--network-policy", "deny-all")
     ns = "/run/netns/" + vm["netns"]
-    subprocess.run(["nsenter", "--net=" + ns, "iptables-legacy", "-F"], check=True)
-    subprocess.run(["nsenter", "--net=" + ns, "iptables-legacy", "-P", "FORWARD", "ACCEPT"], check=True)
+    subprocess.run(["nsenter", "--net=" + ns, "iptables-legacy", "-w", "-F"], check=True)
+    subprocess.run(["nsenter", "--net=" + ns, "iptables-legacy", "-w", "-P", "FORWARD", "ACCEPT"], check=True)
     assert guest.tcp(WEB_A, 9000), "with the rules flushed and the policy opened, traffic passes"
     first = sandbox.vmsan("network", vm["id"], "--network-policy", "deny-all").out
     assert first["changed"]

@@ -1,4 +1,4 @@
-"""Published ports (DESIGN section 4), proved with a client in the sandbox's
+"""Published ports (docs/contract.md, "Published ports"), proved with a client in the sandbox's
 internet, clients on the sandbox host itself, and servers in the guest.
 
 The host's uplink address is 198.51.100.2; the internet client is
@@ -93,7 +93,7 @@ def test_a_flushed_dnat_rule_is_what_breaks_the_port_and_a_rerun_repairs_it(sand
     guest.serve_tcp(vm["guest_ip"], 8080, label="web")
     assert sandbox.internet.tcp(UPLINK, 8080)
     chain = "vmsan-%s-pub" % vm["id"]
-    sandbox.host.run(["iptables-legacy", "-t", "nat", "-F", chain], check=True)
+    sandbox.host.run(["iptables-legacy", "-w", "-t", "nat", "-F", chain], check=True)
     assert sandbox.internet.tcp(UPLINK, 8080) is None           # without the DNAT: nothing
     again = sandbox.vmsan("port", "add", vm["id"], "8080").out
     assert of_kind(again, C.SET_CHAIN, chain), again

@@ -151,7 +151,7 @@ def test_drift_is_repaired_by_the_next_run(sandbox):
     vm = create(sandbox, "d")
     ns = "/run/netns/" + vm["netns"]
     subprocess.run(["nsenter", "--net=" + ns, "ip", "link", "del", vm["tap"]], check=True)
-    subprocess.run(["nsenter", "--net=" + sandbox.host.path, "iptables-legacy", "-t", "nat", "-F",
+    subprocess.run(["nsenter", "--net=" + sandbox.host.path, "iptables-legacy", "-w", "-t", "nat", "-F",
                     "VMSAN-HOST-NAT"], check=True)
     again = sandbox.vmsan("network", vm["id"], "--network-policy", "allow-all").out
     assert again["changed"]

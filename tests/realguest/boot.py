@@ -162,7 +162,7 @@ def _same_netns(path: str) -> bool:
 
 
 def design_boot_args(slot: int, device: str = "eth0") -> str:
-    """The ``ip=`` argument DESIGN.md section 2 prescribes for *slot* (0..254)."""
+    """The ``ip=`` argument docs/contract.md ("Addressing") prescribes for *slot* (0..254)."""
     if not 0 <= slot <= 254:
         raise ValueError("design_boot_args covers slots 0..254")
     return f"ip=172.16.{slot}.2::172.16.{slot}.1:255.255.255.252::{device}:off:172.16.{slot}.1"

@@ -28,6 +28,21 @@ def realguest_artifacts():
     return rg_build.build()
 
 
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its boots to the controller, which prints the summary."""
+    from .boot import BOOTS
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["realguest_boots"] = [list(boot) for boot in BOOTS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from .boot import BOOTS
+
+    BOOTS.extend(tuple(boot) for boot in getattr(node, "workeroutput", {}).get("realguest_boots", []))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Boot-to-result (QEMU start to the last probe line) and wall time of every guest."""
     from .boot import BOOTS

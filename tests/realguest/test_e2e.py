@@ -60,7 +60,7 @@ def unmet(run, expect: dict) -> dict:
 
 def config_problems(vm: dict, run) -> list:
     """How the guest's network differs from the /30 ``create`` described: boot_args must
-    name the host side as gateway and DNS (DESIGN 2), and the guest must have come up
+    name the host side as gateway and DNS (docs/contract.md, "Addressing"), and the guest must have come up
     with that address, gateway, DNS server and the MAC ``create`` returned."""
     problems = []
     ip = parse_ip_arg(vm["boot_args"])

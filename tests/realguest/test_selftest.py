@@ -1,7 +1,7 @@
 """Self-test of the real-guest fixture, independent of the product.
 
 Each test makes its own network namespace with a persistent TAP ``fhvm0`` at
-172.16.0.1/30 (slot 0 of DESIGN.md section 2), plays the host side itself and boots
+172.16.0.1/30 (slot 0 of docs/contract.md, "Addressing"), plays the host side itself and boots
 the real guest on that TAP. They show that the fixture's verdicts mean something:
 right boot_args pass, a wrong gateway or a MAC the host does not expect fail, and a
 port the guest listens on is reachable from the namespace.
@@ -82,7 +82,7 @@ def test_wrong_gateway_fails(slot0, realguest_artifacts, boot_args, route_error)
 
 def test_unexpected_mac_fails(slot0, realguest_artifacts):
     # The namespace accepts frames from the TAP only with the MAC it expects.
-    slot0.run("iptables", "-A", "INPUT", "-i", TAP, "-m", "mac", "!", "--mac-source", MAC, "-j", "DROP")
+    slot0.run("iptables", "-w", "-A", "INPUT", "-i", TAP, "-m", "mac", "!", "--mac-source", MAC, "-j", "DROP")
     probes = ["tcp:172.16.0.1:9000"]
     # (the good case through boot_vm, with a dict shaped like `vmsan create --json --no-netns`)
     vm = {"netns": None, "tap": TAP, "mac": MAC, "boot_args": SLOT0_ARGS, "guest_ip": "172.16.0.2"}

@@ -1,7 +1,8 @@
 """Network test harness for vmsan: throwaway namespaces that stand in for the
 host, the internet and the guests, so that tests never touch the real network.
 
-See docs/testing.md. Import with ``tests/`` on sys.path::
+See docs/testing.md. scripts/setup.sh installs it in the venv (a .pth file
+naming tests/), so pytest, the benchmarks, the demo and Molecule import it as::
 
     from sandbox import Sandbox
     from sandbox.fixtures import *  # the ``sandbox`` pytest fixture

@@ -7,7 +7,7 @@ Leftovers are namespaces named ``vstXXXXXX-...`` (the sandbox's own) or
 VMSAN_HOME temp directories. A sandbox whose owning process still runs is
 left alone unless ``--force``.
 
-    sudo .venv/bin/python tests/sandbox/cleanup.py [--dry-run] [--force]
+    .venv/bin/python -m sandbox.cleanup [--dry-run] [--force]     # as root
 """
 
 import argparse
@@ -17,12 +17,8 @@ import shutil
 import sys
 import tempfile
 
-if not __package__:  # run as a script: make the package importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "sandbox"  # noqa: A001
-
-from . import procs, registry  # noqa: E402
-from .netns import Namespace, list_netns  # noqa: E402
+from . import procs, registry
+from .netns import Namespace, list_netns
 
 
 def _relay_pids_by_prefix():

@@ -7,7 +7,7 @@ def make_fake_vm(sandbox, slot=0, in_netns=False):
     persistent TAP ``fhvm<slot>`` with 172.16.<slot>.1/30, in the sandbox
     host namespace or in a namespace of its own (``<prefix>-vm<slot>``).
 
-    Returns the VM dict of DESIGN section 2 (what ``vmsan create --json``
+    Returns the VM dict of docs/contract.md, "Addressing" (what ``vmsan create --json``
     prints) and the namespace that holds the TAP.
     """
     where = sandbox.add_namespace(f"vm{slot}") if in_netns else sandbox.host
@@ -35,6 +35,6 @@ def masquerade(sandbox):
     (inside the sandbox's host namespace, like everything here)."""
     sandbox.host.sysctl("net.ipv4.ip_forward", 1)
     sandbox.host.run(
-        ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink0", "-j", "MASQUERADE"],
+        ["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink0", "-j", "MASQUERADE"],
         check=True,
     )

@@ -1,6 +1,6 @@
 """pytest fixtures for the network sandbox.
 
-In a conftest.py (with ``tests/`` on sys.path)::
+In a conftest.py::
 
     from sandbox.fixtures import *  # noqa: F401,F403
 
@@ -31,14 +31,25 @@ def _why_unusable():
     return None
 
 
+def reap_before_the_run(config):
+    """Remove what crashed earlier runs left (only sandboxes whose owning
+    process is gone), once, in the process that starts the run: without
+    pytest-xdist that is the one process; with it, the controller, before any
+    worker starts. A worker never reaps at its start: it would take the
+    leftover that another worker's test made on purpose to examine
+    (tests/sandbox_selftest/test_cleanup.py)."""
+    if hasattr(config, "workerinput") or _why_unusable():
+        return
+    cleanup.reap()
+
+
 @pytest.fixture(scope="session")
 def sandbox_reaped():
-    """Once per session: remove what crashed earlier runs left (only sandboxes
-    whose owning process is gone)."""
+    """Skips where a sandbox cannot be built; leftovers of killed runs are
+    already gone (``reap_before_the_run``, called by tests/conftest.py)."""
     reason = _why_unusable()
     if reason:
         pytest.skip(reason)
-    cleanup.reap()
 
 
 @pytest.fixture

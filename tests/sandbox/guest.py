@@ -16,6 +16,7 @@ from .netns import Namespace, add_netns
 from .packets import ETH_P_IP, ETH_P_IPV6, ethernet, udp_ipv4, udp_ipv6
 
 RELAY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
+ARP_RETRANS_MS = 100
 RELAY_READY_TIMEOUT = 10.0
 GUEST_IP6 = "2001:db8:ffff::2"  # source of send_ipv6(): the guest has no IPv6 route
 
@@ -102,6 +103,11 @@ class Guest(Endpoint):
         ifname = topology.GUEST_IFNAME
         self.ip(
             "link set lo up",
+            # The first ARP request for the gateway can be lost while the
+            # relay's threads are still starting on a loaded machine; the
+            # kernel would ask again only after a second, the whole timeout
+            # of a probe. A tenth of a second changes nothing else.
+            f"ntable change name arp_cache dev {ifname} retrans {ARP_RETRANS_MS}",
             f"link set {ifname} address {self.mac}",
             f"addr add {self.guest_ip}/{topology.GUEST_PREFIXLEN} dev {ifname}",
             f"link set {ifname} up",

@@ -23,7 +23,7 @@ def die_with_parent():
 
 
 def nsenter_argv(ns_path, argv):
-    """Enter only the network namespace (never the mount namespace, see DESIGN 9)."""
+    """Enter only the network namespace (never the mount namespace: docs/contract.md, "Test topology")."""
     return ["nsenter", f"--net={ns_path}", "--", *[str(a) for a in argv]]
 
 

@@ -34,4 +34,4 @@ DOH_PORT = 443
 IPERF_PORT = 5201
 
 GUEST_IFNAME = "eth0"
-GUEST_PREFIXLEN = 30  # the /30 of DESIGN section 2
+GUEST_PREFIXLEN = 30  # the /30 of docs/contract.md, "Addressing"

@@ -1,16 +1,9 @@
 """Self-tests of the network sandbox: they need root, not the product."""
 
-import os
-import sys
-
 import pytest
 
-# tests/ on sys.path (tests/conftest.py does it too; this keeps the folder
-# usable on its own).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sandbox.fakes import make_fake_vm, masquerade  # noqa: E402
-from sandbox.fixtures import *  # noqa: E402,F401,F403
+from sandbox.fakes import make_fake_vm, masquerade
+from sandbox.fixtures import *  # noqa: F401,F403
 
 
 @pytest.fixture

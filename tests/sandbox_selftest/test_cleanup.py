@@ -14,8 +14,6 @@ from sandbox import Sandbox, cleanup, registry
 from sandbox.internet import Internet
 from sandbox.netns import list_netns
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def alive(pid):
     try:
@@ -73,8 +71,7 @@ def test_failed_setup_cleans_up(sandbox_reaped, monkeypatch):
 
 
 CRASHING_RUN = """
-import sys, time
-sys.path.insert(0, {tests!r})
+import time
 from sandbox import Sandbox
 from sandbox.fakes import make_fake_vm
 sb = Sandbox().start()
@@ -85,8 +82,7 @@ time.sleep(60)
 
 
 def test_cleanup_script_reaps_a_killed_run_and_spares_a_live_one(sandbox):
-    code = CRASHING_RUN.format(tests=TESTS_DIR)
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_RUN], stdout=subprocess.PIPE, text=True)
     try:
         prefix, relay_pid = child.stdout.readline().split()
     finally:
@@ -100,7 +96,7 @@ def test_cleanup_script_reaps_a_killed_run_and_spares_a_live_one(sandbox):
     assert len(ours(prefix)) == 3  # the names stay until someone removes them
 
     dry = subprocess.run(
-        [sys.executable, os.path.join(TESTS_DIR, "sandbox", "cleanup.py"), "--dry-run"],
+        [sys.executable, "-m", "sandbox.cleanup", "--dry-run"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -47,7 +47,7 @@ def test_guest_cannot_reach_the_internet_without_a_route_out(sandbox, guest):
 def test_stream_is_seen_to_stop_when_the_path_is_cut(sandbox, routed_guest):
     stream = routed_guest.stream(t.WEB_A, 9001)
     assert stream.is_flowing()
-    sandbox.host.run(["iptables", "-I", "FORWARD", "-j", "DROP"], check=True)
+    sandbox.host.run(["iptables", "-w", "-I", "FORWARD", "-j", "DROP"], check=True)
     assert stream.wait_stopped(timeout=1.0)
     assert not stream.is_flowing()
 

@@ -61,8 +61,10 @@ import threading
 
 from ..model.errors import KernelError
 from .netlink_wire import NETLINK_NETFILTER, NetlinkSocket
+from .third_party import pyroute2_submodules
 
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
     from pyroute2.netlink.nfnetlink import ipset as _ipset

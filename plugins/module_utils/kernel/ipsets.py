@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from ..model.errors import KernelError
 from ..plan.sets import prune, storable  # noqa: F401  (storable: how a hash:net set holds a list)
 from .ipset_wire import IpsetSocket, describe
+from .third_party import pyroute2_submodules
 
 try:
-    from pyroute2 import IPSet
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.nfnetlink.ipset import IPSET_ERR_EXIST
 except ImportError:  # the faces name the missing library (missing_required_lib)
@@ -53,6 +54,7 @@ class SetManager(object):
     """Open while inside the namespace; the socket stays bound to it."""
 
     def __init__(self):
+        from pyroute2.ipset import IPSet      # ~25 ms of imports (asyncio): only when used
         with _doing("open an ipset socket"):
             self.ipset = IPSet()
 

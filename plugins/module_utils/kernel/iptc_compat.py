@@ -27,11 +27,12 @@ import threading
 from collections import namedtuple
 
 from ..model.errors import KernelError, VmsanError
+from .third_party import import_iptc
 
 PINNED_VERSION = "1.2.0"        # python-iptables in requirements.txt (a unit test compares them)
 
 try:
-    import iptc
+    iptc = import_iptc()     # without setuptools and subprocesses (third_party.py)
     from iptc import ip4tc, xtables
     from iptc.version import __version__ as VERSION
     IMPORT_ERROR = None

@@ -20,8 +20,10 @@ import struct
 
 from ..model.errors import KernelError
 from .netlink_wire import NETLINK_ROUTE, NLMSG_ERROR, NetlinkSocket, error_of
+from .third_party import pyroute2_submodules
 
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_REQUEST, nlmsg
     from pyroute2.netlink.rtnl import RTM_GETNETCONF, RTM_NEWNETCONF
 except ImportError:  # the faces name the missing library (missing_required_lib)

@@ -20,8 +20,10 @@ import socket
 import struct
 
 from ..model.errors import KernelError
+from .third_party import pyroute2_submodules
 
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLMSG_ERROR, NETLINK_NETFILTER, NETLINK_ROUTE, SOL_NETLINK
 except ImportError:  # the faces name the missing library (missing_required_lib); the numbers are the kernel's
     NLMSG_ERROR, NETLINK_ROUTE, NETLINK_NETFILTER, SOL_NETLINK = 2, 0, 12, 270

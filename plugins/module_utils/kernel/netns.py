@@ -9,7 +9,6 @@ range.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from contextlib import contextmanager
@@ -23,7 +22,9 @@ MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library the interpreter itself links: ctypes.util.find_library("c")
+# would start ``ldconfig -p`` (~5 ms) on every command
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result, what):

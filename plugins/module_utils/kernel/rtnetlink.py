@@ -5,15 +5,17 @@ the number of VMs), and making the Changes that ``plan.devices`` decides
 what was being done."""
 
 import errno
+import os
 from contextlib import contextmanager
 
 from ..model import changes as C
 from ..model.errors import KernelError
 from ..plan import devices
 from .rtnl_batch import is_up, link_index
+from .third_party import pyroute2_submodules
 
 try:
-    from pyroute2 import IPRoute
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
 except ImportError:  # the faces name the missing library (missing_required_lib)
     NetlinkError = ()
@@ -28,14 +30,31 @@ def _doing(what):
 
 
 class Netlink(object):
-    """An rtnetlink socket bound to the namespace it was opened in."""
+    """An rtnetlink socket bound to the namespace it was opened in.
+
+    pyroute2's IPRoute (~60 ms of imports, ~1 ms a request) is opened on
+    first use: lookups of a link that does not exist (an ioctl), route
+    lookups and link deletion (kernel/rtnl_query.py) do without it, so a
+    removal never opens one."""
 
     def __init__(self):
-        with _doing("open an rtnetlink socket"):
-            self.ipr = IPRoute()
+        self._ipr = None
+        self._netns = os.stat("/proc/thread-self/ns/net").st_ino
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            if os.stat("/proc/thread-self/ns/net").st_ino != self._netns:
+                raise RuntimeError("Netlink used outside the network namespace it was opened in")
+            from pyroute2.iproute.linux import IPRoute
+            with _doing("open an rtnetlink socket"):
+                self._ipr = IPRoute()
+        return self._ipr
 
     def close(self):
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
 
     def __enter__(self):
         return self
@@ -47,6 +66,8 @@ class Netlink(object):
     def link(self, ifname):
         """The RTM_NEWLINK message of IFNAME, or None (one RTM_GETLINK by
         name: a filtered dump would read every link of the namespace)."""
+        if self.index(ifname) is None:
+            return None         # an ioctl says so; no request needed
         try:
             return self.ipr.link("get", ifname=ifname)[0]
         except (NetlinkError, IndexError):
@@ -64,11 +85,8 @@ class Netlink(object):
     def route_get(self, dst_ip):
         """(gateway, oif, prefsrc) of the route the kernel would use to DST_IP,
         or None: one lookup, however large the routing table."""
-        try:
-            msg = self.ipr.route("get", dst=dst_ip)[0]
-        except (NetlinkError, IndexError):
-            return None
-        return (msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"), msg.get_attr("RTA_PREFSRC"))
+        from .rtnl_query import route_get
+        return route_get(dst_ip)
 
     @staticmethod
     def tun_info(msg):
@@ -138,14 +156,18 @@ class Netlink(object):
             self.ipr.link("add", ifname=host_name, kind="veth", peer=peer)
 
     def delete_link(self, ifname):
+        """Delete IFNAME; returns once the kernel has unlisted it (without
+        waiting for it to free the device: rtnl_query.delete_link)."""
         index = self.index(ifname)
         if index is None:
             return False
+        from .rtnl_query import delete_link
         try:
-            self.ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise KernelError(exc.code, "delete link %s" % ifname)
+            delete_link(index, ifname)
+        except KernelError:
+            raise
+        except OSError as exc:
+            raise KernelError(exc.errno, "delete link %s" % ifname)
         return True
 
     def delete_address(self, ifname, cidr):

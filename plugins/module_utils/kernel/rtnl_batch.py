@@ -16,8 +16,10 @@ from ..model.changes import Change
 from ..model.errors import KernelError
 from .netconf import forwarding_af_spec
 from .netlink_wire import NETLINK_ROUTE, NetlinkSocket
+from .third_party import pyroute2_submodules
 
 try:
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg

@@ -29,9 +29,12 @@ from ..model.changes import Change
 from ..model.errors import KernelError, VmsanError
 from ..plan.bandwidth import absent, burst, caps, describe, ifb_alias, ifb_name, plan
 from . import netns as ns
+from .rtnl_batch import link_index
+from .rtnl_query import delete_link
+from .third_party import pyroute2_submodules
 
 try:
-    from pyroute2 import IPRoute
+    pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.rtnl import TC_H_ROOT
 except ImportError:  # the faces name the missing library (missing_required_lib)
@@ -77,6 +80,7 @@ def open_ipr():
     "get" is then answered with that one qdisc. (A dump would list every
     qdisc of every device in the namespace: with --no-netns and a thousand
     TAPs that is a second per look instead of a fraction of a millisecond.)"""
+    from pyroute2.iproute.linux import IPRoute
     try:
         return IPRoute(nlm_echo=True)
     except NetlinkError as exc:
@@ -303,6 +307,8 @@ def teardown(record, check_mode=False):
         places.insert(0, record.netns)
     for place in places:
         with ns.entered(place):
+            if link_index(name) is None:
+                continue        # an ioctl says so: no rtnetlink socket needed
             with open_ipr() as ipr:
                 try:
                     link = _link(ipr, name)
@@ -310,7 +316,7 @@ def teardown(record, check_mode=False):
                         continue
                     changes.append(Change(C.DELETE_IFB, name, netns=place))
                     if not check_mode:
-                        _ignore((errno.ENODEV,), ipr.link, "del", index=link["index"])
+                        delete_link(link["index"], name)
                 except NetlinkError as exc:
                     raise KernelError(exc.code, "delete IFB %s" % name)
     return changes
@@ -319,6 +325,8 @@ def teardown(record, check_mode=False):
 def leftovers(record):
     """The VM's IFB if it is still in the host namespace (a VM namespace that
     is left is reported by vm.leftovers, with everything in it)."""
+    if link_index(ifb_name(record.slot)) is None:
+        return []
     with open_ipr() as ipr:
         link = _link(ipr, ifb_name(record.slot))
     return ["link %s" % ifb_name(record.slot)] if link is not None and _kind(link) == "ifb" else []

@@ -1,4 +1,4 @@
-"""Addresses and names of a VM slot (DESIGN.md section 2). Pure functions.
+"""Addresses and names of a VM slot (docs/contract.md, "Addressing"). Pure functions.
 
 Slots 0..254 follow the seed's scheme exactly: subnet ``172.16.{s}.0/30``.
 From slot 255 on, the scheme packs further /30s into the unused rest of each

@@ -1,4 +1,4 @@
-"""Domain allowlist matching (DESIGN.md section 3). Pure.
+"""Domain allowlist matching (docs/contract.md, "Precedence in custom"). Pure.
 
 ``api.example.com`` matches that name only; ``*.github.com`` matches any
 name below github.com at any depth, but not github.com itself. Matching is

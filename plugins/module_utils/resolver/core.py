@@ -1,4 +1,4 @@
-"""Pure decisions of the host DNS resolver (DESIGN.md sections 3 and 7).
+"""Pure decisions of the host DNS resolver (docs/contract.md, "Policies" and "The resolver").
 
 Nothing here opens a socket or touches the kernel: the daemon
 (``resolver_daemon``) feeds wire bytes, state records and upstream replies in

@@ -5,7 +5,7 @@ in; verdicts for every held packet; late packets get the flow's verdict."""
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, flows, rule
 from ansible_collections.vmsan.network.plugins.module_utils.guard.flows import ACCEPT, DROP, PASS, REFUSE
 
-from guard_hellos import built_hello, ext
+from .guard_hellos import built_hello, ext
 
 POLICY = rule.GuardPolicy(("a.test",))
 KEY = ("172.16.0.2", 40000, "203.0.113.10", 443)

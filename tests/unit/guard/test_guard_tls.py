@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, tls
 from ansible_collections.vmsan.network.plugins.module_utils.guard.reading import NAME, NEED_MORE, REFUSED
 
-from guard_hellos import built_hello, ext, handshake, hello_body, real_hello, records, sni_ext
+from .guard_hellos import built_hello, ext, handshake, hello_body, real_hello, records, sni_ext
 
 
 def test_real_hello_gives_its_sni():

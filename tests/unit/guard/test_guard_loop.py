@@ -9,7 +9,7 @@ from ansible_collections.vmsan.network.plugins.module_utils.kernel import nfqueu
 from ansible_collections.vmsan.network.plugins.module_utils.plan import name_guard as layout
 from ansible_collections.vmsan.network.plugins.module_utils.resolver.pins import PinTable
 
-from guard_hellos import built_hello
+from .guard_hellos import built_hello
 
 GUEST, X = "172.16.0.2", "203.0.113.10"
 

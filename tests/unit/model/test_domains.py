@@ -1,4 +1,4 @@
-"""Allowlist matching (DESIGN.md section 3): exact names, ``*.`` wildcards at
+"""Allowlist matching (docs/contract.md, "Precedence in custom"): exact names, ``*.`` wildcards at
 any depth but not the apex, case and trailing dot ignored."""
 
 import itertools

@@ -1,15 +1,14 @@
-#!/usr/bin/env python3
 """Sandbox "machines" for Ansible runs: each is a throwaway host network
-namespace (with its own fake internet behind it, DESIGN.md section 9) that
+namespace (with its own fake internet behind it, docs/testing.md) that
 Ansible reaches with a local connection whose Python interpreter is a wrapper
 running inside that namespace.
 
-Molecule's create and destroy steps, the Ansible integration tests and the
-benchmark all use it:
+Molecule's create, verify and destroy steps, scripts/ansible-checks.sh, the
+Ansible integration tests and the benchmark all use it:
 
-    vmsan_sandbox.py start DIR [--hosts N]   # build N machines, keep them (daemon)
-    vmsan_sandbox.py stop DIR                # tear everything down
-    vmsan_sandbox.py probe DIR --host H --vm ID --expect tcp:203.0.113.10:9000=open ...
+    python -m sandbox.machines start DIR [--hosts N]   # build N machines, keep them (daemon)
+    python -m sandbox.machines stop DIR                # tear everything down
+    python -m sandbox.machines probe DIR --host H --vm ID --expect tcp:203.0.113.10:9000=open ...
 
 ``start`` writes DIR/inventory.yml (group ``vmsan_hosts``), DIR/sandbox.json
 and one interpreter wrapper per machine. The machines live as long as the
@@ -22,23 +21,20 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-TESTS_DIR = os.path.join(REPO_ROOT, "tests")
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
-
-from sandbox import Sandbox  # noqa: E402  (needs tests/ on sys.path)
-from sandbox.endpoint import Endpoint  # noqa: E402
-from sandbox.guest import Guest  # noqa: E402
-from sandbox.netns import Namespace, list_netns  # noqa: E402
-from sandbox import topology  # noqa: E402
+from . import topology
+from .endpoint import Endpoint
+from .guest import Guest
+from .netns import Namespace, list_netns
+from .sandbox import REPO_ROOT, Sandbox
 
 PYTHON = sys.executable
 STATE_FILE = "sandbox.json"
@@ -123,7 +119,7 @@ def inventory(machines, group="vmsan_hosts", extra_group_vars=None, per_host=Non
 def write_inventory(path, data):
     import yaml
     with open(path, "w") as handle:
-        handle.write("---\n# written by vmsan_sandbox.py: sandbox machines, not real hosts\n")
+        handle.write("---\n# written by sandbox.machines: sandbox machines, not real hosts\n")
         yaml.safe_dump(data, handle, default_flow_style=False, sort_keys=True)
     return path
 
@@ -180,7 +176,6 @@ def run_playbook(playbook, inventory_path, *args, env=None, timeout=1800):
 
 def recap(output):
     """{host: {"ok": n, "changed": n, "failed": n, ...}} from a play recap."""
-    import re
     found = {}
     for line in output.split("PLAY RECAP", 1)[-1].splitlines():
         match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
@@ -193,7 +188,6 @@ def run_module(inventory_path, host, module, args, check_mode=False, diff=False,
                extra_vars=None):
     """One module run with the ad-hoc ``ansible`` command; returns (result
     dict, output text). The result is what the module returned."""
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="vmsan-tree-") as tree:
         argv = [os.path.join(VENV_BIN, "ansible"), "-i", inventory_path, host, "-m", module,
                 "-a", json.dumps(args), "--tree", tree]
@@ -244,7 +238,7 @@ def start(workdir, count):
     if os.path.exists(os.path.join(workdir, STATE_FILE)):
         stop(workdir)
     log = open(os.path.join(workdir, "keeper.log"), "ab")
-    proc = subprocess.Popen([PYTHON, os.path.abspath(__file__), "_serve", workdir, "--hosts", str(count)],
+    proc = subprocess.Popen([PYTHON, "-m", "sandbox.machines", "_serve", workdir, "--hosts", str(count)],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                             close_fds=True)
     log.close()
@@ -284,7 +278,6 @@ def stop(workdir, timeout=60):
     if os.path.exists("/proc/%d" % pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    import shutil
     for machine in state["machines"]:
         remove_prefixed_netns(machine["prefix"])
         # what the roles wrote for the machine: the next start begins clean

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, rule
 from ansible_collections.vmsan.network.plugins.module_utils.guard.rule import ACCEPT, REFUSE, GuardPolicy
 
-from guard_hellos import built_hello
+from .guard_hellos import built_hello
 
 POLICY = GuardPolicy(("a.test", "b.test", "d.test", "*.cdn.test", "git.test:22", "*.ntp.test:123/udp"))
 AT_X = frozenset({"a.test", "b.test"})          # a.test and b.test resolved to X
