@@ -3,6 +3,7 @@
 import os
 
 from ..model import addressing as A
+from ..resolver import health as resolver_health
 from ..kernel.ipsets import SetManager
 from ..kernel.iptables import open_table
 
@@ -76,5 +77,7 @@ def run_checks():
                          "no nftables FORWARD chain with policy drop" if blocker is None else
                          "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
                          % (blocker, A.VM_RANGE)))
+    status, detail = resolver_health.assess()
+    checks.append({"name": "resolver", "status": status, "detail": detail})
     ok = all(c["status"] != "FAIL" for c in checks)
     return {"ok": ok, "checks": checks}

@@ -339,3 +339,28 @@ def listen(value):
     """``--listen``: where the resolver answers (port 53 by default)."""
     return address_port("listen", value, RESOLVER_PORT, "listen address",
                         "an IPv4 address, optionally with :port, e.g. 169.254.64.1 or 127.0.0.1:5353")
+
+
+# -- the resolver's budgets per VM -------------------------------------------------
+# `vmsan resolver --vm-...` sets the defaults for every VM; a VM's own numbers,
+# when its state record has them, are read by resolver.limits.budget_from_record
+# (record field "dns_limits", the same names without the "vm_" prefix).
+RESOLVER_BUDGETS = {
+    # neutral name: (CLI flag, lowest, highest, default)
+    "vm_queries_per_second": ("--vm-queries-per-second", 1, 1000000, 1000),
+    "vm_upstream_queries": ("--vm-upstream-queries", 1, 4096, 128),
+    "vm_tcp_connections": ("--vm-tcp-connections", 1, 1024, 16),
+}
+PARAM_LABELS.update({name: (flag, name) for name, (flag, _low, _high, _default) in RESOLVER_BUDGETS.items()})
+
+
+def resolver_budget(vm_queries_per_second=None, vm_upstream_queries=None, vm_tcp_connections=None):
+    """The resolver's per-VM budget: {neutral name: int}, defaults for what
+    is None."""
+    given = {"vm_queries_per_second": vm_queries_per_second, "vm_upstream_queries": vm_upstream_queries,
+             "vm_tcp_connections": vm_tcp_connections}
+    out = {}
+    for name, (_flag, low, high, default) in RESOLVER_BUDGETS.items():
+        value = given[name]
+        out[name] = default if value is None else whole_number(name, value, low, high)
+    return out
