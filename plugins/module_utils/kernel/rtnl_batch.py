@@ -63,11 +63,21 @@ class Batch(object):
         msg["change"] = IFF_UP
         self._add(msg, RTM_NEWLINK, 0, Change(C.LINK_UP, ifname))
 
-    def forwarding(self, ifname):
-        """IPv4 forwarding on for packets arriving on IFNAME (netconf.py)."""
+    def forwarding(self, ifname, strict_source=False):
+        """IPv4 forwarding on for packets arriving on IFNAME (netconf.py);
+        STRICT_SOURCE: its reverse-path filter strict too (a TAP)."""
         msg = ifinfmsg()
         msg["index"] = socket.if_nametoindex(ifname)
-        self._add(msg, RTM_NEWLINK, 0, Change(C.FORWARDING, ifname), raw_attrs=forwarding_af_spec())
+        self._add(msg, RTM_NEWLINK, 0, Change(C.FORWARDING, ifname),
+                  raw_attrs=forwarding_af_spec(strict_source=strict_source))
+
+    def mark_owner(self, ifname, marker):
+        """IFNAME's alias (IFLA_IFALIAS) set to MARKER: who owns the device
+        (lifecycle/ownership.py reads it back)."""
+        msg = ifinfmsg()
+        msg["index"] = socket.if_nametoindex(ifname)
+        msg["attrs"] = [("IFLA_IFALIAS", marker)]
+        self._add(msg, RTM_NEWLINK, 0, Change(C.MARK_OWNER, ifname, (marker,)))
 
     def address(self, ifname, address, prefixlen, tolerate_existing=False):
         msg = ifaddrmsg()

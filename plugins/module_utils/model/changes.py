@@ -42,6 +42,8 @@ REMOVE_RESOLVER_ADDRESS = _kind("remove_resolver_address", "remove resolver addr
 ROUTE = _kind("route", "route {s} via {0}")
 ROUTE_DEV = _kind("route_dev", "route {s} via {0} dev {1}")
 FORWARDING = _kind("forwarding", "IPv4 forwarding on {s}")
+STRICT_SOURCE = _kind("strict_source", "strict reverse-path filter on {s}")
+MARK_OWNER = _kind("mark_owner", "mark {s} as {0}")
 SYSCTL = _kind("sysctl", "sysctl {s}={0} (was {1})")
 SYSCTL_NEW = _kind("sysctl_new", "sysctl {s}={0}")
 # iptables (the detail starts with the table)
