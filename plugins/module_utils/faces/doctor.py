@@ -55,7 +55,7 @@ def _list_qdiscs():
         ipr.get_qdiscs()
 
 
-def run_checks():
+def run_checks(state_dir=None):
     checks = []
     checks.append(_check("root", os.geteuid() == 0, "running as uid %d" % os.geteuid()))
     checks.append(_check("tun", os.path.exists("/dev/net/tun"), "/dev/net/tun"))
@@ -76,5 +76,33 @@ def run_checks():
                          "no nftables FORWARD chain with policy drop" if blocker is None else
                          "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
                          % (blocker, A.VM_RANGE)))
+    vms = _vm_checks(state_dir) if os.geteuid() == 0 else []
+    checks += vms
     ok = all(c["status"] != "FAIL" for c in checks)
     return {"ok": ok, "checks": checks}
+
+
+def _vm_checks(state_dir):
+    """One check per VM of the state directory against the kernel (what a
+    converge would change), and one per stale device of this directory."""
+    from ..lifecycle.manager import Manager      # netlink and libiptc: only when root and checking VMs
+    manager = Manager(state_dir)
+    found, stale = manager.checks()
+    checks = []
+    for vm in found:
+        if vm.status == "ok":
+            checks.append(_check("vm " + vm.id, True, "as its state says"))
+            continue
+        fix = ("vmsan restore %s rebuilds it, vmsan remove %s removes it" % (vm.id, vm.id)
+               if vm.status != "broken" else "fix or delete its state file")
+        checks.append(_check("vm " + vm.id, False, "%s: %s (%s)" % (vm.status, "; ".join(vm.reasons), fix)))
+    for owner in stale:
+        checks.append(_check("stale " + owner.device, False,
+                             "%s, which has no state file here: remove it with ip link del %s"
+                             % (ownership_text(owner), owner.device), warn=True))
+    return checks
+
+
+def ownership_text(owner):
+    from ..lifecycle.ownership import describe
+    return describe(owner)

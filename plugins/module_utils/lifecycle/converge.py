@@ -96,6 +96,19 @@ def _ensure_forwarding(ifname, check_mode, strict_source=False):
     return changes
 
 
+def _strict_source_possible(check_mode=False):
+    """A device's reverse-path filter is the higher of its own and the
+    namespace's ``all`` (2, loose, on some distributions, which a new
+    namespace inherits): in a VM's namespace ``all`` is lowered to 1 when it
+    is 2, so the TAP's strict filter holds. Read through netlink; written
+    through /proc/sys only then (sysctl.py says why that is avoided)."""
+    conf = netconf.device_conf()
+    if conf.get_attr("NETCONFA_RP_FILTER") != 2:
+        return []
+    change = sysctl.ensure("net.ipv4.conf.all.rp_filter", 1, check_mode)
+    return [change] if change else []
+
+
 def _ensure_marker(ifname, record, home, check_mode):
     """IFNAME (a host-side device of RECORD) marked with its owner."""
     if home is None:
@@ -134,6 +147,7 @@ def _create_vm_netns(record, home=None):
         os.close(fd)
     with ns.entered(name):
         sysctl.ensure_all(VM_NETNS_SYSCTLS)
+        _strict_source_possible()
         create_persistent(tap, record.tap_owner)
         changes.append(Change(C.CREATE_TAP, tap))
         batch = Batch()
@@ -197,6 +211,7 @@ def _converge_vm_netns(record, check_mode, home=None):
                 changes += _ensure_marker(host_veth, record, home, check_mode)
     with ns.entered(name):
         changes += C.inside(name, sysctl.ensure_all(VM_NETNS_SYSCTLS, check_mode))
+        changes += C.inside(name, _strict_source_possible(check_mode))
         with Netlink() as nl:
             changes += _made(nl, nl.up_plan("lo"), check_mode)
             if link_index(vm_veth) is not None:

@@ -18,10 +18,11 @@ from ..model import changes as C
 from ..model.changes import Change
 from ..model.errors import ConflictError, NotRootError, VmsanError
 from ..model.facts import facts
-from ..model.records import KEEP, Bandwidth, VmRecord
+from ..model.records import KEEP, Bandwidth, BrokenRecord, VmRecord
 from ..plan import firewall as fp
 from ..kernel import iptables as iptables_apply
 from ..kernel import netns as ns
+from . import health
 from . import ownership
 from . import policy as policy_apply
 from . import ports as port_apply
@@ -253,6 +254,45 @@ class Manager(object):
             result.changes, result.after = self._update(before, after, check_mode, devices=False, shaping=shaping)
             result.warnings = warnings
         return result
+
+    # -- after a reboot, and checks ----------------------------------------------
+    def restore(self, vm_ids=None):
+        """Rebuild the network of every VM (or of VM_IDS) from its state
+        file: a full converge of each under the state lock, so a second run
+        changes nothing. Returns {id: Result}; unknown ids are NotFoundError
+        before anything changes."""
+        require_root()
+        ids = list(vm_ids) if vm_ids else self.store.ids()
+        for vm_id in ids:
+            if not self.store.exists(vm_id):
+                self.store.load(vm_id)          # raises NotFoundError
+        results = {}
+        for vm_id in ids:
+            with self.store.locked():
+                record = self.store.load(vm_id)
+                result = Result(record)
+                result.changes, result.after = self._update(record, record, False)
+                results[vm_id] = result
+        return results
+
+    def statuses(self):
+        """[(record, status, reasons)] of every VM (BrokenRecords: status
+        "broken"), cheaply (lifecycle/health.py)."""
+        out = []
+        for record in self.store.scan():
+            if isinstance(record, BrokenRecord):
+                out.append((record, "broken", [record.error]))
+            else:
+                out.append((record,) + health.quick_status(record, self.store.root))
+        return out
+
+    def checks(self):
+        """[VmCheck] of every VM against the kernel, and the stale devices
+        of this directory (for ``vmsan doctor``)."""
+        records = self.store.scan()
+        found = [health.VmCheck(r.id, "broken", [r.error]) if isinstance(r, BrokenRecord)
+                 else health.check(r, self.store.root) for r in records]
+        return found, health.stale_devices(records, self.store.root)
 
     # -- removal ------------------------------------------------------------------
     def remove(self, vm_id, check_mode=False, missing_ok=False):
