@@ -139,7 +139,7 @@ OPTIONS = dict(
 
 
 def parse(params):
-    limits = inputs.limits(*(params[name] for name in inputs.VM_LIMITS))
+    limits = inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS))
     if all(params[k] is None for k in POLICY_OPTIONS) and limits is KEEP:
         raise InputError("network_policy", "nothing to change",
                          "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or a limit_* option")

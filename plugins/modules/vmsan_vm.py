@@ -304,7 +304,7 @@ def parse(params):
         bandwidth=_given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
         bandwidth_in=_given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
         tap_owner=_given(params["tap_owner"], inputs.tap_owner),
-        limits=inputs.limits(*(params[name] for name in inputs.VM_LIMITS)),
+        limits=inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS)),
     )
 
 
