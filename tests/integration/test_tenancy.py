@@ -368,3 +368,19 @@ def test_mixed_commands_killed_at_random_leave_vms_correct_or_removable(sandbox)
     run, killed = run_mixed_commands(sandbox, ids, seconds=6, workers=4, kill_every=4)
     assert run >= 8 and killed >= 2, (run, killed)
     settle_and_clean(sandbox, before)
+
+
+# -- DNS budgets (the resolver reads a VM's dns_limits) ------------------------------------------------
+def test_a_vm_with_a_low_dns_budget_is_refused_beyond_it_while_another_is_answered(sandbox):
+    pytest.importorskip("ansible_collections.vmsan.network.plugins.module_utils.resolver.limits",
+                        reason="the resolver's per-VM budgets (issue 15) are not on this branch yet")
+    Resolver(sandbox, "--ttl-floor", "1", "--grace", "1").start()
+    low = sandbox.vmsan("create", "--id", sandbox.unique_id("low"), "--allowed-domain", "a.example.test",
+                        "--limit-dns-queries-per-second", "5").out
+    other = sandbox.vmsan("create", "--id", sandbox.unique_id("high"), "--allowed-domain", "a.example.test").out
+    assert low["limits"]["dns_queries_per_second"] == 5
+    noisy, calm = sandbox.add_guest(low), sandbox.add_guest(other)
+    rcodes = [noisy.dig("a.example.test", noisy.dns_server, timeout=0.5)[0] for _ in range(40)]
+    assert "REFUSED" in rcodes and rcodes.count("NOERROR") <= 15, rcodes
+    answered = [calm.dig("a.example.test", calm.dns_server)[0] for _ in range(40)]
+    assert answered == ["NOERROR"] * 40
