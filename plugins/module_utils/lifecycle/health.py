@@ -14,6 +14,7 @@ status for ``vmsan list`` and a full check for ``vmsan doctor``.
 from collections import namedtuple
 
 from ..model import addressing as A
+from ..kernel import link_alias
 from ..kernel import netns as ns
 from ..kernel.rtnl_batch import link_index
 from . import ownership
@@ -24,13 +25,14 @@ OK, DRIFT, MISSING = "ok", "drift", "missing"
 VmCheck = namedtuple("VmCheck", "id status reasons")
 
 
-def _present(record):
-    """{device or namespace: present} of RECORD, host side first."""
+def _present(record, host_links):
+    """{device or namespace: present} of RECORD, host side first.
+    HOST_LINKS: {name: alias} of the host namespace (one dump for all VMs)."""
     slot = record.slot
     if record.netns is None:
-        return {A.tap_name(slot): link_index(A.tap_name(slot)) is not None}
+        return {A.tap_name(slot): A.tap_name(slot) in host_links}
     host_veth, vm_veth = A.veth_names(slot)
-    found = {"namespace " + record.netns: ns.exists(record.netns), host_veth: link_index(host_veth) is not None}
+    found = {"namespace " + record.netns: ns.exists(record.netns), host_veth: host_veth in host_links}
     if found["namespace " + record.netns]:
         with ns.entered(record.netns):
             found[vm_veth] = link_index(vm_veth) is not None
@@ -38,16 +40,23 @@ def _present(record):
     return found
 
 
-def quick_status(record, home):
-    """(status, reasons) of RECORD (a VmRecord of state directory HOME)."""
-    found = _present(record)
+def host_links():
+    """{name: alias} of the calling thread's namespace (the host's)."""
+    return link_alias.links()
+
+
+def quick_status(record, home, links=None):
+    """(status, reasons) of RECORD (a VmRecord of state directory HOME).
+    LINKS: ``host_links()``, read once for many VMs."""
+    links = host_links() if links is None else links
+    found = _present(record, links)
     if not any(found.values()):
         return MISSING, ["no device of the VM exists (after a reboot: vmsan restore)"]
     reasons = ["%s is missing" % name for name, there in found.items() if not there]
     host_side = A.tap_name(record.slot) if record.netns is None else A.veth_names(record.slot)[0]
     if found.get(host_side):
-        owner = ownership.slot_owner(record.slot)
-        if owner is not None and owner.vm_id is not None and not ownership.is_mine(owner, home, record.id):
+        owner = ownership.parse(host_side, links[host_side])
+        if owner.vm_id is not None and not ownership.is_mine(owner, home, record.id):
             reasons.append(ownership.describe(owner))
     if record.status != "ready":
         reasons.append("a create or change was interrupted (vmsan restore finishes it, vmsan remove removes it)")

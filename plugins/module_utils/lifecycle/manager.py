@@ -279,11 +279,13 @@ class Manager(object):
         """[(record, status, reasons)] of every VM (BrokenRecords: status
         "broken"), cheaply (lifecycle/health.py)."""
         out = []
-        for record in self.store.scan():
+        records = self.store.scan()
+        links = health.host_links() if records else {}
+        for record in records:
             if isinstance(record, BrokenRecord):
                 out.append((record, "broken", [record.error]))
             else:
-                out.append((record,) + health.quick_status(record, self.store.root))
+                out.append((record,) + health.quick_status(record, self.store.root, links))
         return out
 
     def checks(self):

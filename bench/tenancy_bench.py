@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Tenancy benchmarks (issue 16), each in a sandbox of its own:
+
+  storm   20 parallel mixed commands (create, network, port, remove) on 10
+          VMs for 60 s, every 5th killed with SIGKILL at a random moment;
+          then doctor (every VM correct or removable?), restore (twice),
+          remove, and the host compared with how it was before;
+  list    `vmsan list` with N VMs: the status checks (lifecycle/health.py)
+          against reading the records alone, in-process, same run;
+  flows   a guest opens UDP flows until its budget stops it; another
+          guest's TCP connects meanwhile; the host table's count against
+          its reserved bound; connect latency with and without the flood.
+
+  sudo .venv/bin/python bench/tenancy_bench.py storm [--seconds 60 --workers 20 --vms 10 --kill-every 5]
+  sudo .venv/bin/python bench/tenancy_bench.py list [--vms 100 --rounds 30]
+  sudo .venv/bin/python bench/tenancy_bench.py flows [--budget 5000]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import common  # noqa: F401  (VMSAN_SANDBOX_ONLY, the sandbox on sys.path)
+from common import Sandbox
+
+from integration.test_tenancy import host_state, open_udp_flows, run_mixed_commands
+
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.conntrack_size import table_size
+from ansible_collections.vmsan.network.plugins.module_utils.plan.budgets import host_caps
+
+
+def _load():
+    return "load %s" % " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def storm(args):
+    with Sandbox() as sb:
+        before = host_state(sb)
+        ids = [sb.unique_id("s%d" % n) for n in range(args.vms)]
+        began = time.monotonic()
+        run, killed = run_mixed_commands(sb, ids, args.seconds, args.workers, args.kill_every)
+        print("storm: %d commands in %.0f s by %d workers on %d VMs, %d killed with SIGKILL (%s)"
+              % (run, time.monotonic() - began, args.workers, args.vms, killed, _load()))
+        doctor = sb.vmsan("doctor", check=False).out
+        vms = [c for c in doctor["checks"] if c["name"].startswith("vm ")]
+        stale = [c for c in doctor["checks"] if c["name"].startswith("stale ")]
+        ok = [c for c in vms if c["status"] == "ok"]
+        removable = [c for c in vms if c["status"] != "ok" and "vmsan remove" in c["detail"]]
+        other = [c for c in vms if c not in ok and c not in removable]
+        print("doctor: %d VMs: %d ok, %d drifted and named removable, %d neither; %d stale devices"
+              % (len(vms), len(ok), len(removable), len(other), len(stale)))
+        for check in removable[:5] + other + stale:
+            print("  %s %s: %s" % (check["status"], check["name"], check["detail"][:200]))
+        first = sb.vmsan("restore").out
+        second = sb.vmsan("restore").out
+        statuses = {v["id"]: v["status"] for v in sb.vmsan("list").out}
+        print("restore: changed=%s (%d changes); again: changed=%s; list: %s"
+              % (first["changed"], sum(len(r["changes"]) for r in first["vms"].values()), second["changed"],
+                 ", ".join("%d %s" % (list(statuses.values()).count(s), s) for s in sorted(set(statuses.values())))))
+        for vm_id in statuses:
+            sb.vmsan("remove", vm_id)
+        after = host_state(sb)
+        diff = sorted(k for k in before if before[k] != after[k])
+        print("after remove: host as before: %s%s" % (not diff, "" if not diff else " (differs: %s)" % diff))
+        return 0 if not other and not diff and not second["changed"] else 1
+
+
+def list_bench(args):
+    from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.manager import Manager
+    with Sandbox() as sb:
+        for n in range(args.vms):
+            sb.vmsan("create", "--id", sb.unique_id("l%d" % n), json_out=False)
+        manager = Manager(sb.home)
+        times = {"records only (before)": [], "records + status (list now)": []}
+        with sb.host.entered():
+            for _ in range(args.rounds):
+                for label, call in (("records only (before)", manager.list),
+                                    ("records + status (list now)", manager.statuses)):
+                    began = time.perf_counter()
+                    call()
+                    times[label].append((time.perf_counter() - began) * 1000)
+        base = statistics.median(times["records only (before)"])
+        print("list, %d VMs, %d rounds, in-process (%s)" % (args.vms, args.rounds, _load()))
+        for label, values in times.items():
+            values.sort()
+            print("  %-28s median %7.2f ms  p99 %7.2f ms  x%.2f" % (
+                label, statistics.median(values), values[int(len(values) * 0.99) - 1 if len(values) > 1 else 0],
+                statistics.median(values) / base))
+        for n in range(args.vms):
+            sb.vmsan("remove", sb.unique_id("l%d" % n), json_out=False)
+    return 0
+
+
+def flows(args):
+    with Sandbox() as sb:
+        x_vm = sb.vmsan("create", "--id", sb.unique_id("x"), "--limit-connections", str(args.budget)).out
+        y_vm = sb.vmsan("create", "--id", sb.unique_id("y")).out
+        x, y = sb.add_guest(x_vm), sb.add_guest(y_vm)
+
+        def connects(n):
+            lat, ok = [], 0
+            for _ in range(n):
+                began = time.perf_counter()
+                ok += bool(y.tcp("203.0.113.10", 9000))
+                lat.append((time.perf_counter() - began) * 1000)
+            return ok, statistics.median(lat), sorted(lat)[int(n * 0.99) - 1]
+        quiet = connects(args.connects)
+        began = time.monotonic()
+        answered = open_udp_flows(x, int(args.budget * 1.5))
+        flood = time.monotonic() - began
+        during = connects(args.connects)
+        with sb.host.entered():
+            size = table_size()
+        caps = host_caps(size.limit)
+        print("flows: guest X (budget %d) sent %d UDP flows in %.1f s, %d answered; (%s)"
+              % (args.budget, int(args.budget * 1.5), flood, answered, _load()))
+        print("  guest Y TCP connects: quiet %d/%d (median %.2f ms, p99 %.2f ms); while X is at its budget %d/%d "
+              "(median %.2f ms, p99 %.2f ms)" % (quiet[0], args.connects, quiet[1], quiet[2], during[0],
+                                                 args.connects, during[1], during[2]))
+        print("  host table: %d entries of %d; VM flows capped at %d forwarded + %d to the resolver, %d reserved"
+              % (size.entries, size.limit, caps.forward, caps.resolver, caps.reserve))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("storm")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--workers", type=int, default=20)
+    p.add_argument("--vms", type=int, default=10)
+    p.add_argument("--kill-every", type=int, default=5)
+    p = sub.add_parser("list")
+    p.add_argument("--vms", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=30)
+    p = sub.add_parser("flows")
+    p.add_argument("--budget", type=int, default=5000)
+    p.add_argument("--connects", type=int, default=200)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("tenancy_bench.py builds network namespaces: run as root", file=sys.stderr)
+        return 2
+    return {"storm": storm, "list": list_bench, "flows": flows}[args.what](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
