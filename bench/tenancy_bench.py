@@ -25,7 +25,7 @@ import time
 import common  # noqa: F401  (VMSAN_SANDBOX_ONLY, the sandbox on sys.path)
 from common import Sandbox
 
-from integration.test_tenancy import host_state, open_udp_flows, run_mixed_commands
+from integration.test_tenancy import host_state, kill_midway, open_udp_flows, run_mixed_commands
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.conntrack_size import table_size
 from ansible_collections.vmsan.network.plugins.module_utils.plan.budgets import host_caps
@@ -43,6 +43,8 @@ def storm(args):
         run, killed = run_mixed_commands(sb, ids, args.seconds, args.workers, args.kill_every)
         print("storm: %d commands in %.0f s by %d workers on %d VMs, %d killed with SIGKILL (%s)"
               % (run, time.monotonic() - began, args.workers, args.vms, killed, _load()))
+        kill_midway(sb, [sb.unique_id("k%d" % n) for n in range(args.vms)])
+        print("then %d creates at once, each killed 0.1-0.8 s after its start" % args.vms)
         doctor = sb.vmsan("doctor", check=False).out
         vms = [c for c in doctor["checks"] if c["name"].startswith("vm ")]
         stale = [c for c in doctor["checks"] if c["name"].startswith("stale ")]

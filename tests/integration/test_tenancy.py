@@ -324,7 +324,7 @@ def run_mixed_commands(sandbox, ids, seconds, workers, kill_every):
             counts["run"] += 1
             kill = counts["run"] % kill_every == 0
         if kill:
-            time.sleep(rng.uniform(0.01, 0.3))
+            time.sleep(rng.uniform(0.01, 2.0))     # waiting for the lock, or inside it
             os.kill(proc.pid, signal.SIGKILL)
             with lock:
                 counts["killed"] += 1
@@ -340,6 +340,24 @@ def run_mixed_commands(sandbox, ids, seconds, workers, kill_every):
     for t in threads:
         t.join()
     return counts["run"], counts["killed"]
+
+
+def kill_midway(sandbox, ids, rng=None):
+    """One create per id of IDS at once, each killed with SIGKILL 0.1-0.8 s
+    after its start (waiting for the state lock, or inside its kernel
+    steps): VMs left half made."""
+    rng = rng or random.Random(7)
+    env = sandbox.vmsan_env({"VMSAN_NO_DAEMON": "1"})
+    procs = [subprocess.Popen(["nsenter", "--net=" + sandbox.host.path, *sandbox.vmsan_cmd, "create", "--id", vm_id,
+                               "--allowed-cidr", WEB_A, "--publish-port", str(9300 + n)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for n, vm_id in enumerate(ids)]
+    began = time.monotonic()
+    for at, proc in sorted(((rng.uniform(0.1, 0.8), p) for p in procs), key=lambda pair: pair[0]):
+        time.sleep(max(0.0, began + at - time.monotonic()))
+        proc.kill()
+    for proc in procs:
+        proc.wait(timeout=60)
 
 
 def settle_and_clean(sandbox, before):
@@ -367,6 +385,7 @@ def test_mixed_commands_killed_at_random_leave_vms_correct_or_removable(sandbox)
     ids = [sandbox.unique_id("s%d" % n) for n in range(4)]
     run, killed = run_mixed_commands(sandbox, ids, seconds=6, workers=4, kill_every=4)
     assert run >= 8 and killed >= 2, (run, killed)
+    kill_midway(sandbox, [sandbox.unique_id("k%d" % n) for n in range(4)])
     settle_and_clean(sandbox, before)
 
 
