@@ -227,7 +227,8 @@ def test_arp_with_foreign_sender_addresses_adds_no_neighbour_entry(sandbox, use_
     assert before == [vm["guest_ip"]]
     mac = bytes.fromhex(vm["mac"].replace(":", ""))
     senders = ["10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255) for i in range(1, 901)]
-    senders += ["172.16.%d.2" % (s % 250) for s in range(100)]      # other VMs' addresses too
+    senders += ["172.16.%d.2" % (s % 250) for s in range(99)]       # other VMs' addresses too
+    senders.append(vm["subnet"].split("/")[0])                       # and the /30's network address
     with guest.entered():
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         try:

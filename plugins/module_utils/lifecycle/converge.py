@@ -16,6 +16,7 @@ from ..kernel import netconf
 from ..kernel import netns as ns
 from ..kernel import sysctl
 from ..kernel import tc as bandwidth
+from ..kernel import rtnl_query
 from ..kernel.rtnetlink import Netlink
 from ..kernel.rtnl_batch import Batch, is_up, link_index
 from ..kernel.tap import create_persistent
@@ -74,6 +75,7 @@ def _converge_tap(nl, record, check_mode, home=None):
         changes.append(change)
     changes += _ensure_forwarding(tap, check_mode, strict_source=True)
     changes += _made(nl, nl.connected_plan(tap, A.host_ip(slot), 30, A.guest_ip(slot)), check_mode)
+    changes += _ensure_unreachable(slot, check_mode)
     if record.netns is None:
         changes += _ensure_marker(tap, record, home, check_mode)
     return changes
@@ -94,6 +96,24 @@ def _ensure_forwarding(ifname, check_mode, strict_source=False):
         batch.forwarding(ifname, strict_source=strict_source)
         batch.commit()
     return changes
+
+
+def _network_address(slot):
+    return str(A.subnet(slot).network_address)
+
+
+def _ensure_unreachable(slot, check_mode):
+    """The TAP's network address unreachable, so the strict reverse-path
+    filter takes ARP only from the guest's own address: while a route leads
+    to it (the TAP's connected /30), add the unreachable /32."""
+    dst = _network_address(slot)
+    if rtnl_query.route_get(dst) is None:
+        return []
+    if not check_mode:
+        batch = Batch()
+        batch.unreachable(dst)
+        batch.commit()
+    return [Change(C.UNREACHABLE, dst + "/32")]
 
 
 def _strict_source_possible(check_mode=False):
@@ -160,6 +180,7 @@ def _create_vm_netns(record, home=None):
         batch.route("0.0.0.0", 0, transit_host, vm_veth)
         batch.address(tap, A.host_ip(slot), 30)
         batch.forwarding(tap, strict_source=True)
+        batch.unreachable(_network_address(slot))
         batch.up(tap)
         changes += C.inside(name, batch.commit())
     sysctl.ensure("net.ipv6.conf.%s.disable_ipv6" % host_veth, 1)
@@ -319,6 +340,10 @@ def teardown(record, check_mode=False, home=None):
             changes.append(Change(C.DELETE_TAP, A.tap_name(slot)))
             if not check_mode:
                 nl.delete_link(A.tap_name(slot))
+    if record.netns is None and not check_mode:
+        batch = Batch()
+        batch.unreachable(_network_address(slot), remove=True)
+        changes += batch.commit()
     if record.netns is None:
         changes += policy_apply.destroy_all_sets(record, check_mode)
     changes += bandwidth.teardown(record, check_mode)
