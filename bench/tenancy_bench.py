@@ -9,11 +9,14 @@
           against reading the records alone, in-process, same run;
   flows   a guest opens UDP flows until its budget stops it; another
           guest's TCP connects meanwhile; the host table's count against
-          its reserved bound; connect latency with and without the flood.
+          its reserved bound; connect latency with and without the flood;
+  hostcap guests whose budgets together exceed the host-wide cap flood it;
+          the host table's count against the cap.
 
   sudo .venv/bin/python bench/tenancy_bench.py storm [--seconds 60 --workers 20 --vms 10 --kill-every 5]
   sudo .venv/bin/python bench/tenancy_bench.py list [--vms 100 --rounds 30]
   sudo .venv/bin/python bench/tenancy_bench.py flows [--budget 5000]
+  sudo .venv/bin/python bench/tenancy_bench.py hostcap [--vms 3]
 """
 
 import argparse
@@ -126,6 +129,53 @@ def flows(args):
     return 0
 
 
+def flood_udp(guest, count, targets=("203.0.113.10", "203.0.113.11", "203.0.113.200", "192.0.2.10")):
+    """COUNT new UDP flows from one socket of the guest (a new destination
+    port each): the fastest way a guest fills a conntrack table."""
+    import socket
+    with guest.entered():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sent = 0
+        try:
+            for n in range(count):
+                try:
+                    sock.sendto(b"f", (targets[n // 64000 % len(targets)], 1024 + n % 64000))
+                    sent += 1
+                except BlockingIOError:
+                    time.sleep(0.001)
+        finally:
+            sock.close()
+    return sent
+
+
+def hostcap(args):
+    """The host-wide cap: guests whose budgets together exceed it flood;
+    the host namespace's table stays under cap + reserve."""
+    with Sandbox() as sb:
+        with sb.host.entered():
+            limit = table_size().limit
+        caps = host_caps(limit)
+        per_vm = caps.forward // (args.vms - 1) + 1000
+        vms = [sb.vmsan("create", "--id", sb.unique_id("h%d" % n), "--limit-connections", str(per_vm)).out
+               for n in range(args.vms)]
+        guests = [sb.add_guest(vm) for vm in vms]
+        began = time.monotonic()
+        sent = [flood_udp(g, per_vm + 5000) for g in guests[:-1]]
+        flood = time.monotonic() - began
+        with sb.host.entered():
+            size = table_size()
+        calm = guests[-1]
+        ok = sum(bool(calm.tcp("203.0.113.10", 9000)) for _ in range(20))
+        print("hostcap: table limit %d; caps: %d forwarded + %d resolver, %d reserved; %d guests with budgets of %d "
+              "sent %d flows in %.1f s (%s)" % (limit, caps.forward, caps.resolver, caps.reserve, args.vms - 1,
+                                                per_vm, sum(sent), flood, _load()))
+        print("  host table after the flood: %d entries (bound: cap %d + the host's own); a further guest's TCP "
+              "connects: %d/20 (the cap is shared by the VMs: past it every VM's new flows are refused, the "
+              "host's reserve stays free)" % (size.entries, caps.forward, ok))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -137,6 +187,8 @@ def main(argv=None):
     p = sub.add_parser("list")
     p.add_argument("--vms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=30)
+    p = sub.add_parser("hostcap")
+    p.add_argument("--vms", type=int, default=3)
     p = sub.add_parser("flows")
     p.add_argument("--budget", type=int, default=5000)
     p.add_argument("--connects", type=int, default=200)
@@ -144,7 +196,7 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("tenancy_bench.py builds network namespaces: run as root", file=sys.stderr)
         return 2
-    return {"storm": storm, "list": list_bench, "flows": flows}[args.what](args)
+    return {"storm": storm, "list": list_bench, "flows": flows, "hostcap": hostcap}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -76,10 +76,27 @@ def run_checks(state_dir=None):
                          "no nftables FORWARD chain with policy drop" if blocker is None else
                          "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
                          % (blocker, A.VM_RANGE)))
+    checks.append(_arp_filter_check())
     vms = _vm_checks(state_dir) if os.geteuid() == 0 else []
     checks += vms
     ok = all(c["status"] != "FAIL" for c in checks)
     return {"ok": ok, "checks": checks}
+
+
+def _arp_filter_check():
+    """A loose ``all`` reverse-path filter (2) in the host's namespace makes
+    the strict filter of a --no-netns VM's TAP loose too: ARP from any
+    sender routed anywhere is then answered (docs/policies.md, "ARP and
+    neighbour entries"). VM namespaces lower their own ``all``."""
+    from ..kernel import netconf       # netlink: only when checking
+    try:
+        loose = netconf.device_conf().get_attr("NETCONFA_RP_FILTER") == 2
+    except Exception as exc:            # a check reports what it cannot read
+        return _check("arp filter", False, "cannot read net.ipv4.conf.all.rp_filter: %s" % exc, warn=True)
+    if loose:
+        return _check("arp filter", False, "net.ipv4.conf.all.rp_filter=2 (loose): the TAPs of --no-netns VMs "
+                      "accept ARP from made-up senders; set it to 1 (or 0) for them", warn=True)
+    return _check("arp filter", True, "TAPs take ARP only from their guest (strict reverse-path filter)")
 
 
 def _vm_checks(state_dir):
