@@ -11,17 +11,21 @@
           guest's TCP connects meanwhile; the host table's count against
           its reserved bound; connect latency with and without the flood;
   hostcap guests whose budgets together exceed the host-wide cap flood it;
-          the host table's count against the cap.
+          the host table's count against the cap;
+  cost    the rate of new flows with N flows tracked, with and without the
+          budget rules (connlimit walks the flows of its key).
 
   sudo .venv/bin/python bench/tenancy_bench.py storm [--seconds 60 --workers 20 --vms 10 --kill-every 5]
   sudo .venv/bin/python bench/tenancy_bench.py list [--vms 100 --rounds 30]
   sudo .venv/bin/python bench/tenancy_bench.py flows [--budget 5000]
-  sudo .venv/bin/python bench/tenancy_bench.py hostcap [--vms 3]
+  sudo .venv/bin/python bench/tenancy_bench.py hostcap [--vms 5]
+  sudo .venv/bin/python bench/tenancy_bench.py cost [--sizes 100,1000,5000,20000]
 """
 
 import argparse
 import os
 import statistics
+import struct
 import sys
 import time
 
@@ -129,24 +133,58 @@ def flows(args):
     return 0
 
 
-def flood_udp(guest, count, targets=("203.0.113.10", "203.0.113.11", "203.0.113.200", "192.0.2.10")):
+def flood_udp(guest, count, rate, targets=("203.0.113.10", "203.0.113.11", "203.0.113.200", "192.0.2.10")):
     """COUNT new UDP flows from one socket of the guest (a new destination
-    port each): the fastest way a guest fills a conntrack table."""
+    port each), paced at RATE a second (what the test relay forwards; an
+    unanswered flow stays tracked for 30 s)."""
     import socket
     with guest.entered():
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sent = 0
+        began, sent = time.monotonic(), 0
         try:
             for n in range(count):
-                try:
-                    sock.sendto(b"f", (targets[n // 64000 % len(targets)], 1024 + n % 64000))
-                    sent += 1
-                except BlockingIOError:
-                    time.sleep(0.001)
+                sock.sendto(b"f", (targets[n // 64000 % len(targets)], 1024 + n % 64000))
+                sent += 1
+                if n % 200 == 199:
+                    time.sleep(max(0.0, began + sent / rate - time.monotonic()))
         finally:
             sock.close()
     return sent
+
+
+def _checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def flood_tap(vm, count, targets=("203.0.113.10", "203.0.113.11", "203.0.113.200", "192.0.2.10")):
+    """COUNT new UDP flows written straight into the VM's TAP, as its VMM
+    would (the sandbox's relay forwards ~6000 frames a second, too few to
+    fill a table before unanswered flows expire after 30 s): frames from the
+    guest's MAC and address, a new destination port each. The VM must have
+    no guest attached (a single-queue TAP takes one reader)."""
+    import fcntl
+    import socket
+    from sandbox import guard
+    with guard.entered(vm["netns"]):
+        info = fcntl.ioctl(socket.socket(), 0x8927, struct.pack("256s", vm["tap"].encode()))    # SIOCGIFHWADDR
+        gateway_mac = info[18:24]
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", vm["tap"].encode(), 0x0002 | 0x1000))  # TUNSETIFF TAP|NO_PI
+        src_mac = bytes.fromhex(vm["mac"].replace(":", ""))
+        src = socket.inet_aton(vm["guest_ip"])
+        began = time.monotonic()
+        for n in range(count):
+            dst = socket.inet_aton(targets[n // 64000 % len(targets)])
+            udp = struct.pack("!HHHH", 40000, 1024 + n % 64000, 9, 0) + b"f"
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0, src, dst)
+            ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+            os.write(fd, gateway_mac + src_mac + b"\x08\x00" + ip + udp)
+        return time.monotonic() - began
+    finally:
+        os.close(fd)
 
 
 def hostcap(args):
@@ -159,20 +197,52 @@ def hostcap(args):
         per_vm = caps.forward // (args.vms - 1) + 1000
         vms = [sb.vmsan("create", "--id", sb.unique_id("h%d" % n), "--limit-connections", str(per_vm)).out
                for n in range(args.vms)]
-        guests = [sb.add_guest(vm) for vm in vms]
+        calm = sb.add_guest(vms[-1])
+        import threading
+        sent, peak = [], [0]
         began = time.monotonic()
-        sent = [flood_udp(g, per_vm + 5000) for g in guests[:-1]]
+        floods = [threading.Thread(target=lambda vm=vm: sent.append(per_vm + 5000) or flood_tap(vm, per_vm + 5000))
+                  for vm in vms[:-1]]
+        for t in floods:
+            t.start()
+        while any(t.is_alive() for t in floods):
+            with sb.host.entered():
+                peak[0] = max(peak[0], table_size().entries)
+            time.sleep(0.5)
         flood = time.monotonic() - began
         with sb.host.entered():
             size = table_size()
-        calm = guests[-1]
+            peak[0] = max(peak[0], size.entries)
         ok = sum(bool(calm.tcp("203.0.113.10", 9000)) for _ in range(20))
-        print("hostcap: table limit %d; caps: %d forwarded + %d resolver, %d reserved; %d guests with budgets of %d "
-              "sent %d flows in %.1f s (%s)" % (limit, caps.forward, caps.resolver, caps.reserve, args.vms - 1,
+        print("hostcap: table limit %d; caps: %d forwarded + %d resolver, %d reserved; %d VMs with budgets of %d "
+              "sent %d flows into their TAPs in %.1f s (%s)" % (limit, caps.forward, caps.resolver, caps.reserve, args.vms - 1,
                                                 per_vm, sum(sent), flood, _load()))
-        print("  host table after the flood: %d entries (bound: cap %d + the host's own); a further guest's TCP "
-              "connects: %d/20 (the cap is shared by the VMs: past it every VM's new flows are refused, the "
-              "host's reserve stays free)" % (size.entries, caps.forward, ok))
+        print("  host table: peak %d entries, %d after the flood (bound: cap %d + the host's own); a further "
+              "guest's TCP connects: %d/20 (the cap is shared by the VMs: past it every VM's new flows are "
+              "refused, the host's reserve stays free)" % (peak[0], size.entries, caps.forward, ok))
+    return 0
+
+
+def cost(args):
+    """What connlimit costs a new flow: with N flows of the VM already
+    tracked, the rate of 2000 more new flows written into its TAP with the
+    budget rules (the VM's, the host-wide one), then with both deleted by
+    hand, in the same sandbox."""
+    import subprocess
+    print("new-flow rate with N tracked flows of one VM, budget rules vs none (%s)" % _load())
+    for size in args.sizes:
+        with Sandbox() as sb:
+            vm = sb.vmsan("create", "--id", sb.unique_id("c"), "--limit-connections", "1048576").out
+            flood_tap(vm, size, ("203.0.113.10",))
+            rated = {}
+            rated["rules"] = 2000 / flood_tap(vm, 2000, ("203.0.113.11",))
+            subprocess.run(["nsenter", "--net=/run/netns/" + vm["netns"], "iptables-legacy", "-w", "-D",
+                            "vmsan-%s-out" % vm["id"], "1"], check=True)
+            sb.host.run(["iptables-legacy", "-w", "-D", "VMSAN-HOST-FWD", "1"], check=True)
+            rated["none"] = 2000 / flood_tap(vm, 2000, ("203.0.113.200",))
+            print("  N=%-7d with the rules %8.0f flows/s (%.1f us each), without %8.0f flows/s (%.1f us): x%.2f"
+                  % (size, rated["rules"], 1e6 / rated["rules"], rated["none"], 1e6 / rated["none"],
+                     rated["none"] / rated["rules"]))
     return 0
 
 
@@ -187,8 +257,10 @@ def main(argv=None):
     p = sub.add_parser("list")
     p.add_argument("--vms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=30)
+    p = sub.add_parser("cost")
+    p.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[100, 1000, 5000, 20000])
     p = sub.add_parser("hostcap")
-    p.add_argument("--vms", type=int, default=3)
+    p.add_argument("--vms", type=int, default=5)
     p = sub.add_parser("flows")
     p.add_argument("--budget", type=int, default=5000)
     p.add_argument("--connects", type=int, default=200)
@@ -196,7 +268,7 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("tenancy_bench.py builds network namespaces: run as root", file=sys.stderr)
         return 2
-    return {"storm": storm, "list": list_bench, "flows": flows, "hostcap": hostcap}[args.what](args)
+    return {"storm": storm, "list": list_bench, "flows": flows, "hostcap": hostcap, "cost": cost}[args.what](args)
 
 
 if __name__ == "__main__":
