@@ -24,6 +24,7 @@ declare -A ARGS=(
     [lifecycle_bench.py]="--sizes 1,2"
     [policy_bench.py]="--rounds 1 --cli-rounds 1 --cidrs 20 --iperf-runs 1 --iperf-seconds 1"
     [resolver_bench.py]="--seconds 1 --repeat 1 --latency-queries 100"
+    [resolver_hostile_bench.py]="--seconds 1 --fuzz 1000"
     [ports_bandwidth_bench.py]="--rounds 1 --seconds 1 --repeat 1 --caps 50"
     [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
     [nfqueue_bench.py]="--packets 200 --repeat 1"
@@ -31,8 +32,8 @@ declare -A ARGS=(
     [import_bench.py]="--runs 3"
     [tenancy_bench.py]="storm --seconds 5 --workers 4 --vms 3"
 )
-ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py ports_bandwidth_bench.py ansible_bench.py
-       nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py)
+ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py resolver_hostile_bench.py ports_bandwidth_bench.py
+       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }

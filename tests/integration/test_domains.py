@@ -22,12 +22,12 @@ class Resolver(object):
     """``vmsan resolver`` in the sandbox host namespace (nsenter), stopped at
     the end of the test by the sandbox if the test did not stop it."""
 
-    def __init__(self, sandbox, *flags):
-        self.sandbox, self.flags, self.proc, self.runs = sandbox, flags, None, 0
+    def __init__(self, sandbox, *flags, upstream=AUTH_DNS):
+        self.sandbox, self.flags, self.upstream, self.proc, self.runs = sandbox, flags, upstream, None, 0
 
     def start(self, timeout=15.0):
         self.runs += 1
-        self.proc = self.sandbox.vmsan_spawn("resolver", "--upstream", AUTH_DNS, *self.flags,
+        self.proc = self.sandbox.vmsan_spawn("resolver", "--upstream", self.upstream, *self.flags,
                                              log_name="resolver-%d.log" % self.runs)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -131,7 +131,15 @@ def build_parser():
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
     p.add_argument("--ttl-floor", metavar="SECONDS", help="a learned address stays at least this long (default 30)")
     p.add_argument("--grace", metavar="SECONDS", help="a learned address stays this much longer than its TTL (default 30)")
+    for name, (flag, low, high, default) in inputs.RESOLVER_BUDGETS.items():
+        p.add_argument(flag, dest=name, metavar="N", help="per VM, unless its state says otherwise: %s (%d-%d, default %d)"
+                       % (_BUDGET_HELP[name], low, high, default))
     return parser
+
+
+_BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED",
+                "vm_upstream_queries": "queries upstream at once, beyond them REFUSED",
+                "vm_tcp_connections": "TCP connections open at once"}
 
 
 class Context(object):
@@ -351,9 +359,10 @@ def cmd_resolver(ctx):
     listen = inputs.listen(args.listen) if args.listen else None
     ttl_floor = inputs.seconds("ttl_floor", args.ttl_floor, None)
     grace = inputs.seconds("grace", args.grace, None)
+    budget = inputs.resolver_budget(**{name: getattr(args, name) for name in inputs.RESOLVER_BUDGETS})
     # dnslib and the sockets: only the resolver needs them
     from ..resolver.daemon import main as resolver_main
-    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace)
+    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget)
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,

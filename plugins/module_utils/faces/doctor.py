@@ -3,6 +3,8 @@
 import os
 
 from ..model import addressing as A
+from ..lifecycle.state import StateStore
+from ..resolver import health as resolver_health
 from ..kernel.ipsets import SetManager
 from ..kernel.iptables import open_table
 
@@ -76,9 +78,10 @@ def run_checks(state_dir=None):
                          "no nftables FORWARD chain with policy drop" if blocker is None else
                          "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
                          % (blocker, A.VM_RANGE)))
+    status, detail = resolver_health.assess(StateStore(state_dir))
+    checks.append({"name": "resolver", "status": status, "detail": detail})
     checks.append(_arp_filter_check())
-    vms = _vm_checks(state_dir) if os.geteuid() == 0 else []
-    checks += vms
+    checks += _vm_checks(state_dir) if os.geteuid() == 0 else []
     ok = all(c["status"] != "FAIL" for c in checks)
     return {"ok": ok, "checks": checks}
 

@@ -418,3 +418,14 @@ RESOLVER_BUDGETS = {
 }
 PARAM_LABELS.update({name: (flag, name) for name, (flag, _low, _high, _default) in RESOLVER_BUDGETS.items()})
 
+
+def resolver_budget(vm_queries_per_second=None, vm_upstream_queries=None, vm_tcp_connections=None):
+    """The resolver's per-VM budget: {neutral name: int}, defaults for what
+    is None."""
+    given = {"vm_queries_per_second": vm_queries_per_second, "vm_upstream_queries": vm_upstream_queries,
+             "vm_tcp_connections": vm_tcp_connections}
+    out = {}
+    for name, (_flag, low, high, default) in RESOLVER_BUDGETS.items():
+        value = given[name]
+        out[name] = default if value is None else whole_number(name, value, low, high)
+    return out

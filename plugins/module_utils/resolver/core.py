@@ -29,7 +29,7 @@ from collections import namedtuple
 
 try:
     from dnslib import A as ARecord
-    from dnslib import CNAME, RR, SOA, DNSHeader, DNSQuestion, DNSRecord, EDNS0
+    from dnslib import CNAME, RR, SOA, TXT, DNSHeader, DNSQuestion, DNSRecord, EDNS0
     from dnslib.label import DNSBuffer, DNSLabel
     HAS_DNSLIB = True
     DNSLIB_IMPORT_ERROR = None
@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - only the resolver needs it; res
 from ..model import addressing as A
 from ..model import domains
 from ..model import inputs
+from . import wire
 
 # --------------------------------------------------------------------------
 # settings
@@ -79,18 +80,19 @@ def upstream_from_resolv_conf(text):
 
 
 # --------------------------------------------------------------------------
-# the wire: every message is read and written with dnslib
+# the wire: queries are read by ``wire`` (bounded), everything else by dnslib
 # --------------------------------------------------------------------------
 # protocol numbers (RFC 1035, 3596, 6891), the same as dnslib's RCODE/QTYPE/CLASS
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-               NOTIMP: "NOTIMP", REFUSED: "REFUSED"}
-T_A, T_CNAME, T_SOA, T_AAAA, T_OPT = 1, 5, 6, 28, 41
-CLASS_IN = 1
+T_A, T_CNAME, T_SOA, T_TXT, T_AAAA, T_OPT = 1, 5, 6, 16, 28, 41
+CLASS_IN, CLASS_CH = 1, 3
 MAX_RECORD_TTL = 0x7FFFFFFF     # RFC 2181 8: a TTL with the top bit set counts as this
 
 _OPT = EDNS0(udp_len=EDNS_PAYLOAD) if HAS_DNSLIB else None     # what every EDNS reply and upstream query carries
 _TTL = struct.Struct("!I")             # only to re-age a cached reply in place (Rendered.at)
+
+BadQuery = wire.BadQuery
+Query = wire.Query
 
 
 def _key(label):
@@ -110,122 +112,95 @@ def _name_text(labels):
     return b".".join(labels).decode("ascii").lower()
 
 
-class Question(object):
-    """A guest's query as dnslib read it.
-
-    ``header`` and ``question`` are dnslib's (``question.qname`` keeps the
-    guest's spelling, which the reply echoes); ``key`` is the name's labels
-    lower-cased (one cache entry for every spelling), ``name`` the text form
-    for policy matching or None (see ``_name_text``); ``edns``/``payload``
-    whether the query had an OPT record and the UDP size it offers."""
-
-    __slots__ = ("id", "header", "question", "key", "name", "qtype", "qclass", "edns", "payload")
-
-    def cache_key(self):
-        return (self.key, self.qtype, self.qclass)
-
-
-class BadQuery(Exception):
-    """A query that gets FORMERR (or NOTIMP) back; ``header`` is its dnslib
-    header (id and flags to answer with)."""
-
-    def __init__(self, rcode, header):
-        Exception.__init__(self, RCODE_NAMES.get(rcode, rcode))
-        self.rcode, self.header, self.id = rcode, header, header.id
-
-
 def parse_query(data):
-    """A query's question (read with dnslib), or None for what deserves no
-    answer at all (a response, a runt). Raises BadQuery for what gets an
-    error reply: not exactly one question, a name that is not a plain
-    uncompressed name of at most 255 bytes, anything dnslib cannot read
-    (DNSError), other opcodes (NOTIMP)."""
-    if len(data) < 12:
-        return None
-    buffer = DNSBuffer(data)
-    header = DNSHeader.parse(buffer)
-    if header.qr:
-        return None
-    if header.opcode:
-        raise BadQuery(NOTIMP, header)
-    if header.q != 1:
-        raise BadQuery(FORMERR, header)
-    try:
-        question = DNSQuestion.parse(buffer)
-        labels = question.qname.label
-        wire_size = len(labels) + 1
-        for label in labels:
-            if len(label) > 63:
-                raise BadQuery(FORMERR, header)
-            wire_size += len(label)
-        if buffer.offset - 4 - 12 != wire_size or wire_size > 255:
-            raise BadQuery(FORMERR, header)     # compressed (a pointer in a question), or too long
-        edns, payload = False, 512
-        for _record in range(header.a + header.auth):
-            RR.parse(buffer)
-        for _record in range(header.ar):
-            rr = RR.parse(buffer)
-            if rr.rtype == T_OPT and not edns:
-                edns, payload = True, max(512, rr.rclass)
-    except BadQuery:
-        raise
-    except Exception:       # DNSError, and whatever else garbage makes dnslib raise
-        raise BadQuery(FORMERR, header)
-    q = Question()
-    q.id, q.header, q.question = header.id, header, question
-    q.qtype, q.qclass = question.qtype, question.qclass
-    q.key = tuple(label.lower() for label in labels)
-    q.name = _name_text(labels)
-    q.edns, q.payload = edns, payload
+    """A guest's query read by ``wire.read_query`` (header, question, one
+    OPT record, nothing else; see there for what gets FORMERR or NOTIMP, a
+    BadQuery, and what gets no answer, None), with the text its policy
+    matches (``name``; None for a name no pattern may match)."""
+    q = wire.read_query(data)
+    if q is not None:
+        q.name = _name_text(q.labels)
     return q
+
+
+def question_of(q):
+    """The guest's question as dnslib packs it (as sent, case included)."""
+    question = q.dnslib_question
+    if question is None:
+        question = q.dnslib_question = DNSQuestion(DNSLabel(q.labels), q.qtype, q.qclass)
+    return question
 
 
 _REPLY_FLAGS = {}
 
 
-def _reply_flags(query_header, rcode, truncated=False):
+def _reply_flags(rd, cd, rcode, truncated=False):
     """The flag word of a reply: QR and RA set, RD and CD as the guest sent
     them, no AA, RCODE. (Made by a dnslib DNSHeader once per combination
     and kept: a header built with keyword flags costs three times as much.)"""
-    key = (query_header.rd, query_header.cd, rcode, truncated)
+    key = (rd, cd, rcode, truncated)
     flags = _REPLY_FLAGS.get(key)
     if flags is None:
-        flags = _REPLY_FLAGS[key] = DNSHeader(id=0, bitmap=0, qr=1, ra=1, rd=key[0], cd=key[1], rcode=rcode,
+        flags = _REPLY_FLAGS[key] = DNSHeader(id=0, bitmap=0, qr=1, ra=1, rd=rd, cd=cd, rcode=rcode,
                                               tc=1 if truncated else 0).bitmap
     return flags
 
 
-def _reply_header(query_header, rcode, truncated=False, answers=0, authority=0, additional=0):
-    return DNSHeader(id=query_header.id, bitmap=_reply_flags(query_header, rcode, truncated),
+def _reply_header(q, rcode, truncated=False, answers=0, authority=0, additional=0):
+    return DNSHeader(id=q.id, bitmap=_reply_flags(q.rd, q.cd, rcode, truncated),
                      q=1, a=answers, auth=authority, ar=additional)
 
 
 def short_reply(q, rcode, truncated=False):
     """A reply with no records: the guest's question, OPT if it sent one."""
-    return bytes(DNSRecord(_reply_header(q.header, rcode, truncated), [q.question],
+    return bytes(DNSRecord(_reply_header(q, rcode, truncated), [question_of(q)],
                            ar=[_OPT] if q.edns else None).pack())
 
 
+_BARE_REPLIES = {}
+
+
 def error_reply(bad):
-    """Reply to a query that could not be read: the header alone."""
-    return bytes(DNSRecord(DNSHeader(id=bad.id, bitmap=_reply_flags(bad.header, bad.rcode))).pack())
+    """Reply to a query that could not be read (a wire.BadQuery): the header
+    alone. (Packed by dnslib once per flag word; the id is put in front.)"""
+    key = (bad.rd, bad.cd, bad.rcode)
+    tail = _BARE_REPLIES.get(key)
+    if tail is None:
+        tail = _BARE_REPLIES[key] = bytes(DNSRecord(DNSHeader(id=0, bitmap=_reply_flags(*key))).pack())[2:]
+    return struct.pack("!H", bad.id) + tail
 
 
-_QUERY_FLAGS = DNSHeader(id=0, bitmap=0, rd=1).bitmap if HAS_DNSLIB else None     # a plain query, recursion desired
+def bare_reply(qid, flags, rcode):
+    """The header-only reply with rcode RCODE to a query whose header had
+    QID and FLAGS (REFUSED to a guest over its budget, before its question
+    is read)."""
+    return error_reply(wire.BadQuery(rcode, qid, flags, None))
 
 
-def upstream_query(qid, q):
-    """The query sent upstream: the name lower-cased (one cache entry for
-    every spelling), recursion desired, EDNS with our payload size. (Packed
-    section by section with dnslib, as DNSRecord.pack() would.)"""
-    question = q.question
-    if question.qname.label != q.key:
-        question = DNSQuestion(DNSLabel(q.key), q.qtype, q.qclass)
-    buffer = DNSBuffer()
-    DNSHeader(id=qid, bitmap=_QUERY_FLAGS, q=1, ar=1).pack(buffer)
-    question.pack(buffer)
-    _OPT.pack(buffer)
-    return bytes(buffer.data)
+_UPSTREAM_HEAD = struct.Struct("!6H")
+_QUERY_FLAGS = DNSHeader(id=0, bitmap=0, rd=1).bitmap if HAS_DNSLIB else 0     # a plain query, recursion desired
+_OPT_WIRE = bytes(DNSRecord(DNSHeader(), ar=[_OPT]).pack())[12:] if HAS_DNSLIB else b""     # packed by dnslib
+_LETTER_BITS = bytes(0x20 if 0x61 <= c <= 0x7a else 0 for c in range(256))     # bytes.translate table
+
+
+def upstream_query(qid, q, random_bytes=None):
+    """The query sent upstream for the guest's query Q: id QID, recursion
+    desired, the guest's question with the name lower-cased (one cache entry
+    for every spelling), EDNS with our payload size; with RANDOM_BYTES (as
+    many as the name has bytes), each letter of the name is upper-cased
+    where its byte of RANDOM_BYTES has the 0x20 bit set: the "0x20" spelling
+    (draft-vixie-dnsext-dns0x20), which an answer must echo byte for byte.
+
+    The bytes are the header, Q's question as ``wire`` read it (lower-cased:
+    a label's length byte is never a letter) and the OPT record dnslib
+    packed once; what DNSRecord.pack() gives for the same query (a unit
+    test compares them). Its question section is ``[12:-11]``."""
+    question = q.question_wire
+    name = question[:-4].lower()
+    if random_bytes:
+        mask = int.from_bytes(name.translate(_LETTER_BITS), "big") & int.from_bytes(random_bytes, "big")
+        name = (int.from_bytes(name, "big") ^ mask).to_bytes(len(name), "big")
+    return _UPSTREAM_HEAD.pack(qid, _QUERY_FLAGS, 1, 0, 0, 1) + name + question[-4:] + _OPT_WIRE
 
 
 def udp_limit(q):
@@ -357,39 +332,33 @@ class Rebinding(object):
 # upstream replies
 # --------------------------------------------------------------------------
 class BadReply(Exception):
-    """An upstream reply dnslib cannot read. ``header`` and ``questions``
-    are set when those parts could be read (to match the reply to its
-    query and answer the guests SERVFAIL at once)."""
-
-    def __init__(self, message, header=None, questions=None):
-        Exception.__init__(self, message)
-        self.header, self.questions = header, questions
+    """An upstream reply dnslib cannot read."""
 
 
-def parse_reply(msg):
+def parse_reply(msg, question_size=None):
     """An upstream reply read with dnslib: a DNSRecord with its header,
     questions, answer and authority records (the additional section is not
     read: nothing in it is used). Names in record data come back
     decompressed (dnslib's CNAME, SOA, MX, ... hold DNSLabels), so the
-    records can be packed into another message. Raises BadReply."""
+    records can be packed into another message. Raises BadReply.
+
+    Only a reply that ``wire.reply_matches`` a query in flight gets here:
+    from the upstream's address and port, with the id and the question we
+    sent; given its QUESTION_SIZE, the question (byte for byte ours) is
+    skipped, not read again."""
     buffer = DNSBuffer(msg)
-    header = questions = None
     try:
         header = DNSHeader.parse(buffer)
-        questions = [DNSQuestion.parse(buffer) for _question in range(header.q)]
+        if question_size is not None and header.q == 1:
+            buffer.offset += question_size
+            questions = []
+        else:
+            questions = [DNSQuestion.parse(buffer) for _question in range(header.q)]
         answers = [RR.parse(buffer) for _record in range(header.a)]
         authority = [RR.parse(buffer) for _record in range(header.auth)]
     except Exception as exc:      # DNSError, and whatever else garbage makes dnslib raise
-        raise BadReply(str(exc) or type(exc).__name__, header, questions)
+        raise BadReply(str(exc) or type(exc).__name__)
     return DNSRecord(header, questions, answers, auth=authority)
-
-
-def answers_question(questions, q):
-    """Whether a reply with QUESTIONS (dnslib's) answers the query Q."""
-    if not questions or len(questions) != 1:
-        return False
-    asked = questions[0]
-    return asked.qtype == q.qtype and asked.qclass == q.qclass and _key(asked.qname) == q.key
 
 
 class Answer(object):
@@ -452,9 +421,11 @@ def chain_owners(qkey, answer):
     return owners
 
 
-GuestView = namedtuple("GuestView", "rcode answers authority learn removed")
+GuestView = namedtuple("GuestView", "rcode answers authority learn removed capped", defaults=(0,))
 # answers, authority: dnslib RRs as the guest gets them; learn: [(address, ttl)];
-# removed: [address] (rebinding)
+# removed: [address] (rebinding); capped: A records left out beyond MAX_LEARN_PER_ANSWER
+
+MAX_LEARN_PER_ANSWER = 16   # addresses a custom VM learns (and is shown) per answer
 
 
 def _address(rdata):
@@ -476,15 +447,17 @@ def _shown(r, rname, ttl):
 def guest_view(answer, q, vm, rebinding, age=0):
     """What the guest VM sees of ANSWER to its question Q, AGE seconds after
     it was fetched: AAAA records go; under ``custom``, records off the CNAME
-    chain go, and so do A records that point into the rebinding ranges; the
-    remaining A addresses are to be learned. TTLs are aged; records owned by
-    the asked name carry the guest's spelling of it (so they compress
-    against the question)."""
+    chain go, and so do A records that point into the rebinding ranges, and
+    A records beyond the first MAX_LEARN_PER_ANSWER (a VM learns at most
+    that many addresses per answer, and is never shown one it did not
+    learn); the remaining A addresses are to be learned. TTLs are aged;
+    records owned by the asked name carry the guest's spelling of it (so
+    they compress against the question)."""
     if answer.rcode not in (NOERROR, NXDOMAIN):
         return GuestView(SERVFAIL, [], [], [], [])
-    answers, learn, removed = [], [], []
+    answers, learn, removed, capped = [], [], [], 0
     custom = vm.mode == "custom"
-    qkey, qname = q.key, q.question.qname
+    qkey, qname = q.key, question_of(q).qname
     chain = set(chain_owners(qkey, answer)) if custom else None
     for r, owner in zip(answer.answers, answer.owners):
         if r.rtype == T_AAAA:
@@ -498,10 +471,51 @@ def guest_view(answer, q, vm, rebinding, age=0):
                 removed.append(text)
                 continue
             if vm.may_learn(value):
+                if len(learn) >= MAX_LEARN_PER_ANSWER:
+                    capped += 1
+                    continue
                 learn.append((text, ttl))
         answers.append(_shown(r, qname if owner == qkey else r.rname, ttl))
     authority = [_shown(r, r.rname, max(r.ttl - age, 0)) for r in answer.authority]
-    return GuestView(answer.rcode, answers, authority, learn, removed)
+    return GuestView(answer.rcode, answers, authority, learn, removed, capped)
+
+
+def without(view, addresses):
+    """VIEW without the A records of ADDRESSES (a set of address texts: the
+    set would not take them), and without learning them."""
+    if not addresses:
+        return view
+    answers = [r for r in view.answers
+               if not (r.rtype == T_A and isinstance(r.rdata, ARecord) and _address(r.rdata)[0] in addresses)]
+    learn = [(a, ttl) for a, ttl in view.learn if a not in addresses]
+    return view._replace(answers=answers, learn=learn)
+
+
+# --------------------------------------------------------------------------
+# the health query
+# --------------------------------------------------------------------------
+HEALTH_NAME = "health.vmsan."       # class CHAOS, type TXT: answered by the resolver itself
+HEALTH_KEY = (b"health", b"vmsan")
+
+
+def is_health_query(q):
+    return q.qclass == CLASS_CH and q.key == HEALTH_KEY and q.qtype == T_TXT
+
+
+def health_reply(q, text):
+    """The resolver's own answer to the health query: one CHAOS TXT record
+    holding TEXT (its words in strings of at most 255 bytes, as TXT wants
+    them), TTL 0 (packed by dnslib)."""
+    strings, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > 255:
+            strings.append(current)
+            current = ""
+        current = (current + " " + word) if current else word[:255]
+    strings.append(current)
+    record = RR(question_of(q).qname, T_TXT, CLASS_CH, 0, TXT(strings))
+    return bytes(DNSRecord(_reply_header(q, NOERROR, answers=1, additional=1 if q.edns else 0),
+                           [question_of(q)], [record], ar=[_OPT] if q.edns else None).pack())
 
 
 # --------------------------------------------------------------------------
@@ -571,13 +585,13 @@ def render(q, view, limit, made, expires):
     as sent). Answers larger than LIMIT bytes come back truncated (TC, no
     records). Returns a Rendered."""
     records = list(view.answers) + list(view.authority)
-    header = _reply_header(q.header, view.rcode, answers=len(view.answers), authority=len(view.authority),
+    header = _reply_header(q, view.rcode, answers=len(view.answers), authority=len(view.authority),
                            additional=1 if q.edns else 0)
-    wire, offsets = pack_with_ttl_offsets(header, (q.question,), records, (_OPT,) if q.edns else ())
-    if len(wire) > limit:
+    packed, offsets = pack_with_ttl_offsets(header, (question_of(q),), records, (_OPT,) if q.edns else ())
+    if len(packed) > limit:
         return Rendered(short_reply(q, view.rcode, truncated=True)[2:], (), (), made, expires)
     ttls = tuple(rr.ttl for rr in records)
-    return Rendered(wire[2:], tuple(off - 2 for off in offsets), ttls, made, expires)
+    return Rendered(packed[2:], tuple(off - 2 for off in offsets), ttls, made, expires)
 
 
 # --------------------------------------------------------------------------

@@ -1,286 +1,137 @@
-"""The host DNS resolver (``vmsan resolver``): sockets, threads, the state
-directory and the VMs' address sets. Every decision is resolver_core's.
+"""The host DNS resolver (``vmsan resolver``): how a query travels through
+the parts. Every DNS decision is ``core``'s (reading a query: ``wire``);
+the parts are:
 
-Threads:
+* ``registry``: the VMs by guest address, their budgets (``Meter``) and
+  their learning (``Learner``, ``LearningWorker``);
+* ``upstream``: queries in flight (one socket each), retries, the shared
+  answer cache;
+* ``servers``: the event loop, UDP and TCP.
 
-* the main thread serves UDP: a cached answer costs one dictionary lookup and
-  one send (the "hot" cache holds the finished reply per VM and query bytes);
-* one thread reads upstream replies and answers the guests waiting for them
-  (queries for the same name are sent upstream once);
-* one thread accepts TCP connections, one thread per connection reads them;
-* one housekeeping thread retries or fails lost upstream queries, notices
-  state changes when no query comes, expires the cache and refreshes the
-  host's own addresses.
+Threads: the loop (the main thread: every socket, every decision, every
+cache); the learning thread (netlink: adds to the VMs' sets, prunes); the
+housekeeping thread (opens upstream sockets ahead of need, re-reads the
+host's addresses, closes sockets of removed VMs' namespaces); a thread per
+truncated answer fetched again over TCP. Work done off the loop comes back
+to it through ``Loop.post``.
 
-A VM is known by the source address of its queries (the VM's anti-spoofing
-rules make that trustworthy). Its state file says its policy; the state
-directory is looked at (one stat) at most every millisecond while queries
-come, and every 50 ms anyway, and changed files are read again. An address
-in an allowed answer is added to the VM's ``dns`` set before the guest gets
-the answer, so the guest never sees an address the firewall would drop.
+A query, in order: the VM by its source address; its query budget (beyond
+it REFUSED, before the query is read); its cache of finished replies; the
+cheap read (``wire``: FORMERR for anything a query should not carry); the
+policy; the shared answer cache; its budget of upstream queries in flight;
+upstream. An address in an allowed answer is added to the VM's ``dns`` set
+(on the learning thread) before the guest gets the answer, so the guest
+never sees an address the firewall would drop.
 """
 
+import collections
+import gc
 import logging
 import os
-import random
 import resource
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 
-from ..model import addressing as A
-from ..plan import firewall as fp
 from ..kernel import netns as ns
-from . import core
-from . import udp_batch as resolver_udp
-from ..model.errors import NotFoundError, VmsanError
-from ..kernel.ipset_wire import IpsetSocket, is_missing_set
-from ..kernel.ipsets import SetManager
+from ..kernel.ipset_wire import describe, is_missing_set
 from ..lifecycle.state import StateStore
+from ..model import addressing as A
+from ..model.errors import VmsanError
+from . import cache, core, limits
+from . import registry as reg
+from . import servers
+from . import upstream as up
+from .health import stats_text
 
 log = logging.getLogger("vmsan.resolver")
 
-UPSTREAM_RETRY = 1.0        # resend a query upstream once after this long
-UPSTREAM_GIVE_UP = 3.0      # then answer SERVFAIL
-STATE_CHECK_MIN = 0.001     # at most one stat of the state directory per ms
-HOUSEKEEPING = 0.05
+STATE_CHECK_MIN = 0.001     # at most one stat of the state directory per ms while queries come
+HOUSEKEEPING = 0.25
 HOST_ADDRESS_REFRESH = 5.0
-FRESH_MTIME_NS = 30 * 1000 * 1000    # see check_state
-FRESH_RECHECK = 0.005
-TCP_IDLE = 10.0
-TCP_MAX_CONNECTIONS = 256
-MAX_WAITERS = 256
-MAX_HOT_PER_VM = 20000
-MAX_ANSWERS = 100000
+SWEEP = 1.0                 # expired cache entries, log summaries
+RECORDS_PER_TOKEN = 4       # an answer of N records costs its VM N // 4 queries more of its budget
+SWITCH_INTERVAL = 0.0005    # the GIL: the loop waits at most this for the learning thread's encoding
+GC_FULL = 600.0             # seconds between full collections (see Resolver._freeze_survivors)
+
+# kept under these names for the code and tests that know them
+UPSTREAM_RETRY, UPSTREAM_GIVE_UP = up.UPSTREAM_RETRY, up.UPSTREAM_GIVE_UP
+FRESH_RECHECK = reg.FRESH_RECHECK
+Learner = reg.Learner
 
 
-class _Stop(Exception):
-    pass
-
-
-# --------------------------------------------------------------------------
-# learning into a VM's set
-# --------------------------------------------------------------------------
-def _netns_inode(name):
-    if name is None:
-        return None
-    try:
-        return os.stat(ns.path(name)).st_ino
-    except OSError:
-        return None
-
-
-class Learner(object):
-    """Adds addresses to one VM's ``dns`` set over one netlink socket that
-    lives in the namespace holding the VM's TAP (opened on first use,
-    reopened when that namespace is no longer the one it was opened in)."""
-
-    def __init__(self, vm_id, netns_name):
-        self.vm_id, self.netns = vm_id, netns_name
-        self.set_name = fp.set_name(vm_id, "dns")
-        self._sock = None
-        self._inode = None
-        self._lock = threading.Lock()
-
-    def _open(self):
-        with ns.entered(self.netns):
-            self._sock = IpsetSocket()
-        self._inode = _netns_inode(self.netns)
-
-    def close(self):
-        with self._lock:
-            self._close()
-
-    def _close(self):
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def still_valid(self):
-        """False once the namespace the socket lives in is gone or replaced
-        (an open socket would keep a removed VM's namespace alive)."""
-        return self._sock is None or self.netns is None or _netns_inode(self.netns) == self._inode
-
-    def release_if_stale(self):
-        with self._lock:
-            if not self.still_valid():
-                self._close()
-
-    def add(self, address, timeout, comment):
-        with self._lock:
-            for attempt in (0, 1):
-                try:
-                    if self._sock is None or not self.still_valid():
-                        self._close()
-                        self._open()
-                    self._sock.add(self.set_name, address, timeout, comment)
-                    return True
-                except (OSError, VmsanError) as exc:
-                    self._close()
-                    if attempt:
-                        why = "its address set does not exist" if is_missing_set(exc) else str(exc)
-                        log.warning("cannot learn %s for VM %s (%s): %s", address, self.vm_id, comment, why)
-        return False
-
-    def prune(self, vm):
-        """Forget learned addresses whose name VM's policy no longer allows
-        (the CLI prunes too, with the same pruner; this catches what an
-        answer in flight learned under the old policy while the change was
-        being made)."""
-        with self._lock:
-            with ns.entered(self.netns):
-                with SetManager() as sets:
-                    return sets.prune_learned(self.set_name, vm.matcher.allowed)[0]
-
-
-class VmState(object):
-    """A VM's policy plus what the resolver keeps for it; replaced whole when
-    the policy changes, so nothing cached under the old policy survives."""
-
-    __slots__ = ("policy", "sig", "learner", "hot_udp", "hot_tcp", "learned")
-
-    def __init__(self, policy, sig, learner):
-        self.policy, self.sig, self.learner = policy, sig, learner
-        self.hot_udp, self.hot_tcp = {}, {}
-        self.learned = {}       # address -> monotonic time its set entry runs out
-
-
-class Pending(object):
-    __slots__ = ("key", "q", "qid", "wire", "sent", "retried", "waiters")
-
-    def __init__(self, key, q, qid, wire, sent):
-        self.key, self.q, self.qid, self.wire, self.sent = key, q, qid, wire, sent
-        self.retried = False
-        self.waiters = []       # (guest ip, query bytes, question, tcp, reply)
-
-
-# --------------------------------------------------------------------------
-# the resolver
-# --------------------------------------------------------------------------
 class Resolver(object):
-    def __init__(self, cfg, upstream, store=None, clock=time.monotonic):
+    def __init__(self, cfg, upstream, store=None, clock=time.monotonic, defaults=limits.DEFAULT_BUDGET,
+                 pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES):
         self.cfg = cfg
-        self.upstream = upstream
-        self.store = store or StateStore()
+        self.upstream_address = upstream
         self.clock = clock
-        self.vms = {}               # guest ip -> VmState (replaced whole on reload)
-        self.vms_raw = {}           # the same, keyed by the packed address
-        self._by_id = {}
-        self._learners = {}         # VM identity -> Learner
-        self.answers = {}           # (qname key, qtype, qclass) -> core.Answer
-        self.pending = {}           # upstream id -> Pending
-        self.pending_by_key = {}
-        self.lock = threading.Lock()
-        self.state_lock = threading.Lock()
-        self.rebinding = core.Rebinding()
-        self.refusals = core.RefusalLog()
+        self.defaults = defaults
+        self.loop = servers.Loop(clock)
+        self.registry = reg.Registry(store or StateStore(), defaults, clock, cache.SharedBytes(hot_bytes),
+                                     on_new_policy=self._prune_later)
         self.notices = core.RefusalLog(interval=60.0)
-        self._dir_sig = ()
-        self._recheck_at = 0.0
-        self._next_check = 0.0
+        self.refusals = core.RefusalLog()
+        self.upstream = up.Upstream(upstream, self.loop, clock, self._complete, self.notices, pool=pool)
+        self.upstream.answers.max_bytes = answer_bytes
+        self.learning = reg.LearningWorker(self.loop.post, on_batch=self._learned)
+        self.unknown = reg.Meter("(no VM)", defaults, clock())    # every address that is no VM's, together
+        self.rebinding = core.Rebinding()
+        self.stats = collections.Counter()
+        self.next_check = 0.0
         self._host_refreshed = -HOST_ADDRESS_REFRESH
+        self._gc_full = clock()
         self._reload_requested = False
         self._stopping = threading.Event()
-        self.udp = self.tcp = self.up = None
+        self._started = time.monotonic()
+        self.udp = self.tcp = None
+        self.udp_server = self.tcp_server = None
+        self.loop.every(servers.TICK, self._tick)
+        self.loop.every(SWEEP, self._sweep)
 
     # -- state ------------------------------------------------------------------
+    @property
+    def vms(self):
+        return self.registry.vms
+
+    @property
+    def answers(self):
+        return self.upstream.answers
+
+    def check_state(self, force=False):
+        return self.registry.check_state(force)
+
+    def maybe_check_state(self, now):
+        if now >= self.next_check:
+            self.next_check = now + STATE_CHECK_MIN
+            self.registry.check_state()
+
     def request_reload(self):
         """SIGHUP: re-read every state file and forget every cached answer
         and learned-address record (e.g. after an operator flushed a set)."""
         self._reload_requested = True
 
     def forget_caches(self):
-        with self.lock:
-            self.answers.clear()
-        for state in list(self._by_id.values()):
-            state.hot_udp.clear()
-            state.hot_tcp.clear()
-            state.learned.clear()
+        self.upstream.answers.clear()
+        self.registry.forget_caches()
         log.info("reload: caches dropped, state re-read")
 
-    def check_state(self, force=False):
-        """Re-read changed state files if the state directory changed.
-
-        A directory's mtime comes from the kernel's coarse clock (one tick,
-        up to 10 ms), so a second change within the tick of the first leaves
-        it as it was: while the mtime is younger than FRESH_MTIME_NS, the
-        files are looked at again every FRESH_RECHECK seconds."""
-        try:
-            st = os.stat(self.store.vms_dir)
-            sig = (st.st_ino, st.st_mtime_ns)
-            fresh = time.time_ns() - st.st_mtime_ns < FRESH_MTIME_NS
-        except OSError:
-            sig, fresh = None, False
-        if sig == self._dir_sig and not force:
-            if not self._recheck_at or time.monotonic() < self._recheck_at:
-                return False
-        if not self.state_lock.acquire(blocking=False):
-            return False
-        try:
-            self._reload()
-            self._dir_sig = sig
-            self._recheck_at = time.monotonic() + FRESH_RECHECK if fresh else 0.0
-        finally:
-            self.state_lock.release()
-        return True
-
-    def _reload(self):
-        by_id, to_prune = {}, []
-        for vm_id in self.store.ids():
-            path = self.store.path(vm_id)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-            old = self._by_id.get(vm_id)
-            if old is not None and old.sig == sig:
-                by_id[vm_id] = old
-                continue
-            try:
-                policy = core.VmPolicy(self.store.load(vm_id))
-            except NotFoundError:
-                continue
-            except Exception as exc:    # a corrupt file: that VM's queries are refused
-                log.error("cannot read the state of VM %s: %s (its queries are refused)", vm_id, exc)
-                continue
-            if old is not None and old.policy.identity == policy.identity \
-                    and old.policy.policy_key == policy.policy_key:
-                old.sig = sig
-                by_id[vm_id] = old
-                continue
-            learner = self._learners.get(policy.identity)
-            if learner is None:
-                learner = self._learners[policy.identity] = Learner(policy.vm_id, policy.netns)
-            state = VmState(policy, sig, learner)
-            by_id[vm_id] = state
-            if old is None:
-                log.info("VM %s (%s): policy %s", vm_id, policy.guest_ip, policy.mode)
-            else:
-                log.info("VM %s (%s): policy now %s%s", vm_id, policy.guest_ip, policy.mode,
-                         "" if old.policy.identity == policy.identity else " (VM recreated)")
-            if policy.learns:
-                to_prune.append(state)
-        identities = {s.policy.identity for s in by_id.values()}
-        for identity in [i for i in self._learners if i not in identities]:
-            self._learners.pop(identity).close()
-        self._by_id = by_id
-        self.vms = {s.policy.guest_ip: s for s in by_id.values()}
-        self.vms_raw = {socket.inet_aton(ip): s for ip, s in self.vms.items()}
-        for state in to_prune:
-            self._prune(state)
-
-    def _prune(self, state):
+    def _prune_later(self, state):
+        """A VM's policy is new or changed: forget what its set learned under
+        another policy (on the learning thread, after what it was doing)."""
         if state.policy.netns is not None and not ns.exists(state.policy.netns):
             return
-        try:
-            for address, name in state.learner.prune(state.policy):
-                log.info("VM %s: forgot %s (learned for %s, no longer allowed)", state.policy.vm_id, address, name)
-        except Exception as exc:
-            log.warning("VM %s: cannot prune its learned addresses: %s", state.policy.vm_id, exc)
+
+        def prune():
+            try:
+                for address, name in state.learner.prune(state.policy):
+                    log.info("VM %s: forgot %s (learned for %s, no longer allowed)", state.policy.vm_id, address,
+                             name)
+            except Exception as exc:
+                log.warning("VM %s: cannot prune its learned addresses: %s", state.policy.vm_id, exc)
+        self.learning.submit_call(state.learner, prune)
 
     def refresh_host_addresses(self, now):
         """The host's own addresses, for the rebinding filter."""
@@ -296,171 +147,227 @@ class Resolver(object):
         if found != self.rebinding.host_addresses():
             self.rebinding = core.Rebinding(found)
 
-    # -- queries ------------------------------------------------------------------
-    def handle(self, data, ip, reply, tcp):
+    # -- the log, per VM --------------------------------------------------------
+    def _vm_log(self, meter, kind, level, text, *args):
+        """One line about METER's VM, if its log budget has room (else it is
+        counted in the VM's next summary line)."""
+        if meter.log.allow(kind, self.clock()):
+            log.log(level, text, *args)
+
+    def note_over_budget(self, meter, now):
+        """A query beyond METER's budget: True to answer it REFUSED, False
+        to drop it (beyond twice the budget)."""
+        meter.over_budget += 1
+        self.stats["over_budget"] += 1
+        if meter.log.allow("over budget", now):
+            log.warning("VM %s: more than %d queries a second: answering REFUSED beyond that, nothing beyond "
+                        "twice that", meter.vm_id, meter.budget.queries_per_second)
+        return meter.refusals.take(now)
+
+    def note_malformed(self, meter, why, now):
+        meter.formerr += 1
+        self.stats["formerr"] += 1
+        if meter.log.allow("malformed", now):
+            log.info("VM %s: malformed query (%s): FORMERR", meter.vm_id, why)
+
+    def note_tcp_refused(self, meter, limit, host_full):
+        self.stats["tcp_refused"] += 1
+        if host_full:
+            self.note_host_problem("tcp full", "%d TCP connections open: refusing more" % servers.TCP_MAX_CONNECTIONS)
+        else:
+            self._vm_log(meter, "TCP refused", logging.WARNING,
+                         "VM %s: %d TCP connections open (its limit): refusing more", meter.vm_id, limit)
+
+    def note_tcp_unread(self, meter, ip):
+        self.stats["tcp_unread"] += 1
+        self._vm_log(meter, "TCP unread", logging.INFO,
+                     "VM %s: closed a TCP connection whose answers were not read", meter.vm_id)
+
+    def note_host_problem(self, kind, text):
+        if self.notices.note(("host", kind), None, self.clock()) is not None:
+            log.warning("%s", text)
+
+    # -- queries ----------------------------------------------------------------
+    def handle(self, data, ip, reply, tcp, state=None, checked=False):
         """Answer the query DATA from guest address IP: now through REPLY, or
-        later when upstream has answered. Returns False if it is dropped."""
+        later (when upstream has answered, or its addresses are learned).
+        STATE: the VM, when the caller looked it up; CHECKED: its budget
+        was already charged. Returns False if nothing will be answered."""
         now = self.clock()
-        if now >= self._next_check:
-            self._next_check = now + STATE_CHECK_MIN
-            self.check_state()
-        state = self.vms.get(ip)
-        if state is not None:
-            hot = (state.hot_tcp if tcp else state.hot_udp).get(data[2:])
-            if hot is not None and now < hot.expires:
-                reply(data[:2] + hot.at(now))
+        if not checked:
+            self.maybe_check_state(now)
+            if state is None:
+                state = self.registry.get(ip)
+            if tcp:
+                self.stats["queries"] += 1
+        meter = state.meter if state is not None else self.unknown
+        if not checked and not meter.bucket.take(now):
+            if self.note_over_budget(meter, now) and len(data) >= 12 and not data[2] & 0x80:
+                reply(core.bare_reply((data[0] << 8) | data[1], (data[2] << 8) | data[3], core.REFUSED))
                 return True
+            return False
         try:
             q = core.parse_query(data)
         except core.BadQuery as bad:
+            self.note_malformed(meter, bad.why, now)
             reply(core.error_reply(bad))
             return True
         if q is None:
             return False
+        if core.is_health_query(q):
+            reply(core.health_reply(q, "ok" if state is not None else "ok " + stats_text(self.health_stats())))
+            return True
         if state is None:
             if self.notices.note(ip, None, now) is not None:
                 log.warning("refused a query from %s: no VM has that address", ip)
             reply(core.short_reply(q, core.REFUSED))
             return True
+        hot = state.hot.get(cache.TCP_MARK + q.hot_key if tcp else q.hot_key)
+        if hot is not None and now < hot.expires:
+            self.stats["hot"] += 1
+            reply(data[:2] + hot.at(now))
+            return True
         action, _pattern = state.policy.decide(q)
         if action != core.FORWARD:
-            self._refuse(state, data, q, action, reply, now)
+            self._refuse(state, q, action, reply, now)
             return True
-        with self.lock:
-            answer = self.answers.get(q.cache_key())
-        if answer is not None and now < answer.expires:
-            self._answer(state, data, q, tcp, answer, reply, now)
+        answer = self.upstream.answers.get(q.cache_key(), now)
+        if answer is not None:
+            self.stats["cached"] += 1
+            self._answer(state, q, tcp, answer, reply, now)
             return True
-        self._forward(ip, data, q, tcp, reply, now)
+        if meter.in_flight >= meter.budget.upstream_queries:
+            self._vm_log(meter, "upstream budget", logging.WARNING,
+                         "VM %s: %d queries upstream at once (its limit): answering REFUSED beyond that",
+                         meter.vm_id, meter.budget.upstream_queries)
+            self.stats["over_budget"] += 1
+            reply(core.short_reply(q, core.REFUSED))
+            return True
+        if not self.upstream.ask(q, (ip, q, tcp, reply, meter), now):
+            reply(core.short_reply(q, core.SERVFAIL))
+            return True
+        meter.in_flight += 1
         return True
 
-    def _refuse(self, state, data, q, action, reply, now):
+    def _refuse(self, state, q, action, reply, now):
         if action == core.REFUSE:
             reply(core.short_reply(q, core.REFUSED))
             return
         held = self.refusals.note(state.policy.vm_id, q.name, now)
         if held is not None:
-            log.info("refused %s for VM %s: not in its allowed domains%s", q.name or repr(str(q.question.qname)),
-                     state.policy.vm_id, " (and %d more times)" % held if held else "")
+            self._vm_log(state.meter, "refused", logging.INFO, "refused %s for VM %s: not in its allowed domains%s",
+                         q.name or repr(b".".join(q.labels))[1:], state.policy.vm_id,
+                         " (and %d more times)" % held if held else "")
         reply(core.short_reply(q, core.NXDOMAIN))
 
-    def _answer(self, state, data, q, tcp, answer, reply, now):
+    def _answer(self, state, q, tcp, answer, reply, now):
+        records = len(answer.answers) + len(answer.authority)
+        if records > RECORDS_PER_TOKEN:     # reading and filtering an answer costs per record
+            state.meter.bucket.charge(records // RECORDS_PER_TOKEN)
         view = core.guest_view(answer, q, state.policy, self.rebinding, int(now - answer.fetched))
         if view.removed and self.notices.note(state.policy.vm_id, ("rebinding", q.name), now) is not None:
-            log.warning("VM %s: removed %s from the answer for %s (rebinding protection)",
-                        state.policy.vm_id, ", ".join(view.removed), q.name)
-        if view.learn and state.policy.learns:
-            self._learn(state, view.learn, q.name, now)
+            self._vm_log(state.meter, "rebinding", logging.WARNING,
+                         "VM %s: removed %s from the answer for %s (rebinding protection)",
+                         state.policy.vm_id, ", ".join(view.removed), q.name)
         if view.rcode == core.SERVFAIL:
             reply(core.short_reply(q, core.SERVFAIL))
             return
-        rendered = core.render(q, view, 65535 if tcp else core.udp_limit(q), now, answer.expires)
-        if answer.expires > now:
-            hot = state.hot_tcp if tcp else state.hot_udp
-            if len(hot) >= MAX_HOT_PER_VM:
-                hot.clear()
-            hot[data[2:]] = rendered
-        reply(data[:2] + rendered.tail)
+        todo = self._to_learn(state, view.learn, now) if state.policy.learns else ()
+        if not todo:
+            self._send_answer(state, q, tcp, answer, view, reply, now, True)
+            return
+        meter = state.meter
+        if meter.learning >= reg.MAX_LEARN_JOBS:
+            self._vm_log(meter, "learning queue", logging.WARNING,
+                         "VM %s: %d answers wait for their addresses to be learned: SERVFAIL beyond that",
+                         meter.vm_id, reg.MAX_LEARN_JOBS)
+            reply(core.short_reply(q, core.SERVFAIL))
+            return
+        meter.learning += 1
+        meter.bucket.charge(len(todo))          # a netlink message each: the learning thread's time is shared
+        entries = [(address, timeout, q.name) for address, timeout in todo]
+        self.learning.submit(state.learner, entries,
+                             lambda failed: self._after_learning(state, q, tcp, answer, view, entries, failed, reply))
 
-    def _learn(self, state, pairs, name, now):
+    def _to_learn(self, state, pairs, now):
+        """(address, timeout) of PAIRS that the VM's set must be told of: new
+        addresses, and those whose entry would run out before the answer's
+        TTL plus half the grace period."""
         slack = self.cfg.grace / 2.0
+        todo = []
         for address, ttl in pairs:
             timeout = core.learn_timeout(ttl, self.cfg)
-            until = now + timeout
             known = state.learned.get(address)
-            if known is not None and known >= until - slack:
-                continue        # still in the set for long enough
-            if state.learner.add(address, timeout, name):
-                state.learned[address] = until
+            if known is None or known < now + timeout - slack:
+                todo.append((address, timeout))
+        return todo
 
-    # -- upstream -----------------------------------------------------------------
-    def _forward(self, ip, data, q, tcp, reply, now):
-        key = q.cache_key()
-        waiter = (ip, data, q, tcp, reply)
-        with self.lock:
-            pending = self.pending_by_key.get(key)
-            if pending is not None:
-                if len(pending.waiters) < MAX_WAITERS:
-                    pending.waiters.append(waiter)
-                return
-            qid = random.getrandbits(16)
-            while qid in self.pending:
-                qid = random.getrandbits(16)
-            pending = Pending(key, q, qid, core.upstream_query(qid, q), now)
-            pending.waiters.append(waiter)
-            self.pending[qid] = pending
-            self.pending_by_key[key] = pending
-        self._send_upstream(pending)
-
-    def _send_upstream(self, pending):
-        try:
-            self.up.send(pending.wire)
-        except OSError as exc:
-            if self.notices.note("upstream", str(exc), self.clock()) is not None:
-                log.warning("cannot send to upstream %s:%d: %s", self.upstream[0], self.upstream[1], exc)
-
-    def _take(self, pending):
-        with self.lock:
-            if self.pending.get(pending.qid) is pending:
-                del self.pending[pending.qid]
-            if self.pending_by_key.get(pending.key) is pending:
-                del self.pending_by_key[pending.key]
-
-    def _serve_upstream(self):
-        while not self._stopping.is_set():
-            try:
-                wire = self.up.recv(65535)
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.01)    # e.g. ICMP unreachable from a down upstream
-                continue
-            try:
-                self.upstream_datagram(wire)
-            except Exception as exc:
-                log.exception("upstream answer: %s", exc)
-
-    def upstream_datagram(self, wire):
-        """One datagram from the upstream server (read with dnslib)."""
-        error = None
-        try:
-            reply = core.parse_reply(wire)
-            header, questions = reply.header, reply.questions
-        except core.BadReply as exc:        # still answers its query if header and question are there
-            reply, error, header, questions = None, exc, exc.header, exc.questions
-        if header is None or not header.qr:
+    def _after_learning(self, state, q, tcp, answer, view, entries, failed, reply):
+        """Back on the loop thread once the learning thread added ENTRIES
+        (FAILED: {address: errno} the set refused)."""
+        state.meter.learning -= 1
+        now = self.clock()
+        for address, timeout, _name in entries:
+            if address not in failed:
+                state.note_learned(address, now + timeout)
+        current = self.registry.get(state.policy.guest_ip)
+        if current is not state:        # its policy changed meanwhile: answer under the new one
+            self._answer_waiter(current, q, tcp, answer, reply, now)
             return
-        with self.lock:
-            pending = self.pending.get(header.id)
-        if pending is None or not core.answers_question(questions, pending.q):
-            return                  # not the answer to what we asked
-        self._take(pending)
-        if header.tc:
-            threading.Thread(target=self._upstream_tcp, args=(pending,), daemon=True).start()
-            return
+        if failed:
+            view = core.without(view, set(failed))
+        self._send_answer(state, q, tcp, answer, view, reply, now, not failed)
+
+    def _learned(self, learner, entries, failed, error):
+        """After each batch of the learning thread (on the loop thread): what
+        could not be learned is logged once per batch, a full set once until
+        it takes addresses again."""
+        self.stats["learned"] += len(entries) - len(failed)
+        meter = learner.meter or self.unknown
         if error is not None:
-            log.warning("unreadable upstream answer for %s: %s", pending.q.name, error)
-        self._complete(pending, reply)
+            why = "its address set does not exist" if is_missing_set(error) else str(error)
+            self._vm_log(meter, "not learned", logging.WARNING, "VM %s: cannot learn %d addresses (%s): %s",
+                         learner.vm_id, len(entries), ", ".join(e[0] for e in entries[:4]), why)
+            return
+        full = [a for a, err in failed.items() if err == reg.IPSET_ERR_HASH_FULL]
+        if full:
+            if not learner.full:
+                learner.full = True
+                self._vm_log(meter, "set full", logging.WARNING,
+                             "VM %s: its address set %s is full: %d addresses not learned (and left out of the "
+                             "answers) until entries expire; this is logged once", learner.vm_id, learner.set_name,
+                             len(full))
+        elif learner.full and len(failed) < len(entries):
+            learner.full = False
+        others = {a: e for a, e in failed.items() if e != reg.IPSET_ERR_HASH_FULL}
+        if others:
+            self._vm_log(meter, "not learned", logging.WARNING, "VM %s: cannot learn %s",
+                         learner.vm_id, ", ".join("%s (%s)" % (a, describe(e)) for a, e in list(others.items())[:4]))
 
-    def _upstream_tcp(self, pending):
-        """The upstream answer did not fit in UDP: ask again over TCP."""
-        reply = None
-        try:
-            with socket.create_connection(self.upstream, timeout=UPSTREAM_GIVE_UP) as conn:
-                conn.sendall(struct.pack("!H", len(pending.wire)) + pending.wire)
-                size = struct.unpack("!H", _recv_exact(conn, 2))[0]
-                reply = core.parse_reply(_recv_exact(conn, size))
-            if not core.answers_question(reply.questions, pending.q):
-                raise core.BadReply("the answer is not for the question asked")
-        except Exception as exc:
-            log.warning("upstream TCP query for %s failed: %s", pending.q.name, exc)
-            reply = None
-        self._complete(pending, reply)
+    def _send_answer(self, state, q, tcp, answer, view, reply, now, cacheable):
+        rendered = core.render(q, view, 65535 if tcp else core.udp_limit(q), now, answer.expires)
+        if cacheable and answer.expires > now:
+            state.hot.put(cache.TCP_MARK + q.hot_key if tcp else q.hot_key, rendered)
+        reply(q.id.to_bytes(2, "big") + rendered.tail)
+
+    def _answer_waiter(self, state, q, tcp, answer, reply, now):
+        """Answer Q from a guest now under STATE (its VM as it is now, or
+        None), with ANSWER (None: upstream gave none)."""
+        if state is None:
+            reply(core.short_reply(q, core.REFUSED))
+            return
+        action, _unused = state.policy.decide(q)
+        if action != core.FORWARD:
+            self._refuse(state, q, action, reply, now)
+        elif answer is None:
+            reply(core.short_reply(q, core.SERVFAIL))
+        else:
+            self._answer(state, q, tcp, answer, reply, now)
 
     def _complete(self, pending, reply):
-        """Cache the upstream answer (a DNSRecord from core.parse_reply, or
-        None when there is none) and give it to everyone who waited, each
-        under the policy its VM has now."""
+        """An upstream query ended (REPLY: a DNSRecord, or None): cache the
+        answer and give it to everyone who waited, each under the policy its
+        VM has now."""
         now = self.clock()
         answer = None
         if reply is not None:
@@ -469,252 +376,127 @@ class Resolver(object):
             except Exception as exc:
                 log.warning("unreadable upstream answer for %s: %s", pending.q.name, exc)
         if answer is not None:
-            if answer.expires > now:
-                with self.lock:
-                    if len(self.answers) >= MAX_ANSWERS:
-                        self._expire_answers(now, force=True)
-                    self.answers[pending.key] = answer
-        for ip, data, q, tcp, reply_fn in pending.waiters:
+            self.upstream.answers.put(pending.key, answer, now)
+        for ip, q, tcp, reply_fn, meter in pending.waiters:
+            meter.in_flight -= 1
             try:
-                state = self.vms.get(ip)
-                if state is None:
-                    reply_fn(core.short_reply(q, core.REFUSED))
-                    continue
-                action, _unused = state.policy.decide(q)
-                if action != core.FORWARD:
-                    self._refuse(state, data, q, action, reply_fn, now)
-                elif answer is None:
-                    reply_fn(core.short_reply(q, core.SERVFAIL))
-                else:
-                    self._answer(state, data, q, tcp, answer, reply_fn, now)
+                self._answer_waiter(self.registry.get(ip), q, tcp, answer, reply_fn, now)
             except Exception as exc:       # one bad waiter must not starve the others
                 log.error("answering %s for %s failed: %s", q.name, ip, exc)
 
-    def _expire_answers(self, now, force=False):
-        """Drop expired answers (call with the lock held); when FORCE and
-        still full, drop the oldest half."""
-        for key in [k for k, a in self.answers.items() if a.expires <= now]:
-            del self.answers[key]
-        if force and len(self.answers) >= MAX_ANSWERS:
-            for key in list(self.answers)[:len(self.answers) // 2]:
-                del self.answers[key]
+    def health_stats(self):
+        stats = dict(self.stats)
+        stats.update(vms=len(self.registry.vms), pending=self.upstream.in_flight(),
+                     upstream=self.upstream.stats["upstream"], ignored=self.upstream.stats["ignored"],
+                     answers=len(self.upstream.answers), answer_bytes=self.upstream.answers.bytes,
+                     hot_bytes=self.registry.shared_hot.used,
+                     tcp=len(self.tcp_server.conns) if self.tcp_server else 0,
+                     learning=self.learning.pending(), rss_kib=_rss_kib(), gc_frozen=gc.get_freeze_count(),
+                     uptime=int(time.monotonic() - self._started))
+        return stats
 
-    # -- housekeeping -------------------------------------------------------------
+    # -- timers -----------------------------------------------------------------
+    def _tick(self, now):
+        if self._reload_requested:
+            self._reload_requested = False
+            self.forget_caches()
+            self.registry.check_state(force=True)
+        else:
+            self.registry.check_state()
+        self.upstream.retry_or_fail(now)
+        if self.tcp_server is not None:
+            self.tcp_server.tick(now)
+
+    def _sweep(self, now):
+        self._freeze_survivors(now)
+        # Both caches are bounded in bytes whatever stays in them; this only
+        # gives the bytes of expired entries back sooner, a slice a second.
+        self.upstream.answers.expire_some(now)
+        for state in self.registry.states():
+            if state.hot:
+                state.hot.expire_some(now)
+        for meter in list(self.registry.meters.values()) + [self.unknown]:
+            held = meter.log.summary(now)
+            if held:
+                log.warning("VM %s: %d more log lines held back in the last %d s: %s", meter.vm_id,
+                            sum(held.values()), meter.log.window, limits.summary_text(held))
+
+    def _freeze_survivors(self, now):
+        """Python's cyclic collector, kept from pausing the loop: a full
+        collection walks every object, and the caches hold hundreds of
+        thousands (dnslib records): 40-140 ms measured. Once a second the
+        young generations are collected and what survives is frozen
+        (gc.freeze: never walked again; freed by its reference count as
+        usual, which is how the caches' objects go: they hold no cycles).
+        A cycle that was alive when frozen and dies later would stay, so
+        every GC_FULL seconds everything is unfrozen and collected once."""
+        if now - self._gc_full >= GC_FULL:
+            self._gc_full = now
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
+        gc.freeze()
+
     def housekeeping(self):
-        last_sweep = self.clock()
+        """Off the loop: upstream sockets ahead of need, the host's addresses,
+        netlink sockets of namespaces that are gone."""
         while not self._stopping.wait(HOUSEKEEPING):
             now = self.clock()
             try:
-                if self._reload_requested:
-                    self._reload_requested = False
-                    self.forget_caches()
-                    self.check_state(force=True)
-                else:
-                    self.check_state()
-                self._retry_or_fail(now)
-                if now - last_sweep >= 1.0:
-                    last_sweep = now
-                    with self.lock:
-                        self._expire_answers(now)
-                    for state in list(self._by_id.values()):
-                        state.learner.release_if_stale()
-                        for hot in (state.hot_udp, state.hot_tcp):
-                            for key in [k for k, r in list(hot.items()) if r.expires <= now]:
-                                hot.pop(key, None)
+                self.upstream.pool.fill()
+                for learner in list(self.registry.learners.values()):
+                    learner.release_if_stale()
                 if now - self._host_refreshed >= HOST_ADDRESS_REFRESH:
                     self.refresh_host_addresses(now)
             except Exception as exc:
                 log.error("housekeeping: %s", exc)
 
-    def _retry_or_fail(self, now):
-        with self.lock:
-            items = list(self.pending.values())
-        for pending in items:
-            age = now - pending.sent
-            if age >= UPSTREAM_GIVE_UP:
-                self._take(pending)
-                if self.notices.note("upstream-timeout", None, now) is not None:
-                    log.warning("upstream %s:%d did not answer for %s", self.upstream[0], self.upstream[1],
-                                pending.q.name)
-                self._complete(pending, None)
-            elif age >= UPSTREAM_RETRY and not pending.retried:
-                pending.retried = True
-                self._send_upstream(pending)
-
-    # -- serving ------------------------------------------------------------------
+    # -- serving ----------------------------------------------------------------
     def open_sockets(self, listen):
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # TCP first: a second resolver on the same address fails here,
+        # before its UDP sockets could join this one's SO_REUSEPORT group
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        for sock in (self.udp, self.tcp):
-            # FREEBIND: the address appears on the host's lo with the first
-            # VM; the resolver may start before that (at boot).
-            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.udp.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 4 << 20)
-        except OSError:
-            pass
-        self.udp.bind(listen)
+        self.tcp.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind(listen)
         self.tcp.listen(128)
-        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.up.connect(self.upstream)
+        self.udp = servers.udp_queues(listen)
+        self.udp_server = servers.UdpServer(self.udp, self.loop, self)
+        self.tcp_server = servers.TcpServer(self.tcp, self.loop, self)
+        self.upstream.pool.fill()
 
     def close(self):
         self._stopping.set()
-        for sock in (self.udp, self.tcp, self.up):
+        self.learning.stop()
+        if self.tcp_server is not None:
+            self.tcp_server.close_all()
+        self.upstream.close()
+        for sock in (self.udp or []) + [self.tcp]:
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
                 sock.close()
-        for learner in list(self._learners.values()):
-            learner.close()
+        self.registry.close()
+        self.loop.close()
 
     def start_threads(self):
-        for target, name in ((self._serve_upstream, "upstream"), (self.housekeeping, "housekeeping"),
-                             (self._serve_tcp, "tcp")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        self.learning.start()
+        threading.Thread(target=self.housekeeping, name="housekeeping", daemon=True).start()
 
-    def serve_udp(self):
-        """The UDP loop (main thread). The hot path is inlined: a VM's cached
-        reply for these exact query bytes goes out without parsing, and
-        under load many at once (recvmmsg/sendmmsg)."""
-        if resolver_udp.AVAILABLE:
-            return self._serve_udp_batched()
-        return self._serve_udp_simple()
-
-    def _serve_udp_batched(self):
-        batch = resolver_udp.BatchSocket(self.udp)
-        recv, data_of, key_of, queue, flush = batch.recv, batch.data, batch.key, batch.queue, batch.flush
-        sendto, clock, stopping = self.udp.sendto, self.clock, self._stopping
-        next_check, vms = 0.0, self.vms_raw
-        while not stopping.is_set():
-            try:
-                count = recv()
-            except OSError:
-                if stopping.is_set():
-                    return
-                continue
-            now = clock()
-            if now >= next_check:
-                next_check = now + STATE_CHECK_MIN
-                self.check_state()
-                vms = self.vms_raw
-            for i in range(count):
-                data = data_of(i)
-                state = vms.get(key_of(i))
-                if state is not None:
-                    hot = state.hot_udp.get(data[2:])
-                    if hot is not None and now < hot.fresh_until:
-                        queue(i, data[:2] + hot.tail)
-                        continue
-                try:
-                    self.handle(data, batch.address(i)[0], _udp_reply(sendto, batch.address(i)), False)
-                except _Stop:
-                    raise
-                except Exception as exc:
-                    log.exception("query from %s failed: %s", batch.address(i)[0], exc)
-            flush()
-
-    def _serve_udp_simple(self):
-        recvfrom, sendto, clock = self.udp.recvfrom, self.udp.sendto, self.clock
-        while not self._stopping.is_set():
-            try:
-                data, addr = recvfrom(4096)
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                continue
-            now = clock()
-            state = self.vms.get(addr[0])
-            if state is not None and now < self._next_check:
-                hot = state.hot_udp.get(data[2:])
-                if hot is not None and now < hot.fresh_until:
-                    try:
-                        sendto(data[:2] + hot.at(now), addr)
-                    except OSError:
-                        pass
-                    continue
-            try:
-                self.handle(data, addr[0], _udp_reply(sendto, addr), False)
-            except _Stop:
-                raise
-            except Exception as exc:
-                log.exception("query from %s failed: %s", addr[0], exc)
-
-    def _serve_tcp(self):
-        slots = threading.BoundedSemaphore(TCP_MAX_CONNECTIONS)
-        while not self._stopping.is_set():
-            try:
-                conn, peer = self.tcp.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.01)
-                continue
-            if not slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._tcp_connection, args=(conn, peer[0], slots), daemon=True).start()
-
-    def _tcp_connection(self, conn, ip, slots):
-        write_lock = threading.Lock()
-        answered = threading.Semaphore(0)
-
-        def reply(payload):
-            with write_lock:
-                try:
-                    conn.sendall(struct.pack("!H", len(payload)) + payload)
-                except OSError:
-                    pass
-            answered.release()
-
-        asked = 0
-        try:
-            conn.settimeout(TCP_IDLE)
-            while not self._stopping.is_set():
-                head = _recv_exact(conn, 2)
-                if head is None:
-                    break
-                data = _recv_exact(conn, struct.unpack("!H", head)[0])
-                if data is None:
-                    break
-                if self.handle(data, ip, reply, True):
-                    asked += 1
-            # The guest may close its side right after asking: answer first.
-            deadline = time.monotonic() + UPSTREAM_GIVE_UP + 0.5
-            for _unused in range(asked):
-                if not answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    break
-        except Exception as exc:
-            log.debug("TCP connection from %s: %s", ip, exc)
-        finally:
-            conn.close()
-            slots.release()
+    def serve(self):
+        """The loop, on the calling thread, until ``close`` or a signal."""
+        self.loop.run()
 
 
-def _udp_reply(sendto, addr):
-    def reply(payload):
-        try:
-            sendto(payload, addr)
-        except OSError:
-            pass
-    return reply
-
-
-def _recv_exact(conn, size):
-    data = b""
-    while len(data) < size:
-        try:
-            chunk = conn.recv(size - len(data))
-        except (socket.timeout, OSError):
-            return None
-        if not chunk:
-            return None
-        data += chunk
-    return data
+def _rss_kib():
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 # --------------------------------------------------------------------------
@@ -732,29 +514,34 @@ def default_upstream(path="/etc/resolv.conf"):
 
 
 def _raise_fd_limit():
-    # One netlink socket per VM that learns addresses, plus TCP clients.
+    # One socket per upstream query in flight, one netlink socket per VM that
+    # learns addresses, plus TCP clients.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if hard == resource.RLIM_INFINITY else min(hard, 1 << 16)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def main(upstream=None, listen=None, ttl_floor=None, grace=None):
+def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     """Run the resolver in the foreground until SIGTERM or SIGINT; SIGHUP
-    re-reads every state file. Returns the exit status."""
+    re-reads every state file. UPSTREAM, LISTEN: (ip, port), validated by
+    model.inputs; BUDGET: the per-VM defaults (model.inputs.resolver_budget's
+    dict, or a limits.Budget). Returns the exit status."""
     if not core.HAS_DNSLIB:
         raise VmsanError("the resolver needs the Python library dnslib (%s); install the pinned requirements "
                          "(scripts/setup.sh, or pip install -r requirements.txt)" % core.DNSLIB_IMPORT_ERROR)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="vmsan-resolver: %(levelname)s %(message)s")
     log.setLevel(os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper())
     cfg = core.settings(ttl_floor, grace)
+    budget = limits.budget_from_flags(budget) if isinstance(budget, dict) else budget or limits.DEFAULT_BUDGET
     address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
     ns.guard_sandbox()
     upstream = tuple(upstream) if upstream else default_upstream()
     if upstream == address:
         raise VmsanError("the upstream %s:%d is the resolver's own address" % upstream)
     _raise_fd_limit()
-    resolver = Resolver(cfg, upstream)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    resolver = Resolver(cfg, upstream, defaults=budget)
     try:
         resolver.open_sockets(address)
     except OSError as exc:
@@ -762,19 +549,21 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None):
         raise VmsanError("cannot listen on %s:%d: %s" % (address[0], address[1], exc.strerror))
 
     def stop(signum, frame):
-        raise _Stop()
+        raise servers.Stop()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda s, f: resolver.request_reload())
     try:
         resolver.check_state(force=True)
         resolver.refresh_host_addresses(resolver.clock())
+        gc.freeze()         # what is loaded at start lives as long as the process
         resolver.start_threads()
         log.info("listening on %s:%d (UDP, TCP); upstream %s:%d; %d VMs; learned addresses stay "
-                 "max(TTL, %d s) + %d s", address[0], address[1], upstream[0], upstream[1], len(resolver.vms),
-                 cfg.ttl_floor, cfg.grace)
-        resolver.serve_udp()
-    except _Stop:
+                 "max(TTL, %d s) + %d s; per VM: %d queries/s, %d upstream queries at once, %d TCP connections",
+                 address[0], address[1], upstream[0], upstream[1], len(resolver.vms), cfg.ttl_floor, cfg.grace,
+                 budget.queries_per_second, budget.upstream_queries, budget.tcp_connections)
+        resolver.serve()
+    except servers.Stop:
         log.info("stopping")
     finally:
         resolver.close()

@@ -9,7 +9,14 @@ soon as it is there (MSG_WAITFORONE), so nothing waits for a batch to fill.
 
 Buffers are allocated once; a reply is copied into the send slot of the
 batch and sent to the address its query came from (the receive slot's
-sockaddr is reused as the destination).
+sockaddr is reused as the destination). One BatchSocket can serve several
+sockets in turn (``use``), each batch received and flushed before the next
+socket's: the resolver's per-VM queues share one set of buffers.
+
+``steer_by_source`` makes a group of SO_REUSEPORT sockets a set of queues by
+source address: a classic BPF program (SO_ATTACH_REUSEPORT_CBPF) gives each
+datagram to the socket ``(src ^ (src >> 8)) % count``, so one sender's flood
+fills its own socket's queue and no other.
 """
 
 import ctypes
@@ -107,9 +114,15 @@ class BatchSocket(object):
         self.queued = 0
         self._used = 0
 
+    def use(self, sock):
+        """Receive from and reply through SOCK from now on (the previous
+        socket's batch must have been flushed)."""
+        self.sock, self.fd = sock, sock.fileno()
+
     def recv(self):
-        """Wait for at least one datagram; returns how many arrived (0 when
-        interrupted by a signal, whose handler then runs)."""
+        """Wait for at least one datagram (on a blocking socket); returns how
+        many arrived (0 when interrupted by a signal, whose handler then
+        runs, or when a non-blocking socket has none)."""
         for i in range(self._used):     # the kernel rewrote their name lengths
             _U32.pack_into(self._rmsg_view, i * self._mm_size + self._namelen_off, SOCKADDR_SIZE)
         count = _LIBC.recvmmsg(self.fd, self._rmsgs_addr, self.batch, MSG_WAITFORONE, None)
@@ -163,3 +176,39 @@ class BatchSocket(object):
                 sent = 1            # skip the message that failed
             done += sent
         self.queued = 0
+
+
+# --------------------------------------------------------------------------
+# queues by source address
+# --------------------------------------------------------------------------
+SO_ATTACH_REUSEPORT_CBPF = 51
+SKF_NET_OFF = -0x100000         # classic BPF: offsets from the network header
+_BPF_LD_W_ABS, _BPF_TAX, _BPF_RSH_K, _BPF_XOR_X, _BPF_MOD_K, _BPF_RET_A = 0x20, 0x07, 0x74, 0xac, 0x94, 0x16
+_INSN = struct.Struct("HBBI")   # struct sock_filter
+
+
+def source_steering_program(count):
+    """The classic BPF program of ``steer_by_source`` (bytes of struct
+    sock_filter): A = source address; A ^= A >> 8; A %= COUNT; return A."""
+    return b"".join(_INSN.pack(code, 0, 0, k & 0xFFFFFFFF) for code, k in (
+        (_BPF_LD_W_ABS, SKF_NET_OFF + 12),      # A = the IPv4 header's source address
+        (_BPF_TAX, 0),                          # X = A
+        (_BPF_RSH_K, 8),                        # A >>= 8
+        (_BPF_XOR_X, 0),                        # A ^= X
+        (_BPF_MOD_K, count),                    # A %= count
+        (_BPF_RET_A, 0)))                       # the socket of the group, by bind order
+
+
+def steer_by_source(sock, count):
+    """Attach the program to SOCK, the first of COUNT SO_REUSEPORT sockets,
+    before it is bound. Raises OSError where the kernel cannot."""
+    program = source_steering_program(count)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("@HP", len(program) // _INSN.size, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def queue_of(address, count):
+    """Which of COUNT sockets ``steer_by_source`` gives datagrams from ADDRESS."""
+    value = struct.unpack("!I", socket.inet_aton(address))[0]
+    return (value ^ (value >> 8)) % count

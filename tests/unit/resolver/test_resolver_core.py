@@ -10,6 +10,7 @@ from dnslib import (AAAA, CNAME, MX, QTYPE, RCODE, RD, RR, SOA, TXT, A, DNSHeade
                     DNSRecord, EDNS0)
 
 from ansible_collections.vmsan.network.plugins.module_utils.resolver import core
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import wire as wire_module
 from ansible_collections.vmsan.network.plugins.module_utils.lifecycle.state import decode
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
@@ -44,9 +45,10 @@ def parsed(name, qtype="A", edns=False):
 def test_parse_query_reads_name_type_and_keeps_the_spelling():
     _data, q = parsed("A.Example.TEST.")
     assert (q.id, q.qtype, q.qclass, q.name) == (0x1234, QTYPE.A, 1, "a.example.test")
-    assert q.question.qname.label == (b"A", b"Example", b"TEST")      # echoed as sent
+    assert q.labels == (b"A", b"Example", b"TEST")      # echoed as sent
+    assert core.question_of(q).qname.label == q.labels
     assert q.key == (b"a", b"example", b"test")
-    assert q.header.rd == 1
+    assert q.rd == 1
     assert not q.edns and core.udp_limit(q) == 512
 
 
@@ -82,7 +84,6 @@ def test_responses_and_runts_get_no_answer():
     (lambda d: d[:12] + b"\x40" + b"x" * 64 + b"\x00" + d[-4:], core.FORMERR),      # label over 63 bytes
     (lambda d: d[:12] + b"\x3fxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" * 4 + b"\x00" + d[-4:],
      core.FORMERR),                                                      # name over 255 bytes
-    (lambda d: d[:12] + b"\x01\xff\x00" + d[-4:], core.FORMERR),      # a label dnslib cannot read
     (lambda d: d[:10] + b"\x00\x01" + d[12:] + b"\x00\x00", core.FORMERR),       # additional record cut short
     (lambda d: d[:2] + b"\x28\x00" + d[4:], core.NOTIMP),              # opcode UPDATE
 ])
@@ -90,7 +91,7 @@ def test_malformed_queries_get_an_error(mangle, rcode):
     data = mangle(query("a.example.test"))
     with pytest.raises(core.BadQuery) as err:
         core.parse_query(data)
-    assert err.value.rcode == rcode and err.value.id == 0x1234
+    assert err.value.rcode == rcode and err.value.id == 0x1234 and err.value.why
     reply = DNSRecord.parse(core.error_reply(err.value))
     assert reply.header.rcode == rcode and reply.header.qr == 1 and reply.header.rd == data[2] & 1
     assert not reply.questions and not reply.rr
@@ -138,6 +139,25 @@ def test_upstream_query_is_lower_case_with_edns():
     up = DNSRecord.parse(core.upstream_query(99, q))
     assert up.header.id == 99 and up.header.rd == 1
     assert str(up.q.qname) == "a.example.test." and up.ar[0].edns_len == core.EDNS_PAYLOAD
+
+
+@pytest.mark.parametrize("name,qtype", [("A.Example.Test", "A"), (".", "NS"), ("x-1.y_2.example", "TXT")])
+def test_upstream_query_is_what_dnslib_packs(name, qtype):
+    q = parsed(name, qtype, edns=True)[1]
+    expected = DNSRecord(DNSHeader(id=4321, bitmap=0, rd=1), q=DNSQuestion(DNSLabel(q.key), q.qtype, q.qclass),
+                         ar=[EDNS0(udp_len=core.EDNS_PAYLOAD)])
+    assert core.upstream_query(4321, q) == bytes(expected.pack())
+
+
+def test_upstream_query_spells_the_name_by_the_random_bytes():
+    q = parsed("A.Example-1.Test")[1]
+    name_size = len(q.question_wire) - 4
+    wire = core.upstream_query(7, q, b"\x20" * name_size)
+    assert str(DNSRecord.parse(wire).q.qname) == "A.EXAMPLE-1.TEST."      # digits, dashes, lengths unchanged
+    wire = core.upstream_query(7, q, bytes([0x20 if i % 2 else 0xdf for i in range(name_size)]))
+    assert wire[12:12 + name_size].lower() == q.question_wire[:-4].lower()
+    assert wire[12:12 + name_size] != wire[12:12 + name_size].lower()
+    assert wire[12 + name_size:-11] == q.question_wire[-4:]
 
 
 # -- policy -------------------------------------------------------------------
@@ -339,22 +359,15 @@ def test_malformed_upstream_replies_are_rejected(wire):
 
 
 def test_a_bad_record_still_tells_which_query_the_reply_was_for():
-    good = DNSRecord.question("a.example.test").reply()
-    good.header.id = 4242
+    q = parsed("a.example.test")[1]
+    sent = core.upstream_query(4242, q)
+    good = DNSRecord.parse(sent).reply()
     good.add_answer(RR("a.example.test", QTYPE.A, ttl=5, rdata=A("203.0.113.10")))
-    wire = bytes(good.pack())[:-2]                               # the A record's data cut short
-    with pytest.raises(core.BadReply) as err:
-        core.parse_reply(wire)
-    assert err.value.header.id == 4242
-    assert core.answers_question(err.value.questions, parsed("A.example.TEST")[1])
-
-
-def test_answers_question_compares_name_type_and_class():
-    q = parsed("A.Example.Test")[1]
-    assert core.answers_question([DNSQuestion("a.example.test")], q)
-    assert not core.answers_question([DNSQuestion("b.example.test")], q)
-    assert not core.answers_question([DNSQuestion("a.example.test", QTYPE.AAAA)], q)
-    assert not core.answers_question([], q) and not core.answers_question(None, q)
+    whole = bytes(good.pack())
+    assert wire_module.reply_matches(whole[:-2], 4242, sent[12:12 + len(q.question_wire)])
+    assert [str(r.rdata) for r in core.parse_reply(whole, len(q.question_wire)).rr] == ["203.0.113.10"]
+    with pytest.raises(core.BadReply):
+        core.parse_reply(whole[:-2], len(q.question_wire))                # the A record's data cut short
 
 
 # -- caching and learning times -------------------------------------------------
@@ -403,10 +416,10 @@ def test_upstream_from_resolv_conf():
 
 # -- rendering ----------------------------------------------------------------
 
-def render(name, records, edns=False, limit=None, made=0.0, auth=()):
+def render(name, records, edns=False, limit=None, made=0.0, auth=(), vm=None):
     data, q = parsed(name, edns=edns)
     answer = upstream(name.lower().rstrip("."), records, auth=auth)
-    view = core.guest_view(answer, q, custom([name.lower().rstrip(".")]), core.Rebinding())
+    view = core.guest_view(answer, q, vm or custom([name.lower().rstrip(".")]), core.Rebinding())
     out = core.render(q, view, limit or core.udp_limit(q), made, answer.expires)
     return data, out
 
@@ -450,7 +463,7 @@ def test_render_is_what_dnslib_packs():
     answer = upstream("alias.example.test", [cname("alias.example.test", "a.example.test"),
                                              a("a.example.test", "203.0.113.10")])
     view = core.guest_view(answer, q, custom(["alias.example.test"]), core.Rebinding())
-    expected = DNSRecord(DNSHeader(id=q.id, bitmap=0, qr=1, rd=1, ra=1), [q.question], list(view.answers),
+    expected = DNSRecord(DNSHeader(id=q.id, bitmap=0, qr=1, rd=1, ra=1), [core.question_of(q)], list(view.answers),
                          ar=[EDNS0(udp_len=core.EDNS_PAYLOAD)])
     assert core.render(q, view, 65535, 0.0, 60.0).tail == bytes(expected.pack())[2:]
     assert b"\xc0\x0c" in bytes(expected.pack())           # the owner points at the question
@@ -468,11 +481,31 @@ def test_render_with_edns_adds_opt():
 
 def test_render_truncates_what_does_not_fit():
     many = [a("big.example.test", "203.0.113.%d" % i) for i in range(1, 60)]
-    data, out = render("big.example.test", many)
+    open_vm = core.VmPolicy(record({"mode": "allow-all"}))
+    data, out = render("big.example.test", many, vm=open_vm)
     reply = DNSRecord.parse(data[:2] + out.tail)
     assert reply.header.tc == 1 and not reply.rr
-    whole = render("big.example.test", many, limit=65535)[1]
+    whole = render("big.example.test", many, limit=65535, vm=open_vm)[1]
     assert len(DNSRecord.parse(data[:2] + whole.tail).rr) == 59
+
+
+def test_a_custom_vm_learns_and_sees_at_most_the_cap_of_addresses_per_answer():
+    many = [a("big.example.test", "203.0.113.%d" % i) for i in range(1, 65)]
+    view = core.guest_view(upstream("big.example.test", many), parsed("big.example.test")[1],
+                           custom(["big.example.test"]), core.Rebinding())
+    assert len(view.learn) == core.MAX_LEARN_PER_ANSWER == len(view.answers)
+    assert [str(r.rdata) for r in view.answers] == [address for address, _ttl in view.learn]
+    assert view.capped == 64 - core.MAX_LEARN_PER_ANSWER
+
+
+def test_without_leaves_out_what_the_set_would_not_take():
+    answer = upstream("m.example.test", [cname("m.example.test", "n.example.test"), a("n.example.test", "203.0.113.10"),
+                                         a("n.example.test", "203.0.113.11")])
+    view = core.guest_view(answer, parsed("m.example.test")[1], custom(["m.example.test"]), core.Rebinding())
+    left = core.without(view, {"203.0.113.10"})
+    assert [str(r.rdata) for r in left.answers] == ["n.example.test.", "203.0.113.11"]
+    assert left.learn == [("203.0.113.11", 60)]
+    assert core.without(view, set()) is view
 
 
 # -- refusal log --------------------------------------------------------------

@@ -50,3 +50,39 @@ def test_a_reply_too_big_for_a_slot_is_sent_on_its_own():
     finally:
         server.close()
         client.close()
+
+
+def test_udp_queues_deal_datagrams_out_by_source_address():
+    """The resolver's UDP sockets are one SO_REUSEPORT group that the kernel
+    deals out by source: every sender lands in the queue queue_of names,
+    always the same one (here on 127.0.0.0/8, which lo answers for)."""
+    from ansible_collections.vmsan.network.plugins.module_utils.resolver import servers
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    socks = servers.udp_queues(("127.0.0.1", port), count=16, rcvbuf=1 << 16)
+    try:
+        assert len(socks) == 16
+        senders = ["127.0.%d.2" % s for s in range(40)] + ["127.16.7.%d" % (4 * k + 2) for k in range(1, 20)]
+        for source in senders:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.bind((source, 0))
+                for _copy in range(2):
+                    client.sendto(source.encode(), ("127.0.0.1", port))
+        got = {}
+        for index, sock in enumerate(socks):
+            sock.settimeout(0.05)
+            while True:
+                try:
+                    data, address = sock.recvfrom(100)
+                except socket.timeout:
+                    break
+                assert data.decode() == address[0]
+                got.setdefault(address[0], []).append(index)
+        assert sorted(got) == sorted(senders)
+        assert all(indexes == [resolver_udp.queue_of(source, 16)] * 2 for source, indexes in got.items())
+        assert len({resolver_udp.queue_of("127.0.%d.2" % s, 16) for s in range(16)}) == 16     # slots apart
+    finally:
+        for sock in socks:
+            sock.close()
