@@ -216,6 +216,20 @@ def changes_text(result):
 # --------------------------------------------------------------------------
 # one handler per command: (context) -> exit status
 # --------------------------------------------------------------------------
+def _resolver_warnings(record):
+    """A VM whose policy has allowed domains needs the host resolver: when
+    none answers, say so (its guests would resolve nothing). One health
+    query, answered by the resolver itself (resolver/health.py)."""
+    if not (record.policy.mode == "custom" and record.policy.allowed_domains):
+        return []
+    from ..resolver.health import probe     # dnslib: only for a VM with domains
+    answer = probe()
+    if answer.ok:
+        return []
+    return ["VM %s has allowed domains, but no resolver answers: %s; its guests resolve nothing until "
+            "vmsan-resolver runs (docs/domain-policies.md)" % (record.id, answer.detail)]
+
+
 def cmd_create(ctx):
     args = ctx.args
     vm_id = inputs.vm_id(args.id) if args.id is not None else None
@@ -229,7 +243,7 @@ def cmd_create(ctx):
     result = ctx.manager().ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
                                   ports=ports, bandwidth=caps.send, bandwidth_in=caps.receive, tap_owner=owner,
                                   must_be_new=True, limits=limits)
-    ctx.warn(result.warnings)
+    ctx.warn(result.warnings + _resolver_warnings(result.record))
     ctx.out(facts(result.record), facts_text(result.record))
     return 0
 
@@ -245,7 +259,7 @@ def cmd_network(ctx):
         raise InputError("network_policy", "nothing to change",
                          "--network-policy, a list flag, --bandwidth, --bandwidth-in or a --limit-* flag")
     result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive, limits=limits)
-    ctx.warn(result.warnings)
+    ctx.warn(result.warnings + (_resolver_warnings(result.record) if policy is not None else []))
     ctx.out(result_data(result), changes_text(result))
     return 0
 
