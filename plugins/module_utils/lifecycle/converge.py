@@ -11,6 +11,7 @@ from ..model.changes import Change
 from ..plan import devices
 from ..plan import firewall as fp
 from ..kernel import iptables as iptables_apply
+from ..kernel import link_alias
 from ..kernel.conntrack_size import table_size
 from ..kernel import netconf
 from ..kernel import netns as ns
@@ -134,7 +135,7 @@ def _ensure_marker(ifname, record, home, check_mode):
     if home is None:
         return []
     wanted = ownership.marker(home, record.id)
-    if ownership.link_alias.alias(ifname) == wanted:
+    if link_alias.alias(ifname) == wanted:
         return []
     if not check_mode:
         batch = Batch()
@@ -167,7 +168,7 @@ def _create_vm_netns(record, home=None):
         os.close(fd)
     with ns.entered(name):
         sysctl.ensure_all(VM_NETNS_SYSCTLS)
-        _strict_source_possible()
+        changes += C.inside(name, _strict_source_possible())
         create_persistent(tap, record.tap_owner)
         changes.append(Change(C.CREATE_TAP, tap))
         batch = Batch()
