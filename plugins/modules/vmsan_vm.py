@@ -108,6 +108,25 @@ options:
     description:
       - A uid or user name that may open the TAP (a jailed, unprivileged VMM).
     type: str
+  limit_connections:
+    description:
+      - Connections the guest may have tracked at once; beyond it a new TCP connection is reset and anything
+        else new is dropped. A whole number from 64 to 1048576, or V(default) (16384).
+      - Left out, an existing VM keeps its budget.
+    type: str
+  limit_dns_queries_per_second:
+    description:
+      - DNS queries per second the host resolver answers for this guest; beyond it the answer is REFUSED.
+        1 to 1000000, or V(default) (the resolver's C(--vm-queries-per-second)).
+    type: str
+  limit_dns_upstream_queries:
+    description:
+      - The guest's DNS queries in flight to the upstream at once. 1 to 4096, or V(default).
+    type: str
+  limit_dns_tcp_connections:
+    description:
+      - The guest's DNS connections over TCP at once. 1 to 1024, or V(default).
+    type: str
 notes:
   - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the C(vmsan.network.vmsan_host)
     role); domain allowlists need it running.
@@ -257,6 +276,10 @@ OPTIONS = dict(
     bandwidth=dict(type="str"),
     bandwidth_in=dict(type="str"),
     tap_owner=dict(type="str"),
+    limit_connections=dict(type="str"),
+    limit_dns_queries_per_second=dict(type="str"),
+    limit_dns_upstream_queries=dict(type="str"),
+    limit_dns_tcp_connections=dict(type="str"),
 )
 
 
@@ -281,6 +304,7 @@ def parse(params):
         bandwidth=_given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
         bandwidth_in=_given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
         tap_owner=_given(params["tap_owner"], inputs.tap_owner),
+        limits=inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS)),
     )
 
 
@@ -289,7 +313,7 @@ def ensure(manager, wanted, use_netns, check_mode):
     as it is under the state lock (a concurrent change is not undone)."""
     return manager.ensure(wanted["vm_id"], use_netns=use_netns, slot=wanted["slot"], policy=wanted["policy"],
                           ports=wanted["ports"], bandwidth=wanted["bandwidth"], bandwidth_in=wanted["bandwidth_in"],
-                          tap_owner=wanted["tap_owner"], check_mode=check_mode)
+                          tap_owner=wanted["tap_owner"], check_mode=check_mode, limits=wanted["limits"])
 
 
 def act(manager, wanted, check_mode):

@@ -59,6 +59,28 @@ def _add_policy_flags(p, with_ports):
         p.add_argument("--publish-port", metavar="LIST", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
     p.add_argument("--bandwidth", metavar="RATE", help="cap on what the guest sends, e.g. 50mbit")
     p.add_argument("--bandwidth-in", metavar="RATE", help="cap on what the guest receives, e.g. 50mbit")
+    _add_limit_flags(p)
+
+
+LIMIT_HELP = {
+    "limit_connections": "connections the guest may have tracked at once (default %d)",
+    "limit_dns_queries_per_second": "DNS queries per second (default: the resolver's --vm-queries-per-second)",
+    "limit_dns_upstream_queries": "DNS queries in flight upstream (default: the resolver's --vm-upstream-queries)",
+    "limit_dns_tcp_connections": "DNS TCP connections at once (default: the resolver's --vm-tcp-connections)",
+}
+
+
+def _add_limit_flags(p):
+    """The VM's budgets (docs/cli.md, "Budgets"): N, or 'default'."""
+    from ..model.records import DEFAULT_CONNECTIONS
+    for name in inputs.VM_LIMITS:
+        text = LIMIT_HELP[name]
+        p.add_argument(inputs.label(name, "cli"), metavar="N", dest=name,
+                       help=(text % DEFAULT_CONNECTIONS) if "%d" in text else text)
+
+
+def _limit_args(args):
+    return inputs.limits(*(getattr(args, name) for name in inputs.VM_LIMITS))
 
 
 def build_parser():
@@ -91,7 +113,10 @@ def build_parser():
     q.add_argument("vm", metavar="VM")
     q.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("list", help="list VMs")
+    p = sub.add_parser("list", help="list VMs, each with its status against the kernel (ok, drift, missing)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("restore", help="rebuild the network of every VM (or of the named ones) from its state")
+    p.add_argument("vms", metavar="VM", nargs="*")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="show a VM, its policy and its rules as the kernel has them")
     p.add_argument("vm", metavar="VM")
@@ -99,7 +124,7 @@ def build_parser():
     p = sub.add_parser("remove", help="remove a VM's network and verify nothing is left")
     p.add_argument("vm", metavar="VM")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("doctor", help="check this host's kernel features and settings")
+    p = sub.add_parser("doctor", help="check this host's kernel features and settings, and every VM")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("resolver", help="run the host DNS resolver (foreground)")
     p.add_argument("--upstream", metavar="IP[:PORT]", help="upstream DNS server (default: from /etc/resolv.conf)")
@@ -191,6 +216,20 @@ def changes_text(result):
 # --------------------------------------------------------------------------
 # one handler per command: (context) -> exit status
 # --------------------------------------------------------------------------
+def _resolver_warnings(record):
+    """A VM whose policy has allowed domains needs the host resolver: when
+    none answers, say so (its guests would resolve nothing). One health
+    query, answered by the resolver itself (resolver/health.py)."""
+    if not (record.policy.mode == "custom" and record.policy.allowed_domains):
+        return []
+    from ..resolver.health import probe     # dnslib: only for a VM with domains
+    answer = probe()
+    if answer.ok:
+        return []
+    return ["VM %s has allowed domains, but no resolver answers: %s; its guests resolve nothing until "
+            "vmsan-resolver runs (docs/domain-policies.md)" % (record.id, answer.detail)]
+
+
 def cmd_create(ctx):
     args = ctx.args
     vm_id = inputs.vm_id(args.id) if args.id is not None else None
@@ -200,10 +239,11 @@ def cmd_create(ctx):
     caps = inputs.bandwidth(args.bandwidth, args.bandwidth_in)
     owner = inputs.tap_owner(args.tap_owner)
     from ..lifecycle.manager import new_id
+    limits = _limit_args(args)
     result = ctx.manager().ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
                                   ports=ports, bandwidth=caps.send, bandwidth_in=caps.receive, tap_owner=owner,
-                                  must_be_new=True)
-    ctx.warn(result.warnings)
+                                  must_be_new=True, limits=limits)
+    ctx.warn(result.warnings + _resolver_warnings(result.record))
     ctx.out(facts(result.record), facts_text(result.record))
     return 0
 
@@ -214,10 +254,12 @@ def cmd_network(ctx):
     policy = _policy_args(args)
     send = inputs.rate("bandwidth", args.bandwidth) if args.bandwidth is not None else KEEP
     receive = inputs.rate("bandwidth_in", args.bandwidth_in) if args.bandwidth_in is not None else KEEP
-    if policy is None and send is KEEP and receive is KEEP:
-        raise InputError("network_policy", "nothing to change", "--network-policy, a list flag, --bandwidth or --bandwidth-in")
-    result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive)
-    ctx.warn(result.warnings)
+    limits = _limit_args(args)
+    if policy is None and send is KEEP and receive is KEEP and limits is KEEP:
+        raise InputError("network_policy", "nothing to change",
+                         "--network-policy, a list flag, --bandwidth, --bandwidth-in or a --limit-* flag")
+    result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive, limits=limits)
+    ctx.warn(result.warnings + (_resolver_warnings(result.record) if policy is not None else []))
     ctx.out(result_data(result), changes_text(result))
     return 0
 
@@ -255,17 +297,47 @@ def cmd_port(ctx):
     return 0
 
 
-def _list_line(record):
+LIST_FORMAT = "%-16s %-5s %-8s %-8s %-12s %-10s %-18s %s"
+LIST_HEADER = LIST_FORMAT % ("ID", "SLOT", "STATUS", "TAP", "GUEST", "POLICY", "NETNS", "PORTS")
+
+
+def _list_line(record, status, reasons):
     if isinstance(record, BrokenRecord):
-        return "%-16s broken: %s" % (record.id, record.error)
-    return "%-16s slot %-5d %-8s %-10s %s" % (record.id, record.slot, A.tap_name(record.slot), record.policy.mode,
-                                              record.netns or "(host)")
+        return "%-16s %-5s %-8s %s" % (record.id, "-", "broken", record.error)
+    line = LIST_FORMAT % (record.id, record.slot, status, A.tap_name(record.slot), A.guest_ip(record.slot),
+                          record.policy.mode, record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
+    return line.rstrip() + ("" if status == "ok" else "\n    " + "; ".join(reasons))
+
+
+def _list_data(record, status, reasons):
+    if isinstance(record, BrokenRecord):
+        return broken(record)
+    return dict(facts(record), status=status, status_reasons=reasons)
 
 
 def cmd_list(ctx):
-    records = ctx.manager().list()
-    ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
-            "\n".join(_list_line(r) for r in records))
+    """Each VM with its status against the kernel (lifecycle/health.py:
+    existence checks only, so list stays fast)."""
+    rows = ctx.manager().statuses()
+    ctx.out([_list_data(*row) for row in rows],
+            "\n".join([LIST_HEADER] + [_list_line(*row) for row in rows]) if rows else "(no VMs)")
+    return 0
+
+
+def cmd_restore(ctx):
+    """``vmsan restore [VM...]``: every VM's network (or the named ones')
+    rebuilt from its state; a second run changes nothing and says so."""
+    ids = [inputs.vm_id(v, "vm") for v in ctx.args.vms]
+    results = ctx.manager().restore(ids)
+    lines = []
+    for vm_id, result in results.items():
+        ctx.warn(result.warnings)
+        lines.append("%s: %s" % (vm_id, "%d changes" % len(result.changes) if result.changed else "no change"))
+        lines += ["changed: %s" % c for c in result.changes]
+    changed = any(r.changed for r in results.values())
+    data = {"changed": changed, "vms": {vm_id: result_data(r) for vm_id, r in results.items()}}
+    ctx.out(data, "\n".join(lines + ["restored %d VMs" % len(results) if changed else
+                                     "nothing to restore: %d VMs as their state says" % len(results)]))
     return 0
 
 
@@ -289,7 +361,7 @@ def cmd_remove(ctx):
 
 def cmd_doctor(ctx):
     from .doctor import run_checks
-    report = run_checks()
+    report = run_checks(ctx.env.get("VMSAN_HOME") or None)
     text = "\n".join("%-4s %-28s %s" % (c["status"], c["name"], c["detail"]) for c in report["checks"])
     ctx.out(report, text)
     return 0 if report["ok"] else 1
@@ -308,7 +380,7 @@ def cmd_resolver(ctx):
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
-            "remove": cmd_remove, "doctor": cmd_doctor, "resolver": cmd_resolver}
+            "remove": cmd_remove, "doctor": cmd_doctor, "resolver": cmd_resolver, "restore": cmd_restore}
 
 
 def run(argv, stdout, stderr, env=None):

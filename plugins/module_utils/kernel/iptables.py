@@ -333,13 +333,16 @@ def remove_owner(owner, chains, check_mode=False):
                     dirty = True
                     if not check_mode:
                         _delete_positions(table, chain_obj.name, mine)
-            for chain in sorted(chains):
-                if table.is_chain(chain):
-                    changes.append(Change(C.DELETE_CHAIN, chain, (table_name,)))
-                    dirty = True
-                    if not check_mode:
-                        table.flush_entries(chain)
-                        table.delete_chain(chain)
+            present = [chain for chain in sorted(chains) if table.is_chain(chain)]
+            for chain in present:
+                changes.append(Change(C.DELETE_CHAIN, chain, (table_name,)))
+                dirty = True
+            if present and not check_mode:
+                # all flushed before any is deleted: one may jump to another (out -> cap)
+                for chain in present:
+                    table.flush_entries(chain)
+                for chain in present:
+                    table.delete_chain(chain)
             if dirty and not check_mode:
                 table.commit()
     return changes
