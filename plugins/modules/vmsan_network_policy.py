@@ -106,19 +106,11 @@ from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
-
-OPTIONS = dict(
-    vm=dict(type="str", required=True),
-    network_policy=dict(type="str"),
-    allowed_domains=dict(type="list", elements="str"),
-    allowed_cidrs=dict(type="list", elements="str"),
-    denied_cidrs=dict(type="list", elements="str"),
-)
+OPTIONS = dict({k: face.VM_OPTIONS[k] for k in face.POLICY_OPTIONS}, vm=dict(type="str", required=True))
 
 
 def parse(params):
-    if all(params[k] is None for k in POLICY_OPTIONS):
+    if all(params[k] is None for k in face.POLICY_OPTIONS):
         raise InputError("network_policy", "nothing to change",
                          "network_policy, allowed_domains, allowed_cidrs or denied_cidrs")
     return dict(vm_id=inputs.vm_id(params["vm"], "vm"),

@@ -96,12 +96,16 @@ class Manager(object):
                bandwidth_in=KEEP, tap_owner=KEEP, check_mode=False, must_be_new=False):
         """Create the VM or converge an existing one to these settings (KEEP
         or None for policy: the VM's current value; for a new VM the
-        default). PORTS: PortSpecs."""
+        default). PORTS: PortSpecs, or a function from the VM's current
+        ports (none for a new VM) to the new list, called under the state
+        lock (``vmsan_vm`` adding its ports to the others)."""
         require_root()
         with self.store.locked():
             existing = self.store.load(vm_id) if self.store.exists(vm_id) else None
             self._refuse_move(vm_id, existing, use_netns, slot, must_be_new)
             base = existing or VmRecord(vm_id, -1, A.netns_name(vm_id) if use_netns else None)
+            if callable(ports):
+                ports = ports(list(base.ports))
             wanted = base.but(
                 policy=_kept(policy, base.policy) or base.policy,
                 ports=tuple(_kept(ports, base.ports)),
