@@ -136,7 +136,10 @@ def run_step(manager, step, check_mode):
     return manager.ensure(step.id, use_netns=step.use_netns,
                           slot=step.predicted_slot if check_mode and step.new else step.slot,
                           policy=step.policy, ports=ports, bandwidth=step.bandwidth,
-                          bandwidth_in=step.bandwidth_in, tap_owner=step.tap_owner, check_mode=check_mode)
+                          bandwidth_in=step.bandwidth_in, tap_owner=step.tap_owner, check_mode=check_mode,
+                          # in check mode, the VMs before it in the run saved nothing: their ports
+                          # as they will be were checked by the plan
+                          others_checked=check_mode)
 
 
 def run_steps(manager, steps, check_mode):

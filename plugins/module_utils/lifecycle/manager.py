@@ -93,12 +93,16 @@ class Manager(object):
 
     # -- create or converge -------------------------------------------------------
     def ensure(self, vm_id, use_netns=True, slot=None, policy=KEEP, ports=KEEP, bandwidth=KEEP,
-               bandwidth_in=KEEP, tap_owner=KEEP, check_mode=False, must_be_new=False):
+               bandwidth_in=KEEP, tap_owner=KEEP, check_mode=False, must_be_new=False, others_checked=False):
         """Create the VM or converge an existing one to these settings (KEEP
         or None for policy: the VM's current value; for a new VM the
         default). PORTS: PortSpecs, or a function from the VM's current
         ports (none for a new VM) to the new list, called under the state
-        lock (``vmsan_vm`` adding its ports to the others)."""
+        lock (``vmsan_vm`` adding its ports to the others). OTHERS_CHECKED:
+        the caller has checked the ports against every other VM as they
+        will be (the fleet module's plan, in check mode, where the VMs that
+        give up a port earlier in the run have not saved that yet); the
+        host's sockets are still checked."""
         require_root()
         with self.store.locked():
             existing = self.store.load(vm_id) if self.store.exists(vm_id) else None
@@ -111,7 +115,7 @@ class Manager(object):
                 ports=tuple(_kept(ports, base.ports)),
                 bandwidth=Bandwidth(_kept(bandwidth, base.bandwidth.send), _kept(bandwidth_in, base.bandwidth.receive)),
                 tap_owner=_kept(tap_owner, base.tap_owner))
-            warnings = port_apply.check_conflicts(self.store, vm_id, wanted.ports)
+            warnings = port_apply.check_conflicts(self.store, vm_id, wanted.ports, other_vms=not others_checked)
             if existing is not None:
                 result = Result(existing)
                 result.changes, result.after = self._update(existing, wanted, check_mode)
