@@ -269,8 +269,10 @@ changes:
       - "nat: set chain vmsan-web1-pub (2 rules)"
 vms:
   description:
-    - The facts of every VM of the host after the run, by name (see the RV(vmsan.network.vmsan_vm#module:vm)
-      return value of M(vmsan.network.vmsan_vm) for every key).
+    - The facts of the listed VMs that exist after the run (in check mode, as the run would leave them), by name;
+      with O(state=gathered), and with O(state=deleted) without O(config), of every VM of the host.
+    - Each is what M(vmsan.network.vmsan_vm) returns as RV(vmsan.network.vmsan_vm#module:vm) (tap, addresses,
+      boot arguments, the Firecracker entry, the settings).
   returned: success
   type: dict
   sample:

@@ -154,9 +154,10 @@ def run_steps(manager, steps, check_mode):
     return done
 
 
-def summary(have, done):
+def summary(have, done, listed=None):
     """The return values of the steps DONE on a host that had HAVE ({id:
-    record}): the VMs after them, the changes and the facts by VM."""
+    record}): the VMs after them, the changes by VM, and the facts of the
+    VMs of LISTED (ids; None: every VM) that exist after them."""
     after = dict(have)
     changes = {}
     for step, result in done:
@@ -166,7 +167,8 @@ def summary(have, done):
             after[step.id] = result.after
         if result.changes:
             changes[step.id] = [str(c) for c in result.changes]
-    vms = {vm_id: facts(r) for vm_id, r in sorted(after.items()) if isinstance(r, VmRecord)}
+    vms = {vm_id: facts(r) for vm_id, r in sorted(after.items())
+           if isinstance(r, VmRecord) and (listed is None or vm_id in listed)}
     return {"before": configs(have), "after": configs(after), "changes": changes, "vms": vms}
 
 
@@ -197,14 +199,15 @@ def main():
         steps = fleet.plan(state, wanted, have, manager.store.used_slots())
     except Exception as exc:  # pylint: disable=broad-exception-caught  # every error becomes fail_json
         _fail(module, exc)
+    listed = None if wanted is None else {item.id for item in wanted}
     try:
         done = run_steps(manager, steps, module.check_mode)
     except StepFailed as failed:
-        out = summary(have, failed.done)
+        out = summary(have, failed.done, listed)
         failed_exc = failed.error
         module.fail_json(msg="VM %s: %s" % (failed.vm_id, face.error_message(failed_exc)), vm=failed.vm_id,
                          changed=bool(out["changes"]), **out)
-    out = summary(have, done)
+    out = summary(have, done, listed)
     for _step, result in done:
         for warning in result.warnings:
             module.warn(warning)

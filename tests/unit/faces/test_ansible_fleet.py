@@ -86,3 +86,4 @@ def test_the_summary_of_a_run():
     assert out["after"] == [fleet_face.vm_config(PLAIN)]
     assert out["changes"] == {"web": ["forget VM web"], "db": ["create VM db in slot 0"]}
     assert out["vms"] == {"db": facts(PLAIN)}
+    assert fleet_face.summary(have, done, listed={"web"})["vms"] == {}
