@@ -16,6 +16,7 @@ that do): each handler imports the lifecycle when it runs, so ``vmsan
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -61,8 +62,17 @@ def _add_policy_flags(p, with_ports):
     p.add_argument("--bandwidth-in", metavar="RATE", help="cap on what the guest receives, e.g. 50mbit")
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser():
+    """The argument parser, built once per process: building it costs 5-20
+    ms (argparse asks the terminal's size and gettext for every subcommand),
+    most of a warm command's own time in the daemon; parse_args only reads
+    it, so the daemon's command threads share it."""
     parser = _Parser(prog="vmsan", description="Per-microVM networking: TAP, namespace, outbound policy.")
+    # faces/client.py takes --no-daemon off the command line (anywhere on it)
+    # before this parser sees it; it is here so that --help shows it
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="run the command in this process, not through the vmsan daemon (docs/cli.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -255,7 +265,9 @@ def _list_line(record):
 
 
 def cmd_list(ctx):
-    records = ctx.manager().list()
+    # the state files only: no lifecycle.manager, hence no pyroute2 or python-iptables
+    from ..lifecycle.state import StateStore
+    records = StateStore(ctx.env.get("VMSAN_HOME") or None).scan()
     ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
             "\n".join(_list_line(r) for r in records))
     return 0
