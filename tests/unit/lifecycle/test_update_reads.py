@@ -45,15 +45,25 @@ class FakeTable(object):
 
 
 def test_no_conntrack_dump_when_the_namespace_tracks_nothing(monkeypatch):
+    """Nothing tracked: no dump, and no pyroute2 Conntrack socket at all."""
     FakeTable.opened = []
+    monkeypatch.setattr(policy.conntrack, "tracked_count", lambda: 0)
     monkeypatch.setattr(policy.conntrack, "Table", lambda: FakeTable(count=0))
     assert policy._cut_forbidden(RECORD, RECORD.policy, {}, check_mode=False) == []
-    assert [t.dumps for t in FakeTable.opened] == [0]
+    assert FakeTable.opened == []
     # with connections, the (kernel-filtered) dump is read
-    FakeTable.opened = []
+    monkeypatch.setattr(policy.conntrack, "tracked_count", lambda: 5)
     monkeypatch.setattr(policy.conntrack, "Table", lambda: FakeTable(count=5))
     policy._cut_forbidden(RECORD, RECORD.policy, {}, check_mode=False)
     assert [t.dumps for t in FakeTable.opened] == [1]
+
+
+def test_the_count_request_is_ctnetlinks_stats_request():
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel import conntrack
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel.netlink_wire import HEADER
+    length, mtype, flags, seq, _pid = HEADER.unpack_from(conntrack.count_request())
+    assert (mtype, flags & 0x301, seq) == ((1 << 8) | 5, 0x301, conntrack.STATS_SEQ)   # REQUEST | DUMP
+    assert length == len(conntrack.count_request())
 
 
 class FakeWire(object):
