@@ -30,10 +30,21 @@ try:
     pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
     from pyroute2.netlink.exceptions import NetlinkError
-    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK
-    from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET_STATS, nfct_msg, nfct_stats
+    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, nfgen_msg
 except ImportError:  # the faces name the missing library (missing_required_lib)
     NetlinkError = ()
+    nfgen_msg = object
+
+# linux/netfilter/nfnetlink_conntrack.h. pyroute2 names both in
+# nfnetlink.nfctsocket, whose import brings its asyncio socket core (~15 ms):
+# the count needs neither.
+IPCTNL_MSG_CT_GET_STATS = 5
+
+
+class _stats_msg(nfgen_msg):
+    """The answer to IPCTNL_MSG_CT_GET_STATS: CTA_STATS_GLOBAL_*."""
+    nla_map = (("CTA_STATS_GLOBAL_UNSPEC", "none"), ("CTA_STATS_GLOBAL_ENTRIES", "be32"),
+               ("CTA_STATS_GLOBAL_MAX_ENTRIES", "be32"))
 
 # An endpoint's connections: those it opened have it as the original
 # direction's source; those opened to it (published ports after DNAT, or
@@ -109,7 +120,7 @@ STATS_SEQ = 1
 def count_request():
     """The bytes of ctnetlink's IPCTNL_MSG_CT_GET_STATS (what ``conntrack
     -C`` asks): the namespace's entry count, without walking the table. Pure."""
-    msg = nfct_msg()
+    msg = _stats_msg()
     msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS
     msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
     msg["header"]["sequence_number"] = STATS_SEQ
@@ -123,7 +134,7 @@ def tracked_count():
         mtype, data = sock.exchange(count_request(), STATS_SEQ)
     if mtype == NLMSG_ERROR:
         raise KernelError(error_of(data), "count the tracked connections")
-    answer = nfct_stats(data)
+    answer = _stats_msg(data)
     answer.decode()
     return answer.get_attr("CTA_STATS_GLOBAL_ENTRIES") or 0
 
