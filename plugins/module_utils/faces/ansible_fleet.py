@@ -215,4 +215,3 @@ def main():
         out["diff"] = [vm_diff(result.before, result.after if not isinstance(step, fleet.Remove) else None)
                        for step, result in done if result.changes]
     module.exit_json(changed=bool(out["changes"]), **out)
-

@@ -46,6 +46,7 @@ class _stats_msg(nfgen_msg):
     nla_map = (("CTA_STATS_GLOBAL_UNSPEC", "none"), ("CTA_STATS_GLOBAL_ENTRIES", "be32"),
                ("CTA_STATS_GLOBAL_MAX_ENTRIES", "be32"))
 
+
 # An endpoint's connections: those it opened have it as the original
 # direction's source; those opened to it (published ports after DNAT, or
 # straight to its address) as the reply's source. An entry that names the
