@@ -5,12 +5,14 @@ its published ports."""
 
 import os
 
+import pytest
 import yaml
 
 from integration import snapshot
 from sandbox import machines as vs
 
-UPLINK = "198.51.100.2"
+# the sandbox internet's servers, and the host's uplink address
+WEB_A, WEB_B, BAD, UPLINK = "203.0.113.10", "203.0.113.11", "192.0.2.10", "198.51.100.2"
 
 
 class Machine:
@@ -44,6 +46,12 @@ class Machine:
             snap["links " + name] = snapshot.links(path)
         snap["state"] = snapshot.state_files(self.sandbox)
         return snap
+
+
+@pytest.fixture
+def machine(sandbox, tmp_path):
+    """A Machine for the test (import it into the test module)."""
+    return Machine(sandbox, tmp_path)
 
 
 def published(machine, host_port, guest, guest_port):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from integration import snapshot
-from integration.ansible_machine import UPLINK, Machine, play, played, published
+from integration.ansible_machine import BAD, UPLINK, WEB_A, WEB_B, machine, play, played, published  # noqa: F401  (machine: a fixture)
 from integration.changes import C
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.changes import Change
@@ -20,12 +20,6 @@ from sandbox import machines as vs
 
 pytestmark = pytest.mark.integration
 
-WEB_A, WEB_B, BAD = "203.0.113.10", "203.0.113.11", "192.0.2.10"
-
-
-@pytest.fixture
-def machine(sandbox, tmp_path):
-    return Machine(sandbox, tmp_path)
 
 
 def test_vm_converges_once_and_its_policy_holds(machine):

@@ -9,18 +9,12 @@ import os
 import pytest
 
 from integration import snapshot
-from integration.ansible_machine import UPLINK, Machine, published
+from integration.ansible_machine import BAD, UPLINK, WEB_A, WEB_B, machine, published  # noqa: F401  (machine: a fixture)
 from sandbox import machines as vs
 from sandbox.probes import at_once
 
 pytestmark = pytest.mark.integration
 
-WEB_A, WEB_B, BAD = "203.0.113.10", "203.0.113.11", "192.0.2.10"
-
-
-@pytest.fixture
-def machine(sandbox, tmp_path):
-    return Machine(sandbox, tmp_path)
 
 
 def names(items):
