@@ -181,17 +181,23 @@ def plan(state, wanted, have, used_slots=()):
         return []
     if wanted is None and state != DELETED:
         raise InputError("config", "state=%s needs config, the list of VMs" % state, "a list of VMs, each with a name")
+    readable = sorted(vm_id for vm_id, r in have.items() if not isinstance(r, BrokenRecord))
     if state == DELETED:
         # netcommon: no config means every VM of the host; a list given but
-        # empty removes nothing (it never removes more than it names)
-        doomed = sorted(have) if wanted is None else [i.id for i in wanted]
-        return [Remove(vm_id) for vm_id in dict.fromkeys(doomed)]
+        # empty removes nothing (it never removes more than it names). A VM
+        # whose state file cannot be read is left as it is, unless named.
+        if wanted is None:
+            return [Remove(vm_id) for vm_id in readable]
+        for item in wanted:
+            if isinstance(have.get(item.id), BrokenRecord):
+                raise VmsanError("config[%d]: VM %s cannot be removed: %s" % (item.index, item.id, have[item.id].error))
+        return [Remove(vm_id) for vm_id in dict.fromkeys(i.id for i in wanted)]
     if state == OVERRIDDEN and not wanted:
         raise InputError("config", "an empty list with state=overridden would remove every VM of the host",
                          "at least one VM; to remove them all, state=deleted without config")
     _refuse_duplicates(wanted)
     listed = {item.id for item in wanted}
-    removed = sorted(vm_id for vm_id in have if vm_id not in listed) if state == OVERRIDDEN else []
+    removed = [vm_id for vm_id in readable if vm_id not in listed] if state == OVERRIDDEN else []
     steps = []
     for item in wanted:
         existing = have.get(item.id)

@@ -87,6 +87,15 @@ def test_deleted_removes_the_listed_vms_or_every_vm_without_config():
     assert fleet.plan("deleted", None, HOST, SLOTS) == [Remove("bare"), Remove("db"), Remove("web")]
 
 
+def test_a_vm_whose_state_file_cannot_be_read_is_left_alone_unless_named():
+    odd = host(WEB, BrokenRecord("odd", "corrupt"))
+    assert fleet.plan("deleted", None, odd, (0,)) == [Remove("web")]
+    assert fleet.plan("overridden", wanted(dict(id="new")), odd, (0, 1))[:1] == [Remove("web")]
+    assert len(fleet.plan("overridden", wanted(dict(id="new")), odd, (0, 1))) == 2
+    with pytest.raises(VmsanError, match="config\\[0\\]: VM odd cannot be removed: corrupt"):
+        fleet.plan("deleted", wanted(dict(id="odd")), odd, (0, 1))
+
+
 def test_config_is_needed_except_to_delete_or_gather():
     for state in ("merged", "replaced", "overridden"):
         with pytest.raises(InputError) as caught:
