@@ -123,28 +123,16 @@ from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
 from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
-
-OPTIONS = dict(
-    vm=dict(type="str", required=True),
-    network_policy=dict(type="str"),
-    allowed_domains=dict(type="list", elements="str"),
-    allowed_cidrs=dict(type="list", elements="str"),
-    denied_cidrs=dict(type="list", elements="str"),
-    limit_connections=dict(type="str"),
-    limit_dns_queries_per_second=dict(type="str"),
-    limit_dns_upstream_queries=dict(type="str"),
-    limit_dns_tcp_connections=dict(type="str"),
-)
+OPTIONS = dict({k: face.VM_OPTIONS[k] for k in face.POLICY_OPTIONS + inputs.VM_LIMITS}, vm=dict(type="str", required=True))
 
 
 def parse(params):
     limits = inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS))
-    if all(params[k] is None for k in POLICY_OPTIONS) and limits is KEEP:
+    if all(params[k] is None for k in face.POLICY_OPTIONS) and limits is KEEP:
         raise InputError("network_policy", "nothing to change",
                          "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or a limit_* option")
     policy = KEEP
-    if any(params[k] is not None for k in POLICY_OPTIONS):
+    if any(params[k] is not None for k in face.POLICY_OPTIONS):
         policy = inputs.policy(params["network_policy"], params["allowed_domains"],
                                params["allowed_cidrs"], params["denied_cidrs"])
     return dict(vm_id=inputs.vm_id(params["vm"], "vm"), policy=policy, limits=limits)

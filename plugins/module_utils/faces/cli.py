@@ -16,6 +16,7 @@ that do): each handler imports the lifecycle when it runs, so ``vmsan
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -83,8 +84,17 @@ def _limit_args(args):
     return inputs.limits(*(getattr(args, name) for name in inputs.VM_LIMITS))
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser():
+    """The argument parser, built once per process: building it costs 5-20
+    ms (argparse asks the terminal's size and gettext for every subcommand),
+    most of a warm command's own time in the daemon; parse_args only reads
+    it, so the daemon's command threads share it."""
     parser = _Parser(prog="vmsan", description="Per-microVM networking: TAP, namespace, outbound policy.")
+    # faces/client.py takes --no-daemon off the command line (anywhere on it)
+    # before this parser sees it; it is here so that --help shows it
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="run the command in this process, not through the vmsan daemon (docs/cli.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -316,9 +326,12 @@ def _list_data(record, status, reasons):
 
 
 def cmd_list(ctx):
-    """Each VM with its status against the kernel (lifecycle/health.py:
-    existence checks only, so list stays fast)."""
-    rows = ctx.manager().statuses()
+    """Each VM with its status against the kernel (lifecycle/status.py:
+    existence checks only, and neither the lifecycle's manager nor
+    python-iptables imported, so list stays fast)."""
+    from ..lifecycle import status      # here: the verbs that do not list need none of it
+    from ..lifecycle.state import StateStore
+    rows = status.statuses(StateStore(ctx.env.get("VMSAN_HOME") or None))
     ctx.out([_list_data(*row) for row in rows],
             "\n".join([LIST_HEADER] + [_list_line(*row) for row in rows]) if rows else "(no VMs)")
     return 0

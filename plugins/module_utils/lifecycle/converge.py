@@ -252,10 +252,12 @@ def _converge_firewall(record, check_mode, fresh=False):
     needs_sets = policy_apply.needs_sets(record.policy)
 
     def in_fw_namespace(plan):
-        if fresh and not needs_sets:
-            return iptables_apply.apply(plan, record.id, check_mode)
+        if not needs_sets:
+            # no set to fill: no pyroute2 IPSet socket, unless a stale set is to be destroyed
+            out = iptables_apply.apply(plan, record.id, check_mode)
+            return out if fresh else out + policy_apply.destroy_unused_sets(record, check_mode)
         with policy_apply.SetManager() as sets:
-            out = policy_apply.apply_sets(record, check_mode, sets) if needs_sets else []
+            out = policy_apply.apply_sets(record, check_mode, sets)
             out += iptables_apply.apply(plan, record.id, check_mode)
             if not fresh:
                 out += policy_apply.destroy_unused_sets(record, check_mode, sets)

@@ -10,7 +10,6 @@ concurrent change is never lost.
 """
 
 import os
-import secrets
 import time
 
 from ..model import addressing as A
@@ -26,6 +25,7 @@ from . import health
 from . import ownership
 from . import policy as policy_apply
 from . import ports as port_apply
+from . import status
 from .converge import converge, leftovers, teardown, teardown_host
 from .state import StateStore
 
@@ -62,7 +62,9 @@ class Result(object):
 
 
 def new_id():
-    return "vm-" + secrets.token_hex(4)
+    # os.urandom, not secrets: secrets imports hashlib and OpenSSL (~2 ms)
+    # for the same four random bytes
+    return "vm-" + os.urandom(4).hex()
 
 
 def _kept(value, current):
@@ -100,22 +102,31 @@ class Manager(object):
 
     # -- create or converge -------------------------------------------------------
     def ensure(self, vm_id, use_netns=True, slot=None, policy=KEEP, ports=KEEP, bandwidth=KEEP,
-               bandwidth_in=KEEP, tap_owner=KEEP, check_mode=False, must_be_new=False, limits=KEEP):
+               bandwidth_in=KEEP, tap_owner=KEEP, check_mode=False, must_be_new=False, limits=KEEP,
+               others_checked=False):
         """Create the VM or converge an existing one to these settings (KEEP
         or None for policy: the VM's current value; for a new VM the
-        default). PORTS: PortSpecs."""
+        default). PORTS: PortSpecs, or a function from the VM's current
+        ports (none for a new VM) to the new list, called under the state
+        lock (``vmsan_vm`` adding its ports to the others). OTHERS_CHECKED:
+        the caller has checked the ports against every other VM as they
+        will be (the fleet module's plan, in check mode, where the VMs that
+        give up a port earlier in the run have not saved that yet); the
+        host's sockets are still checked."""
         require_root()
         with self.store.locked():
             existing = self.store.load(vm_id) if self.store.exists(vm_id) else None
             self._refuse_move(vm_id, existing, use_netns, slot, must_be_new)
             base = existing or VmRecord(vm_id, -1, A.netns_name(vm_id) if use_netns else None)
+            if callable(ports):
+                ports = ports(list(base.ports))
             wanted = base.but(
                 policy=_kept(policy, base.policy) or base.policy,
                 ports=tuple(_kept(ports, base.ports)),
                 bandwidth=Bandwidth(_kept(bandwidth, base.bandwidth.send), _kept(bandwidth_in, base.bandwidth.receive)),
                 tap_owner=_kept(tap_owner, base.tap_owner),
                 limits=_limits(limits, base.limits))
-            warnings = port_apply.check_conflicts(self.store, vm_id, wanted.ports)
+            warnings = port_apply.check_conflicts(self.store, vm_id, wanted.ports, other_vms=not others_checked)
             if existing is not None:
                 result = Result(existing)
                 result.changes, result.after = self._update(existing, wanted, check_mode)
@@ -276,17 +287,8 @@ class Manager(object):
         return results
 
     def statuses(self):
-        """[(record, status, reasons)] of every VM (BrokenRecords: status
-        "broken"), cheaply (lifecycle/health.py)."""
-        out = []
-        records = self.store.scan()
-        links = health.host_links() if records else {}
-        for record in records:
-            if isinstance(record, BrokenRecord):
-                out.append((record, "broken", [record.error]))
-            else:
-                out.append((record,) + health.quick_status(record, self.store.root, links))
-        return out
+        """[(record, status, reasons)] of every VM (lifecycle/status.py)."""
+        return status.statuses(self.store)
 
     def checks(self):
         """[VmCheck] of every VM against the kernel, and the stale devices

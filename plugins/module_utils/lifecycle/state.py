@@ -3,7 +3,8 @@
 Layout under VMSAN_HOME (default /var/lib/vmsan):
 
 * ``vms/<id>.json``  one file per VM, schema-versioned, written atomically
-  (temporary file, fsync, rename, fsync of the directory);
+  (temporary file, its data written out, rename, fsync of the directory:
+  one flush of the disk, ``StateStore.save``);
 * ``slots/<n>``      a symlink to the VM id holding slot n; creating it is
   the reservation, so a free slot is found without reading any VM file;
 * ``slots/.free``    a hint: every slot below the number it holds is taken.
@@ -98,6 +99,32 @@ def decode(data):
         raise ValueError(str(exc))
 
 
+# sync_file_range(2) flags (linux/fs.h)
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+_sync_file_range = []
+
+
+def write_out(fd):
+    """Write FD's data to the disk and wait for it, without a flush of the
+    disk's cache: sync_file_range(2). The journal commit of the directory's
+    fsync that follows the rename flushes the cache before it writes the
+    commit (ext4, XFS), and records the blocks the write-out allocated and
+    the rename together; so a power cut leaves the old record or the whole
+    new one, as with fsync of the file and then of the directory, for one
+    flush instead of two (docs/architecture.md, "Concurrency and crashes").
+    Where the call is missing, the file is fsynced."""
+    if not _sync_file_range:
+        # ctypes only when a record is saved: ``vmsan list`` never needs it
+        import ctypes
+        call = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+        if call is not None:
+            call.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+        _sync_file_range.append(call)
+    call = _sync_file_range[0]
+    if call is None or call(fd, 0, 0, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) != 0:
+        os.fsync(fd)
+
+
 class StateStore(object):
     def __init__(self, state_dir=None):
         self.root = home(state_dir)
@@ -147,8 +174,11 @@ class StateStore(object):
 
     def save(self, record, durable=True):
         """Write RECORD atomically (a reader sees the old file or the new one).
-        DURABLE: also fsync the file and the directory, so the record
-        survives a power cut. A record that only matters while the kernel
+        DURABLE: the record survives a power cut, at the cost of one flush
+        of the disk: the file's data is written out (no flush), renamed into
+        place, and the directory fsynced, whose journal commit flushes the
+        disk's cache before it records the rename, the data's blocks with
+        it (``write_out``). A record that only matters while the kernel
         state it describes exists (the "creating" marker, which lets a killed
         create be removed) need not be: a power cut takes the kernel state
         with it, and the marker still survives a killed process."""
@@ -160,7 +190,7 @@ class StateStore(object):
                 handle.write("\n")
                 handle.flush()
                 if durable:
-                    os.fsync(handle.fileno())
+                    write_out(handle.fileno())
             os.rename(tmp, self.path(record.id))
         except BaseException:
             try:
