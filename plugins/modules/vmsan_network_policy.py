@@ -62,6 +62,22 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
+  limit_connections:
+    description:
+      - The VM's budget of tracked connections (see M(vmsan.network.vmsan_vm)); V(default) for the default.
+    type: str
+  limit_dns_queries_per_second:
+    description:
+      - The VM's DNS queries per second (see M(vmsan.network.vmsan_vm)).
+    type: str
+  limit_dns_upstream_queries:
+    description:
+      - The VM's DNS queries in flight upstream (see M(vmsan.network.vmsan_vm)).
+    type: str
+  limit_dns_tcp_connections:
+    description:
+      - The VM's DNS TCP connections at once (see M(vmsan.network.vmsan_vm)).
+    type: str
 seealso:
   - module: vmsan.network.vmsan_vm
 """
@@ -105,29 +121,25 @@ vm:
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
-
-OPTIONS = dict(
-    vm=dict(type="str", required=True),
-    network_policy=dict(type="str"),
-    allowed_domains=dict(type="list", elements="str"),
-    allowed_cidrs=dict(type="list", elements="str"),
-    denied_cidrs=dict(type="list", elements="str"),
-)
+OPTIONS = dict({k: face.VM_OPTIONS[k] for k in face.POLICY_OPTIONS + inputs.VM_LIMITS}, vm=dict(type="str", required=True))
 
 
 def parse(params):
-    if all(params[k] is None for k in POLICY_OPTIONS):
+    limits = inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS))
+    if all(params[k] is None for k in face.POLICY_OPTIONS) and limits is KEEP:
         raise InputError("network_policy", "nothing to change",
-                         "network_policy, allowed_domains, allowed_cidrs or denied_cidrs")
-    return dict(vm_id=inputs.vm_id(params["vm"], "vm"),
-                policy=inputs.policy(params["network_policy"], params["allowed_domains"],
-                                     params["allowed_cidrs"], params["denied_cidrs"]))
+                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or a limit_* option")
+    policy = KEEP
+    if any(params[k] is not None for k in face.POLICY_OPTIONS):
+        policy = inputs.policy(params["network_policy"], params["allowed_domains"],
+                               params["allowed_cidrs"], params["denied_cidrs"])
+    return dict(vm_id=inputs.vm_id(params["vm"], "vm"), policy=policy, limits=limits)
 
 
 def act(manager, wanted, check_mode):
-    return manager.update(wanted["vm_id"], policy=wanted["policy"], check_mode=check_mode)
+    return manager.update(wanted["vm_id"], policy=wanted["policy"], check_mode=check_mode, limits=wanted["limits"])
 
 
 def main():

@@ -80,7 +80,7 @@ RECORD = VmRecord("web", 3, "vmsan-web", inputs.policy("custom", ["api.example.c
 def _params(**given):
     params = dict(name="web", state="present", netns=True, slot=None, network_policy=None, allowed_domains=None,
                   allowed_cidrs=None, denied_cidrs=None, published_ports=None, bandwidth=None, bandwidth_in=None,
-                  tap_owner=None, state_dir=None)
+                  tap_owner=None, state_dir=None, published_ports_exclusive=False)
     params.update(given)
     return params
 
