@@ -28,7 +28,7 @@ import time
 import pytest
 
 from integration import snapshot
-from integration.test_ansible_modules import Machine
+from integration.ansible_machine import Machine
 from integration.test_domains import Resolver
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.conntrack_size import table_size
