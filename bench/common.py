@@ -177,10 +177,14 @@ def code_version():
     commit = done.stdout.strip() if done.returncode == 0 else "?"
     core = os.path.join(REPO, "plugins", "module_utils")
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(core)):
-        if name.endswith(".py"):
-            with open(os.path.join(core, name), "rb") as f:
-                digest.update(name.encode() + b"\0" + f.read())
+    # every layer's package (the core is one folder per layer)
+    for folder, dirs, files in sorted(os.walk(core)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    digest.update(os.path.relpath(path, core).encode() + b"\0" + f.read())
     return "commit %s, core sources %s" % (commit, digest.hexdigest()[:12])
 
 

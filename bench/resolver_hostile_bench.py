@@ -53,17 +53,16 @@ import sys
 import threading
 import time
 
-import common as C  # noqa: E402  (bench/, beside this script; sets VMSAN_SANDBOX_ONLY)
+import common as C
+from sandbox import dns_attacks, guard, procs
 
-from sandbox import dns_attacks, guard, procs          # noqa: E402
-
-from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager  # noqa: E402
-from ansible_collections.vmsan.network.plugins.module_utils.resolver import health  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.resolver import health
 
 AUTH_DNS = "203.0.113.53"
 SYNTHETIC_DNS = "203.0.113.56"      # dns_attacks upstream: a process of its own in the internet namespace
 RESOLVER = ("169.254.64.1", 53)
-TESTS = C.TESTS
+TESTS = os.path.join(C.REPO, "tests")     # where sandbox/ is, for the processes started in guests
 MEMORY_BOUND_MIB = 160      # what docs/domain-policies.md states for these attacks
 FUZZ_BATCH = 1000
 PHASES = ("quiet", "fuzz", "flood", "tcp-stuck", "tcp-idle", "padded", "many", "after")

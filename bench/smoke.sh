@@ -26,13 +26,14 @@ declare -A ARGS=(
     [resolver_bench.py]="--seconds 1 --repeat 1 --latency-queries 100"
     [resolver_hostile_bench.py]="--seconds 1 --fuzz 1000"
     [ports_bandwidth_bench.py]="--rounds 1 --seconds 1 --repeat 1 --caps 50"
-    [ansible_bench.py]="--sizes 1 --repeat 1 --no-docs"
+    [ansible_bench.py]="--sizes 1 --baseline-sizes none --new 0 --repeat 1 --no-docs"
     [nfqueue_bench.py]="--packets 200 --repeat 1"
     [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
     [import_bench.py]="--runs 3"
+    [tenancy_bench.py]="storm --seconds 5 --workers 4 --vms 3"
 )
 ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py resolver_hostile_bench.py ports_bandwidth_bench.py
-       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py)
+       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }

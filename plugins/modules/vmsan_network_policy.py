@@ -64,11 +64,27 @@ options:
     elements: str
   audit:
     description:
-      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but what
-        the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy suggest)
-        then prints the smallest lists that would have allowed it (docs/operator.md).
-      - Left out with other policy options, it is V(false).
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
+        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
+        suggest) then prints the smallest lists that would have allowed it.
+      - Part of the policy: left out while other policy options are given, it is V(false).
     type: bool
+  limit_connections:
+    description:
+      - The VM's budget of tracked connections (see M(vmsan.network.vmsan_vm)); V(default) for the default.
+    type: str
+  limit_dns_queries_per_second:
+    description:
+      - The VM's DNS queries per second (see M(vmsan.network.vmsan_vm)).
+    type: str
+  limit_dns_upstream_queries:
+    description:
+      - The VM's DNS queries in flight upstream (see M(vmsan.network.vmsan_vm)).
+    type: str
+  limit_dns_tcp_connections:
+    description:
+      - The VM's DNS TCP connections at once (see M(vmsan.network.vmsan_vm)).
+    type: str
 seealso:
   - module: vmsan.network.vmsan_vm
 """
@@ -112,30 +128,25 @@ vm:
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
-
-OPTIONS = dict(
-    vm=dict(type="str", required=True),
-    network_policy=dict(type="str"),
-    allowed_domains=dict(type="list", elements="str"),
-    allowed_cidrs=dict(type="list", elements="str"),
-    denied_cidrs=dict(type="list", elements="str"),
-    audit=dict(type="bool"),
-)
+OPTIONS = dict({k: face.VM_OPTIONS[k] for k in face.POLICY_OPTIONS + inputs.VM_LIMITS}, vm=dict(type="str", required=True))
 
 
 def parse(params):
-    if all(params.get(k) is None for k in POLICY_OPTIONS):
+    limits = inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS))
+    if all(params.get(k) is None for k in face.POLICY_OPTIONS) and limits is KEEP:
         raise InputError("network_policy", "nothing to change",
-                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or audit")
-    return dict(vm_id=inputs.vm_id(params["vm"], "vm"),
-                policy=inputs.policy(params["network_policy"], params["allowed_domains"],
-                                     params["allowed_cidrs"], params["denied_cidrs"], bool(params.get("audit"))))
+                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs, audit or a limit_* option")
+    policy = KEEP
+    if any(params.get(k) is not None for k in face.POLICY_OPTIONS):
+        policy = inputs.policy(params["network_policy"], params["allowed_domains"],
+                               params["allowed_cidrs"], params["denied_cidrs"], bool(params.get("audit")))
+    return dict(vm_id=inputs.vm_id(params["vm"], "vm"), policy=policy, limits=limits)
 
 
 def act(manager, wanted, check_mode):
-    return manager.update(wanted["vm_id"], policy=wanted["policy"], check_mode=check_mode)
+    return manager.update(wanted["vm_id"], policy=wanted["policy"], check_mode=check_mode, limits=wanted["limits"])
 
 
 def main():

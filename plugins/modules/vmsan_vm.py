@@ -18,9 +18,10 @@ description:
   - Compares the desired state with the kernel (links, addresses, routes, sysctls, iptables, ipsets), not only
     with the state file, and changes only what differs; a second run reports no change, and drift (flushed
     rules, a reboot) is repaired.
-  - Options that the task leaves out keep the VM's current value (for a new VM, the defaults below), so this
-    module and M(vmsan.network.vmsan_network_policy) or M(vmsan.network.vmsan_port) do not undo each other.
-    Give every option to describe the VM completely, as the C(vmsan.network.vmsan_vms) role does.
+  - Options that the task leaves out keep the VM's current value (for a new VM, the defaults below), and
+    O(published_ports) adds ports without removing the others, so this module and
+    M(vmsan.network.vmsan_network_policy) or M(vmsan.network.vmsan_port) do not undo each other.
+  - To describe many VMs completely, use M(vmsan.network.vmsan_vms) (one task for a host's whole list).
   - Runs the same core as the C(vmsan create) command, with the same checks and the same messages (in the
     Ansible option names).
 author:
@@ -91,18 +92,30 @@ options:
     elements: str
   audit:
     description:
-      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but what
-        the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy suggest)
-        then prints the smallest lists that would have allowed it (docs/operator.md).
-      - Left out with other policy options, it is V(false).
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
+        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
+        suggest) then prints the smallest lists that would have allowed it.
+      - Part of the policy: left out while other policy options are given, it is V(false).
     type: bool
   published_ports:
     description:
       - Ports published to the host, each in the form C([host_ip:]host_port[:guest_port][/tcp|udp]) of
         C(vmsan create --publish-port), for example V(8080) or V(127.0.0.1:8080:80/tcp).
-      - Left out, an existing VM keeps its ports; V([]) removes them all.
+      - These ports are published; a port of the VM on the same protocol, host port and an overlapping host
+        address is replaced (to change its guest port). The VM's other ports are left alone, so that
+        M(vmsan.network.vmsan_port) tasks on the same VM are kept, unless O(published_ports_exclusive=true).
+      - Left out, an existing VM keeps its ports.
     type: list
     elements: str
+  published_ports_exclusive:
+    description:
+      - Whether O(published_ports) is the VM's whole list, like O(ansible.posix.authorized_key#module:exclusive).
+      - V(true) removes the VM's ports that are not in O(published_ports); then V([]) removes them all.
+      - V(false) only adds; V([]) changes nothing.
+      - Without O(published_ports) this option does nothing.
+    type: bool
+    default: false
+    version_added: 2.0.0
   bandwidth:
     description:
       - Cap on what the guest sends, for example V(50mbit) (units kbit, mbit, gbit); V(none) removes the cap.
@@ -115,10 +128,30 @@ options:
     description:
       - A uid or user name that may open the TAP (a jailed, unprivileged VMM).
     type: str
+  limit_connections:
+    description:
+      - Connections the guest may have tracked at once; beyond it a new TCP connection is reset and anything
+        else new is dropped. A whole number from 64 to 1048576, or V(default) (16384).
+      - Left out, an existing VM keeps its budget.
+    type: str
+  limit_dns_queries_per_second:
+    description:
+      - DNS queries per second the host resolver answers for this guest; beyond it the answer is REFUSED.
+        1 to 1000000, or V(default) (the resolver's C(--vm-queries-per-second)).
+    type: str
+  limit_dns_upstream_queries:
+    description:
+      - The guest's DNS queries in flight to the upstream at once. 1 to 4096, or V(default).
+    type: str
+  limit_dns_tcp_connections:
+    description:
+      - The guest's DNS connections over TCP at once. 1 to 1024, or V(default).
+    type: str
 notes:
   - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the C(vmsan.network.vmsan_host)
     role); domain allowlists need it running.
 seealso:
+  - module: vmsan.network.vmsan_vms
   - module: vmsan.network.vmsan_network_policy
   - module: vmsan.network.vmsan_port
 """
@@ -139,6 +172,13 @@ EXAMPLES = r"""
 - name: Boot the guest with the addresses vmsan chose
   ansible.builtin.debug:
     msg: "firecracker ... --boot-args '{{ build1.vm.boot_args }}' tap {{ build1.vm.tap }}"
+
+- name: Exactly these ports, removing any other (also those added by vmsan_port)
+  vmsan.network.vmsan_vm:
+    name: build1
+    published_ports:
+      - "2222:22"
+    published_ports_exclusive: true
 
 - name: A VM that may send nothing at all
   vmsan.network.vmsan_vm:
@@ -252,56 +292,39 @@ vm:
 from ansible_collections.vmsan.network.plugins.module_utils.faces import ansible_module as face
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
-
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
+from ansible_collections.vmsan.network.plugins.module_utils.plan.ports import with_added
 
 OPTIONS = dict(
+    face.VM_OPTIONS,
     name=dict(type="str", required=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     netns=dict(type="bool", default=True),
-    slot=dict(type="int"),
-    network_policy=dict(type="str"),
-    allowed_domains=dict(type="list", elements="str"),
-    allowed_cidrs=dict(type="list", elements="str"),
-    denied_cidrs=dict(type="list", elements="str"),
-    audit=dict(type="bool"),
-    published_ports=dict(type="list", elements="str"),
-    bandwidth=dict(type="str"),
-    bandwidth_in=dict(type="str"),
-    tap_owner=dict(type="str"),
+    published_ports_exclusive=dict(type="bool", default=False),
 )
-
-
-def _given(value, parse):
-    """PARSE(value) when the task gave the option, else KEEP (the VM's value)."""
-    return KEEP if value is None else parse(value)
 
 
 def parse(params):
     """The task's options as model values (KEEP for what it left out)."""
-    policy = KEEP
-    if any(params.get(k) is not None for k in POLICY_OPTIONS):
-        policy = inputs.policy(params["network_policy"], params["allowed_domains"], params["allowed_cidrs"],
-                               params["denied_cidrs"], bool(params.get("audit")))
-    return dict(
-        vm_id=inputs.vm_id(params["name"]),
-        state=params["state"],
-        netns=params["netns"],
-        slot=inputs.slot(params["slot"]),
-        policy=policy,
-        ports=_given(params["published_ports"], lambda v: inputs.port_list("published_ports", v)),
-        bandwidth=_given(params["bandwidth"], lambda v: inputs.rate("bandwidth", v)),
-        bandwidth_in=_given(params["bandwidth_in"], lambda v: inputs.rate("bandwidth_in", v)),
-        tap_owner=_given(params["tap_owner"], inputs.tap_owner),
-    )
+    return dict(face.vm_settings(params), vm_id=inputs.vm_id(params["name"]), state=params["state"],
+                exclusive=params["published_ports_exclusive"])
+
+
+def ports_option(vm_id, ports, exclusive):
+    """What Manager.ensure gets for PORTS: the list itself when it is the
+    VM's whole list, else a function that adds it to the VM's ports as they
+    are under the state lock (a colliding one replaced, the others kept)."""
+    if ports is KEEP or exclusive:
+        return ports
+    return lambda current: with_added(vm_id, current, ports, replace=True)
 
 
 def ensure(manager, wanted, use_netns, check_mode):
     """Create or converge the VM; what the task left out keeps the VM's value
     as it is under the state lock (a concurrent change is not undone)."""
     return manager.ensure(wanted["vm_id"], use_netns=use_netns, slot=wanted["slot"], policy=wanted["policy"],
-                          ports=wanted["ports"], bandwidth=wanted["bandwidth"], bandwidth_in=wanted["bandwidth_in"],
-                          tap_owner=wanted["tap_owner"], check_mode=check_mode)
+                          ports=ports_option(wanted["vm_id"], wanted["ports"], wanted["exclusive"]),
+                          bandwidth=wanted["bandwidth"], bandwidth_in=wanted["bandwidth_in"],
+                          tap_owner=wanted["tap_owner"], check_mode=check_mode, limits=wanted["limits"])
 
 
 def act(manager, wanted, check_mode):

@@ -156,3 +156,8 @@ def test_change_policy_playbook_reaches_every_host_with_the_vm(fleet):
     for host in ("h1", "h2"):
         assert fleet.guest(host, "web").tcp(WEB_A, 9000) is None, host
     assert all(r["changed"] == 0 for r in played(vs.run_playbook(CHANGE_POLICY, inventory, *args)).values())
+    # a VM that no host has: a failure that says so, not changed=0 (issue 16)
+    missing = vs.run_playbook(CHANGE_POLICY, inventory, "-e", "vmsan_vm=nosuchvm", "-e", "vmsan_network_policy=deny-all")
+    assert missing.returncode != 0, missing.stdout[-3000:]
+    assert "has a VM named nosuchvm" in missing.stdout
+    assert all(r["changed"] == 0 for r in played(missing).values())

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from integration import snapshot
+from integration.ansible_machine import BAD, UPLINK, WEB_A, WEB_B, machine, play, played, published  # noqa: F401  (machine: a fixture)
 from integration.changes import C
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.changes import Change
@@ -19,52 +20,6 @@ from sandbox import machines as vs
 
 pytestmark = pytest.mark.integration
 
-WEB_A, WEB_B, BAD, UPLINK = "203.0.113.10", "203.0.113.11", "192.0.2.10", "198.51.100.2"
-
-
-class Machine:
-    """One sandbox machine with an inventory, and the modules run on it."""
-
-    def __init__(self, sandbox, workdir):
-        self.sandbox = sandbox
-        self.facts = vs.machine_facts("h1", sandbox, str(workdir))
-        self.inventory = vs.write_inventory(os.path.join(str(workdir), "inventory.yml"),
-                                            vs.inventory([self.facts]))
-
-    def vm_id(self, name):
-        return self.sandbox.unique_id(name)
-
-    def run(self, module, check_mode=False, diff=False, **args):
-        args.setdefault("state_dir", self.sandbox.home)
-        return vs.run_module(self.inventory, "h1", "vmsan.network." + module, args, check_mode=check_mode,
-                             diff=diff)
-
-    def ok(self, module, **args):
-        result, output = self.run(module, **args)
-        assert not result.get("failed"), output
-        return result
-
-    def snapshot(self):
-        snap = snapshot.host(self.sandbox)
-        for name in snap["namespaces"]:
-            path = "/run/netns/" + name
-            snap["iptables " + name] = snapshot.iptables(path)
-            snap["ipsets " + name] = snapshot.ipsets(path)
-            snap["links " + name] = snapshot.links(path)
-        snap["state"] = snapshot.state_files(self.sandbox)
-        return snap
-
-
-@pytest.fixture
-def machine(sandbox, tmp_path):
-    return Machine(sandbox, tmp_path)
-
-
-def published(machine, host_port, guest, guest_port):
-    """What a client on the internet gets from the host's port HOST_PORT,
-    with a server on GUEST_PORT in the guest."""
-    guest.serve_tcp("0.0.0.0", guest_port, label="guest%d" % guest_port)
-    return machine.sandbox.internet.tcp(UPLINK, host_port)
 
 
 def test_vm_converges_once_and_its_policy_holds(machine):
@@ -177,6 +132,34 @@ def test_port_module_adds_and_removes_one_port_only(machine):
 
     # vmsan_vm without published_ports keeps what vmsan_port set
     assert machine.ok("vmsan_vm", name=name)["changed"] is False
+
+
+def test_a_vm_task_and_a_port_task_on_one_vm_converge(machine, tmp_path):
+    """Issue 14, item 5: vmsan_vm sets published_ports, then vmsan_port adds
+    one: the second run of the play changes nothing (before, each run took
+    the other's port away and put it back: changed=2 every time)."""
+    name, home = machine.vm_id("cmp"), machine.sandbox.home
+    vm_task = {"name": "The VM", "vmsan.network.vmsan_vm": {"name": name, "published_ports": ["8080:80"],
+                                                              "state_dir": home}}
+    port_task = {"name": "One more port", "vmsan.network.vmsan_port": {"vm": name, "host_port": 9090,
+                                                                        "guest_port": 90, "state_dir": home}}
+    compose = play(tmp_path, "compose", [vm_task, port_task])
+    assert played(machine, compose)["changed"] == 2
+    assert played(machine, compose)["changed"] == 0
+    guest = machine.sandbox.add_guest(vs.vm_facts(machine.facts, name))
+    assert (published(machine, 8080, guest, 80) or "").startswith("guest80")
+    assert (published(machine, 9090, guest, 90) or "").startswith("guest90")
+
+    # an empty list adds nothing and takes nothing away
+    assert machine.ok("vmsan_vm", name=name, published_ports=[])["changed"] is False
+    # exclusive: the list is the VM's whole list; vmsan_port's port goes
+    only = machine.ok("vmsan_vm", name=name, published_ports=["8080:80"], published_ports_exclusive=True)
+    assert only["changed"] and only["vm"]["published_ports"] == ["8080:80/tcp"]
+    assert machine.sandbox.internet.tcp(UPLINK, 9090) is None
+    assert (machine.sandbox.internet.tcp(UPLINK, 8080) or "").startswith("guest80")
+    assert machine.ok("vmsan_vm", name=name, published_ports=[], published_ports_exclusive=True)["vm"][
+        "published_ports"] == []
+    assert machine.sandbox.internet.tcp(UPLINK, 8080) is None
 
 
 def test_port_owned_by_another_vm_is_refused(machine):

@@ -20,6 +20,9 @@ NOBODY = 65534
 
 # Each case is a sequence of commands ({a}, {b}: VM ids of the sandbox);
 # every sequence ends with the host as it began, so it can run again.
+# Together they run every verb the daemon serves (create, network, port
+# add/remove/list, list, show, remove) with text and JSON output, and the
+# errors: bad input (exit 2), an unknown VM (exit 2), a conflict.
 CASES = {
     "lifecycle": [
         ("create", "--id", "{a}", "--json"),
@@ -31,22 +34,43 @@ CASES = {
          "--allowed-cidr", "203.0.113.0/24", "--denied-cidr", "203.0.113.128/25", "--json"),
         ("port", "add", "{a}", "8080,9090/udp", "--json"), ("port", "list", "{a}"), ("port", "list", "{a}", "--json"),
         ("port", "add", "{a}", "8080"), ("port", "remove", "{a}", "9090/udp", "--json"),
+        ("port", "add", "{a}", "7070:70"), ("port", "remove", "{a}", "7070"),
         ("network", "{a}", "--bandwidth", "50mbit", "--bandwidth-in", "20mbit", "--json"),
-        ("remove", "{a}", "--json"), ("list", "--json"),
+        ("network", "{a}", "--network-policy", "allow-all"),
+        ("remove", "{a}", "--json"), ("list", "--json"), ("list",),
     ],
     "no-netns": [
         ("create", "--id", "{b}", "--no-netns", "--network-policy", "deny-all", "--publish-port", "8081"),
-        ("list",), ("remove", "{b}"),
+        ("list",), ("show", "{b}"), ("remove", "{b}"),
     ],
     "bad input": [
-        ("create", "--id", "has space"), ("create", "--frobnicate"), ("create", "--allowed-cidr", "10.0.0.1/8"),
+        ("create", "--id", "has space"), ("create", "--id", "has space", "--json"), ("create", "--frobnicate"),
+        ("create", "--allowed-cidr", "10.0.0.1/8"), ("create", "--allowed-cidr", "10.0.0.1/8", "--json"),
         ("create", "--network-policy", "deny-all", "--allowed-domain", "a.example"), ("create", "--slot", "99999"),
-        ("network", "{a}"), ("network", "no-such-vm", "--network-policy", "deny-all"),
-        ("port", "add", "no-such-vm", "8080"), ("port", "add", "{a}", "not-a-port"),
-        ("remove", "no-such-vm"), ("show", "no-such-vm", "--json"), ("port",),
+        ("create", "--publish-port", "99999", "--json"), ("network", "{a}"), ("network", "{a}", "--json"),
+        ("network", "{a}", "--allowed-cidr", "300.1.1.1", "--json"), ("network", "{a}", "--bandwidth", "fast"),
+        ("port", "add", "{a}", "not-a-port"), ("port", "remove", "{a}", "8080/sctp", "--json"), ("port",),
+        ("port", "list"), ("show", "has space"), ("show",), ("remove",), ("list", "extra"),
+    ],
+    "unknown VM": [
+        ("network", "no-such-vm", "--network-policy", "deny-all"),
+        ("network", "no-such-vm", "--network-policy", "deny-all", "--json"),
+        ("port", "add", "no-such-vm", "8080"), ("port", "add", "no-such-vm", "8080", "--json"),
+        ("port", "remove", "no-such-vm", "8080"), ("port", "remove", "no-such-vm", "8080", "--json"),
+        ("port", "list", "no-such-vm"), ("port", "list", "no-such-vm", "--json"),
+        ("show", "no-such-vm"), ("show", "no-such-vm", "--json"),
+        ("remove", "no-such-vm"), ("remove", "no-such-vm", "--json"),
+    ],
+    "refused on a VM": [
+        ("create", "--id", "{a}", "--publish-port", "8080"),
+        ("create", "--id", "{b}", "--publish-port", "8080", "--json"),        # the port is {a}'s: exit 2
+        ("port", "remove", "{a}", "9999"), ("port", "remove", "{a}", "9999", "--json"),   # not published
+        ("port", "add", "{a}", "8080:81"),                                    # the same host port
+        ("network", "{a}", "--network-policy", "deny-all", "--allowed-cidr", "203.0.113.0/24", "--json"),
+        ("create", "--id", "{b}", "--slot", "{slot_of_a}"),                   # the slot is {a}'s
+        ("remove", "{a}"),
     ],
 }
-
 
 def run(sandbox, argv, *flags, env=None):
     result = sandbox.vmsan(*argv, *flags, json_out=False, check=False, env=env)
@@ -54,7 +78,7 @@ def run(sandbox, argv, *flags, env=None):
 
 
 def expand(sandbox, step):
-    ids = {"a": sandbox.unique_id("wa"), "b": sandbox.unique_id("wb")}
+    ids = {"a": sandbox.unique_id("wa"), "b": sandbox.unique_id("wb"), "slot_of_a": "0"}
     return [part.format(**ids) for part in step]
 
 
@@ -73,8 +97,21 @@ def test_the_cli_cases_agree_through_the_daemon_and_in_process(sandbox, case):
     # the daemon ran every command of the first pass (a usage error too) and
     # none of the second
     assert served == steps
-    assert any(rc == 0 for rc, _o, _e in warm) or case == "bad input"
-    assert all(rc == 2 for rc, _o, _e in warm) if case == "bad input" else True
+    codes = [rc for rc, _o, _e in warm]
+    if case in ("bad input", "unknown VM"):
+        assert set(codes) == {2}, list(zip(steps, warm))
+    else:
+        assert 0 in codes
+    if case == "unknown VM":
+        assert all("no VM with id 'no-such-vm'" in err for _rc, _o, err in warm), warm
+    if case == "refused on a VM":
+        assert codes == [0, 2, 2, 2, 2, 2, 2, 0], list(zip(steps, warm))
+    # JSON output is one JSON document; errors go to stderr only
+    for step, (rc, out, err) in zip(steps, warm):
+        if "--json" in step and rc == 0:
+            json.loads(out)
+        if rc != 0:
+            assert out == "" and err.startswith("vmsan: "), (step, out, err)
 
 
 def test_a_vm_made_through_the_daemon_works_from_its_guest(sandbox):
@@ -166,11 +203,14 @@ def test_a_non_root_user_is_refused_and_changes_no_vm(sandbox, opened):
 def test_a_client_in_another_namespace_is_declined_and_runs_in_process(sandbox):
     with command_server(sandbox) as daemon:
         vm = sandbox.vmsan("create", "--id", sandbox.unique_id("o")).out
-        here = sandbox.vmsan("list", json_out=False)
+        # list checks each VM against the kernel of the namespace it runs in:
+        # in-process there, it gives what a run with --no-daemon there gives
+        here = sandbox.internet.run([*sandbox.vmsan_cmd, "list", "--no-daemon"], env=sandbox.vmsan_env())
         elsewhere = sandbox.internet.run([*sandbox.vmsan_cmd, "list"], env=sandbox.vmsan_env())
-        assert (elsewhere.returncode, elsewhere.stdout, elsewhere.stderr) == (0, here.out, "")
+        assert (elsewhere.returncode, elsewhere.stdout, elsewhere.stderr) == (0, here.stdout, "")
+        assert vm["id"] in elsewhere.stdout
         assert "another network or mount namespace" in daemon.log()
-        assert [argv[0] for argv in daemon.served()] == ["create", "list"]
+        assert [argv[0] for argv in daemon.served()] == ["create"]
         sandbox.vmsan("remove", vm["id"])
 
 

@@ -1,11 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmsan maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the three vmsan modules share: their main (``module_main``: the
-checks before the core runs, the call, the result), the mapping of core
-errors to ``fail_json`` in Ansible's vocabulary, and the rendering of a core
-result (facts, changes, diff). Their common options are documented once in
-``plugins/doc_fragments/vmsan.py``.
+"""What the vmsan modules share: the checks before the core runs
+(``prepared_module``), the single-VM modules' main (``module_main``: the
+checks, the call, the result), the settings of a VM as options
+(``VM_OPTIONS``, ``vm_settings``: vmsan_vm and each VM of vmsan_vms), the
+mapping of core errors to ``fail_json`` in Ansible's vocabulary, and the
+rendering of a core result (facts, changes, diff). Their common options are
+documented once in ``plugins/doc_fragments/vmsan.py``; the fleet module's
+own main is faces/ansible_fleet.py.
 
 The modules parse their options into model values and say which core call
 to make; no decision about the kernel is made here or there.
@@ -23,6 +26,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.vmsan.network.plugins.module_utils.model import inputs
 from ansible_collections.vmsan.network.plugins.module_utils.model.errors import InputError, VmsanError
 from ansible_collections.vmsan.network.plugins.module_utils.model.facts import facts
+from ansible_collections.vmsan.network.plugins.module_utils.model.records import KEEP
 from ansible_collections.vmsan.network.plugins.module_utils.plan import firewall as firewall_plan
 from ansible_collections.vmsan.network.plugins.module_utils.plan.sets import wanted_sets
 
@@ -37,6 +41,50 @@ REQUIRED_LIBRARIES = (
 
 # The options every module has (documented in the doc fragment vmsan.network.vmsan).
 COMMON_OPTIONS = {"state_dir": {"type": "path"}}
+
+# The settings of one VM: the options of vmsan_vm and of each item of
+# vmsan_vms's config (no defaults here: a setting left out is KEEP, which
+# each module resolves its own way).
+VM_OPTIONS = dict(
+    netns=dict(type="bool"),
+    slot=dict(type="int"),
+    network_policy=dict(type="str"),
+    allowed_domains=dict(type="list", elements="str"),
+    allowed_cidrs=dict(type="list", elements="str"),
+    denied_cidrs=dict(type="list", elements="str"),
+    audit=dict(type="bool"),
+    published_ports=dict(type="list", elements="str"),
+    bandwidth=dict(type="str"),
+    bandwidth_in=dict(type="str"),
+    tap_owner=dict(type="str"),
+    **{name: dict(type="str") for name in inputs.VM_LIMITS}
+)
+POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
+
+
+def _given(value, parse):
+    """PARSE(value) when the task gave the option, else KEEP (the VM's value)."""
+    return KEEP if value is None else parse(value)
+
+
+def vm_settings(params):
+    """The VM settings among PARAMS (the VM_OPTIONS) as model values, KEEP
+    for each one left out. The policy options are one group: giving any of
+    them sets the whole policy, as on the CLI."""
+    policy = KEEP
+    if any(params.get(k) is not None for k in POLICY_OPTIONS):
+        policy = inputs.policy(params.get("network_policy"), params.get("allowed_domains"),
+                               params.get("allowed_cidrs"), params.get("denied_cidrs"), bool(params.get("audit")))
+    return dict(
+        netns=KEEP if params.get("netns") is None else params["netns"],
+        slot=inputs.slot(params.get("slot")),
+        policy=policy,
+        ports=_given(params.get("published_ports"), lambda v: inputs.port_list("published_ports", v)),
+        bandwidth=_given(params.get("bandwidth"), lambda v: inputs.rate("bandwidth", v)),
+        bandwidth_in=_given(params.get("bandwidth_in"), lambda v: inputs.rate("bandwidth_in", v)),
+        tap_owner=_given(params.get("tap_owner"), inputs.tap_owner),
+        limits=inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS)),
+    )
 
 
 def check_libraries(module, core_import_error=None, importer=importlib.import_module):
@@ -103,15 +151,24 @@ def _manager_class():
         return None, traceback.format_exc()
 
 
-def module_main(name, options, parse, act, returned=None):
-    """The body of every vmsan module. OPTIONS: its argument_spec (the common
-    options are added); PARSE(params) -> the task's options as model values
-    (bad input fails naming the option); ACT(manager, wanted, check_mode) ->
-    the core's Result; RETURNED(result) -> extra return values."""
-    module = AnsibleModule(argument_spec=dict(options, **COMMON_OPTIONS), supports_check_mode=True)
+def prepared_module(name, options, **spec):
+    """The AnsibleModule of OPTIONS (its argument_spec; the common options are
+    added; SPEC: AnsibleModule's other arguments) once root and the libraries
+    are checked, and the core's Manager class."""
+    module = AnsibleModule(argument_spec=dict(options, **COMMON_OPTIONS), supports_check_mode=True, **spec)
     check_root(module, name)
     manager_class, core_import_error = _manager_class()
     check_libraries(module, core_import_error)
+    return module, manager_class
+
+
+def module_main(name, options, parse, act, returned=None):
+    """The body of the single-VM modules. OPTIONS: its argument_spec (the
+    common options are added); PARSE(params) -> the task's options as model
+    values (bad input fails naming the option); ACT(manager, wanted,
+    check_mode) -> the core's Result; RETURNED(result) -> extra return
+    values."""
+    module, manager_class = prepared_module(name, options)
     wanted = run(module, lambda: parse(module.params))
     manager = manager_class(module.params["state_dir"])
     result = run(module, lambda: act(manager, wanted, module.check_mode))
@@ -121,7 +178,8 @@ def module_main(name, options, parse, act, returned=None):
 # --------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------
-def _facts_text(record):
+def facts_text(record):
+    """The facts of RECORD as a diff shows them (empty for None)."""
     if record is None:
         return ""
     return json.dumps(facts(record), indent=2, sort_keys=True) + "\n"
@@ -148,7 +206,7 @@ def rules_text(record):
     return "\n".join(parts)
 
 
-def _rules_differ(before, after):
+def rules_differ(before, after):
     if before is None or after is None:
         return True
     return (before.policy, before.ports) != (after.policy, after.ports)
@@ -159,8 +217,8 @@ def build_diff(before, after):
     none): the facts, and the rules when they differ."""
     name = (after or before).id if (after or before) is not None else "?"
     diffs = [{"before_header": "%s (facts)" % name, "after_header": "%s (facts)" % name,
-              "before": _facts_text(before), "after": _facts_text(after)}]
-    if _rules_differ(before, after):
+              "before": facts_text(before), "after": facts_text(after)}]
+    if rules_differ(before, after):
         diffs.append({"before_header": "%s (rules)" % name, "after_header": "%s (rules)" % name,
                       "before": rules_text(before), "after": rules_text(after)})
     return diffs

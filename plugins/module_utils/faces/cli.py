@@ -16,6 +16,7 @@ that do): each handler imports the lifecycle when it runs, so ``vmsan
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -91,11 +92,42 @@ def _add_policy_flags(p, with_ports):
         p.add_argument("--publish-port", metavar="LIST", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
     p.add_argument("--bandwidth", metavar="RATE", help="cap on what the guest sends, e.g. 50mbit")
     p.add_argument("--bandwidth-in", metavar="RATE", help="cap on what the guest receives, e.g. 50mbit")
+    _add_limit_flags(p)
 
 
+LIMIT_HELP = {
+    "limit_connections": "connections the guest may have tracked at once (default %d)",
+    "limit_dns_queries_per_second": "DNS queries per second (default: the resolver's --vm-queries-per-second)",
+    "limit_dns_upstream_queries": "DNS queries in flight upstream (default: the resolver's --vm-upstream-queries)",
+    "limit_dns_tcp_connections": "DNS TCP connections at once (default: the resolver's --vm-tcp-connections)",
+}
+
+
+def _add_limit_flags(p):
+    """The VM's budgets (docs/cli.md, "Budgets"): N, or 'default'."""
+    from ..model.records import DEFAULT_CONNECTIONS
+    for name in inputs.VM_LIMITS:
+        text = LIMIT_HELP[name]
+        p.add_argument(inputs.label(name, "cli"), metavar="N", dest=name,
+                       help=(text % DEFAULT_CONNECTIONS) if "%d" in text else text)
+
+
+def _limit_args(args):
+    return inputs.limits(*(getattr(args, name) for name in inputs.VM_LIMITS))
+
+
+@functools.lru_cache(maxsize=1)
 def build_parser():
+    """The argument parser, built once per process: building it costs 5-20
+    ms (argparse asks the terminal's size and gettext for every subcommand),
+    most of a warm command's own time in the daemon; parse_args only reads
+    it, so the daemon's command threads share it."""
     parser = _Parser(prog="vmsan", description="Per-microVM networking: TAP, namespace, outbound policy.")
     parser.add_argument("--version", action=_Version, help="print the version and exit")
+    # faces/client.py takes --no-daemon off the command line (anywhere on it)
+    # before this parser sees it; it is here so that --help shows it
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="run the command in this process, not through the vmsan daemon (docs/cli.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -130,7 +162,10 @@ def build_parser():
     _vm_arg(q)
     _json_flag(q)
 
-    p = sub.add_parser("list", help="list VMs")
+    p = sub.add_parser("list", help="list VMs, each with its status against the kernel (ok, drift, missing)")
+    _json_flag(p)
+    p = sub.add_parser("restore", help="rebuild the network of every VM (or of the named ones) from its state")
+    p.add_argument("vms", metavar="VM", nargs="*", help="the VMs to restore (default: every VM)")
     _json_flag(p)
     p = sub.add_parser("show", help="show a VM: policy, counters, learned addresses, its rules as the kernel has them")
     _vm_arg(p)
@@ -138,7 +173,7 @@ def build_parser():
     p = sub.add_parser("remove", help="remove a VM's network and verify nothing is left")
     _vm_arg(p)
     _json_flag(p)
-    p = sub.add_parser("doctor", help="check this host's kernel features and settings")
+    p = sub.add_parser("doctor", help="check this host's kernel features and settings, and every VM")
     _json_flag(p)
     p = sub.add_parser("events", help="the log of refusals (what VMs tried and were stopped from)",
                        description="Print the event log: one line per refusal (or 'would refuse' in audit mode), "
@@ -269,6 +304,20 @@ def changes_text(result):
 # --------------------------------------------------------------------------
 # one handler per command: (context) -> exit status
 # --------------------------------------------------------------------------
+def _resolver_warnings(record):
+    """A VM whose policy has allowed domains needs the host resolver: when
+    none answers, say so (its guests would resolve nothing). One health
+    query, answered by the resolver itself (resolver/health.py)."""
+    if not (record.policy.mode == "custom" and record.policy.allowed_domains):
+        return []
+    from ..resolver.health import probe     # dnslib: only for a VM with domains
+    answer = probe()
+    if answer.ok:
+        return []
+    return ["VM %s has allowed domains, but no resolver answers: %s; its guests resolve nothing until "
+            "vmsan-resolver runs (docs/domain-policies.md)" % (record.id, answer.detail)]
+
+
 def cmd_create(ctx):
     args = ctx.args
     vm_id = inputs.vm_id(args.id) if args.id is not None else None
@@ -278,10 +327,11 @@ def cmd_create(ctx):
     caps = inputs.bandwidth(args.bandwidth, args.bandwidth_in)
     owner = inputs.tap_owner(args.tap_owner)
     from ..lifecycle.manager import new_id
+    limits = _limit_args(args)
     result = ctx.manager().ensure(vm_id or new_id(), use_netns=not args.no_netns, slot=slot, policy=policy,
                                   ports=ports, bandwidth=caps.send, bandwidth_in=caps.receive, tap_owner=owner,
-                                  must_be_new=True)
-    ctx.warn(result.warnings)
+                                  must_be_new=True, limits=limits)
+    ctx.warn(result.warnings + _resolver_warnings(result.record))
     ctx.out(facts(result.record), facts_text(result.record))
     return 0
 
@@ -292,10 +342,12 @@ def cmd_network(ctx):
     policy = _policy_args(args)
     send = inputs.rate("bandwidth", args.bandwidth) if args.bandwidth is not None else KEEP
     receive = inputs.rate("bandwidth_in", args.bandwidth_in) if args.bandwidth_in is not None else KEEP
-    if policy is None and send is KEEP and receive is KEEP:
-        raise InputError("network_policy", "nothing to change", "--network-policy, a list flag, --bandwidth or --bandwidth-in")
-    result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive)
-    ctx.warn(result.warnings)
+    limits = _limit_args(args)
+    if policy is None and send is KEEP and receive is KEEP and limits is KEEP:
+        raise InputError("network_policy", "nothing to change",
+                         "--network-policy, a list flag, --bandwidth, --bandwidth-in or a --limit-* flag")
+    result = ctx.manager().update(vm_id, policy=policy or KEEP, bandwidth=send, bandwidth_in=receive, limits=limits)
+    ctx.warn(result.warnings + (_resolver_warnings(result.record) if policy is not None else []))
     ctx.out(result_data(result), changes_text(result))
     return 0
 
@@ -333,22 +385,50 @@ def cmd_port(ctx):
     return 0
 
 
-LIST_FORMAT = "%-16s %-5s %-8s %-15s %-10s %-22s %s"
-LIST_HEADER = LIST_FORMAT % ("ID", "SLOT", "TAP", "GUEST", "POLICY", "NETNS", "PORTS")
+LIST_FORMAT = "%-16s %-5s %-8s %-8s %-12s %-10s %-18s %s"
+LIST_HEADER = LIST_FORMAT % ("ID", "SLOT", "STATUS", "TAP", "GUEST", "POLICY", "NETNS", "PORTS")
 
 
-def _list_line(record):
+def _list_line(record, status, reasons):
     if isinstance(record, BrokenRecord):
-        return "%-16s broken: %s" % (record.id, record.error)
-    mode = record.policy.mode + (" (audit)" if record.policy.audit else "")
-    return LIST_FORMAT % (record.id, record.slot, A.tap_name(record.slot), A.guest_ip(record.slot), mode,
-                          record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
+        return "%-16s %-5s %-8s %s" % (record.id, "-", "broken", record.error)
+    line = LIST_FORMAT % (record.id, record.slot, status, A.tap_name(record.slot), A.guest_ip(record.slot),
+                          record.policy.mode + ("/audit" if record.policy.audit else ""), record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
+    return line.rstrip() + ("" if status == "ok" else "\n    " + "; ".join(reasons))
+
+
+def _list_data(record, status, reasons):
+    if isinstance(record, BrokenRecord):
+        return broken(record)
+    return dict(facts(record), status=status, status_reasons=reasons)
 
 
 def cmd_list(ctx):
-    records = ctx.manager().list()
-    ctx.out([broken(r) if isinstance(r, BrokenRecord) else facts(r) for r in records],
-            "\n".join([LIST_HEADER] + [_list_line(r) for r in records]))
+    """Each VM with its status against the kernel (lifecycle/status.py:
+    existence checks only, and neither the lifecycle's manager nor
+    python-iptables imported, so list stays fast)."""
+    from ..lifecycle import status      # here: the verbs that do not list need none of it
+    from ..lifecycle.state import StateStore
+    rows = status.statuses(StateStore(ctx.env.get("VMSAN_HOME") or None))
+    ctx.out([_list_data(*row) for row in rows],
+            "\n".join([LIST_HEADER] + [_list_line(*row) for row in rows]) if rows else "(no VMs)")
+    return 0
+
+
+def cmd_restore(ctx):
+    """``vmsan restore [VM...]``: every VM's network (or the named ones')
+    rebuilt from its state; a second run changes nothing and says so."""
+    ids = [inputs.vm_id(v, "vm") for v in ctx.args.vms]
+    results = ctx.manager().restore(ids)
+    lines = []
+    for vm_id, result in results.items():
+        ctx.warn(result.warnings)
+        lines.append("%s: %s" % (vm_id, "%d changes" % len(result.changes) if result.changed else "no change"))
+        lines += ["changed: %s" % c for c in result.changes]
+    changed = any(r.changed for r in results.values())
+    data = {"changed": changed, "vms": {vm_id: result_data(r) for vm_id, r in results.items()}}
+    ctx.out(data, "\n".join(lines + ["restored %d VMs" % len(results) if changed else
+                                     "nothing to restore: %d VMs as their state says" % len(results)]))
     return 0
 
 
@@ -374,7 +454,7 @@ def cmd_remove(ctx):
 
 def cmd_doctor(ctx):
     from .doctor import run_checks
-    report = run_checks()
+    report = run_checks(ctx.env.get("VMSAN_HOME") or None)
     text = "\n".join("%-4s %-28s %s" % (c["status"], c["name"], c["detail"]) for c in report["checks"])
     ctx.out(report, text)
     return 0 if report["ok"] else 1
@@ -464,7 +544,7 @@ def cmd_daemon(ctx):
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
             "remove": cmd_remove, "doctor": cmd_doctor, "events": cmd_events, "metrics": cmd_metrics,
-            "policy": cmd_policy, "daemon": cmd_daemon, "resolver": cmd_daemon}
+            "policy": cmd_policy, "daemon": cmd_daemon, "resolver": cmd_daemon, "restore": cmd_restore}
 
 
 def run(argv, stdout, stderr, env=None):

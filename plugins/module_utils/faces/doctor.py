@@ -3,6 +3,7 @@
 import os
 
 from ..model import addressing as A
+from ..lifecycle.state import StateStore
 from ..resolver import health as resolver_health
 from ..kernel.ipsets import SetManager
 from ..kernel.iptables import open_table
@@ -56,7 +57,7 @@ def _list_qdiscs():
         ipr.get_qdiscs()
 
 
-def run_checks():
+def run_checks(state_dir=None):
     checks = []
     checks.append(_check("root", os.geteuid() == 0, "running as uid %d" % os.geteuid()))
     checks.append(_check("tun", os.path.exists("/dev/net/tun"), "/dev/net/tun"))
@@ -77,7 +78,51 @@ def run_checks():
                          "no nftables FORWARD chain with policy drop" if blocker is None else
                          "nftables chain %s drops forwarded packets: VM traffic will not pass; accept %s there"
                          % (blocker, A.VM_RANGE)))
-    status, detail = resolver_health.assess()
+    status, detail = resolver_health.assess(StateStore(state_dir))
     checks.append({"name": "resolver", "status": status, "detail": detail})
+    checks.append(_arp_filter_check())
+    checks += _vm_checks(state_dir) if os.geteuid() == 0 else []
     ok = all(c["status"] != "FAIL" for c in checks)
     return {"ok": ok, "checks": checks}
+
+
+def _arp_filter_check():
+    """A loose ``all`` reverse-path filter (2) in the host's namespace makes
+    the strict filter of a --no-netns VM's TAP loose too: ARP from any
+    sender routed anywhere is then answered (docs/policies.md, "ARP and
+    neighbour entries"). VM namespaces lower their own ``all``."""
+    from ..kernel import netconf       # netlink: only when checking
+    try:
+        loose = netconf.device_conf().get_attr("NETCONFA_RP_FILTER") == 2
+    except Exception as exc:            # a check reports what it cannot read
+        return _check("arp filter", False, "cannot read net.ipv4.conf.all.rp_filter: %s" % exc, warn=True)
+    if loose:
+        return _check("arp filter", False, "net.ipv4.conf.all.rp_filter=2 (loose): the TAPs of --no-netns VMs "
+                      "accept ARP from made-up senders; set it to 1 (or 0) for them", warn=True)
+    return _check("arp filter", True, "TAPs take ARP only from their guest (strict reverse-path filter)")
+
+
+def _vm_checks(state_dir):
+    """One check per VM of the state directory against the kernel (what a
+    converge would change), and one per stale device of this directory."""
+    from ..lifecycle.manager import Manager      # netlink and libiptc: only when root and checking VMs
+    manager = Manager(state_dir)
+    found, stale = manager.checks()
+    checks = []
+    for vm in found:
+        if vm.status == "ok":
+            checks.append(_check("vm " + vm.id, True, "as its state says"))
+            continue
+        fix = ("vmsan restore %s rebuilds it, vmsan remove %s removes it" % (vm.id, vm.id)
+               if vm.status != "broken" else "fix or delete its state file")
+        checks.append(_check("vm " + vm.id, False, "%s: %s (%s)" % (vm.status, "; ".join(vm.reasons), fix)))
+    for owner in stale:
+        checks.append(_check("stale " + owner.device, False,
+                             "%s, which has no state file here: remove it with ip link del %s"
+                             % (ownership_text(owner), owner.device), warn=True))
+    return checks
+
+
+def ownership_text(owner):
+    from ..lifecycle.ownership import describe
+    return describe(owner)

@@ -45,14 +45,9 @@ def run(argv, stdout, stderr, env=None):
 
 def preload():
     """Import what commands would import on first use, and build the CLI's
-    argument parser once for the daemon's life: building it costs 5-20 ms
-    (argparse asks the terminal's size and gettext for every subcommand),
-    most of a warm command's own time; a parser is only read by parse_args,
-    so every command thread can share it. (An in-process command builds it
-    once anyway.)"""
-    import functools
-    if not hasattr(cli.build_parser, "cache_info"):
-        cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)
+    argument parser (cli.build_parser keeps it for the process's life), so
+    that no command pays for them."""
+    cli.build_parser()
     import importlib
     base = __package__.rsplit(".", 1)[0]
     for name in PRELOAD:

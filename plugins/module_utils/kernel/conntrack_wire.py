@@ -46,3 +46,31 @@ def delete_message(proto, src, sport, dst, dport):
     body = struct.pack("!BBH", socket.AF_INET, 0, 0) + _attr(CTA_TUPLE_ORIG | NLA_F_NESTED, ip + ports)
     return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
                        NLM_F_REQUEST, 0, 0) + body
+
+
+# -- the table's size: IPCTNL_MSG_CT_GET_STATS (linux/netfilter/nfnetlink_conntrack.h)
+IPCTNL_MSG_CT_GET_STATS = 5
+CTA_STATS_GLOBAL_ENTRIES = 1
+CTA_STATS_GLOBAL_MAX_ENTRIES = 2
+
+
+def stats_message(seq=1):
+    """The bytes of a request for the namespace's entry count and the
+    table's limit (nf_conntrack_max)."""
+    body = struct.pack("!BBH", socket.AF_INET, 0, 0)
+    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS,
+                       NLM_F_REQUEST, seq, 0) + body
+
+
+def parse_stats(message):
+    """(entries, max entries) of a stats answer (the whole netlink message)."""
+    values = {}
+    pos = 16 + 4                        # nlmsghdr, nfgenmsg
+    while pos + 4 <= len(message):
+        length, atype = struct.unpack_from("=HH", message, pos)
+        if length < 4:
+            break
+        if length >= 8:
+            values[atype & 0x3FFF] = struct.unpack_from("!I", message, pos + 4)[0]
+        pos += (length + 3) & ~3
+    return values.get(CTA_STATS_GLOBAL_ENTRIES), values.get(CTA_STATS_GLOBAL_MAX_ENTRIES)

@@ -68,10 +68,10 @@ try:
     from pyroute2.netlink import NLM_F_ACK, NLM_F_EXCL, NLM_F_REQUEST
     from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
     from pyroute2.netlink.nfnetlink import ipset as _ipset
-    from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
+    from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_CMD_HEADER, ipset_msg
 except ImportError:  # the faces name the missing library (missing_required_lib)
     _ipset = None
-    IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
+    IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_CMD_HEADER = 9, 10, 12
 
 IPSET_PROTOCOL = 6          # the oldest protocol every ipset kernel accepts
 IPSET_MAX_COMMENT = 254     # characters; the kernel's IPSET_MAX_COMMENT_SIZE is 255 with the NUL
@@ -133,9 +133,17 @@ def _encoded(command, family, set_name, payload, seq, exist, ack, extra=()):
     msg["header"]["flags"] = NLM_F_REQUEST | (NLM_F_ACK if ack else 0) | (0 if exist else NLM_F_EXCL)
     msg["header"]["sequence_number"] = seq
     msg["nfgen_family"] = family
-    msg["attrs"] = [["IPSET_ATTR_PROTOCOL", IPSET_PROTOCOL], ["IPSET_ATTR_SETNAME", set_name], payload] + list(extra)
+    msg["attrs"] = ([["IPSET_ATTR_PROTOCOL", IPSET_PROTOCOL], ["IPSET_ATTR_SETNAME", set_name]]
+                    + ([payload] if payload else []) + list(extra))
     msg.encode()
     return bytes(msg.data)
+
+
+def header_message(set_name, seq=0):
+    """IPSET_CMD_HEADER of SET_NAME, acknowledged: the kernel answers with
+    the set's header and an ack, or with ENOENT when there is no such set
+    (``ipset list -name``'s question, without listing members). Pure."""
+    return _encoded(IPSET_CMD_HEADER, socket.AF_INET, set_name, None, seq, True, True)
 
 
 def message(command, set_name, entry, timeout=None, comment=None, seq=0, exist=True, ack=True):
@@ -203,6 +211,28 @@ class IpsetSocket(object):
         """Delete ADDRESS from SET_NAME (no error if it is not there, unless
         EXIST is False)."""
         self.delete_many(set_name, [address], exist=exist)
+
+    def existing(self, set_names):
+        """The names among SET_NAMES that are sets in this namespace: one
+        header request each, sent in one write (what pyroute2's IPSet
+        socket would answer one at a time, after its asyncio start)."""
+        names = list(set_names)
+        if not names:
+            return set()
+        with self._lock:
+            first = self._seq + 1
+            self._seq = (self._seq + len(names)) & 0xFFFFFFFF
+            seqs = [(first + i) & 0xFFFFFFFF for i in range(len(names))]
+            self.channel.send(b"".join(header_message(name, seq) for name, seq in zip(names, seqs)))
+            acks = self.channel.acks(seqs[-1], set(seqs))
+        found = set()
+        for name, seq in zip(names, seqs):
+            err = acks.get(seq)
+            if err == 0:
+                found.add(name)
+            elif err not in (errno.ENOENT, None):
+                raise IpsetError(err, "ipset header %s" % name)
+        return found
 
     # -- batches ---------------------------------------------------------------
     def add_many(self, set_name, entries, exist=True):

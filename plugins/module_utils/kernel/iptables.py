@@ -349,9 +349,9 @@ def remove_owner(owner, chains, check_mode=False):
             for chain in present:
                 changes.append(Change(C.DELETE_CHAIN, chain, (table_name,)))
                 dirty = True
-            if not check_mode:
+            if present and not check_mode:
                 # all flushed before any is deleted: one may jump to another
-                # (the out chain to the guard chain)
+                # (the out chain to the cap and guard chains)
                 for chain in present:
                     table.flush_entries(chain)
                 for chain in present:

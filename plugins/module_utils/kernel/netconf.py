@@ -36,6 +36,8 @@ NETCONFA_IFINDEX_ALL = -1
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1
 IPV4_DEVCONF_FORWARDING = 1      # index into ipv4_devconf, counted from 1
+IPV4_DEVCONF_RP_FILTER = 8
+RP_FILTER_STRICT = 1
 
 
 class netconfmsg(nlmsg):
@@ -56,6 +58,13 @@ def forwarding(ifindex=NETCONFA_IFINDEX_ALL):
     """IPv4 forwarding of device IFINDEX (default: the namespace's
     ``net.ipv4.ip_forward``) in the calling thread's namespace: True or
     False, or None when the device does not exist."""
+    conf = device_conf(ifindex)
+    return None if conf is None else bool(conf.get_attr("NETCONFA_FORWARDING"))
+
+
+def device_conf(ifindex=NETCONFA_IFINDEX_ALL):
+    """The RTM_NEWNETCONF answer (decoded netconfmsg) for IFINDEX, or None
+    when the device does not exist."""
     request = netconfmsg()
     request["family"] = socket.AF_INET
     request["attrs"] = [("NETCONFA_IFINDEX", ifindex)]
@@ -75,7 +84,7 @@ def forwarding(ifindex=NETCONFA_IFINDEX_ALL):
                           "answered with message type %d" % mtype)
     reply = netconfmsg(message)
     reply.decode()
-    return bool(reply.get_attr("NETCONFA_FORWARDING"))
+    return reply
 
 
 def _attr(kind, payload):
@@ -83,8 +92,13 @@ def _attr(kind, payload):
     return struct.pack("HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
-def forwarding_af_spec(on=True):
+def forwarding_af_spec(on=True, strict_source=False):
     """The IFLA_AF_SPEC attribute that sets one device's IPv4 forwarding
-    (and nothing else of its configuration)."""
+    (and nothing else of its configuration). STRICT_SOURCE: also its
+    reverse-path filter to strict, so that the device accepts packets, and
+    ARP requests, only from senders routed back through it (a TAP: the
+    guest; docs/policies.md, "ARP and neighbour entries")."""
     entry = _attr(IPV4_DEVCONF_FORWARDING, struct.pack("I", 1 if on else 0))
+    if strict_source:
+        entry += _attr(IPV4_DEVCONF_RP_FILTER, struct.pack("I", RP_FILTER_STRICT))
     return _attr(IFLA_AF_SPEC, _attr(socket.AF_INET, _attr(IFLA_INET_CONF, entry)))

@@ -21,7 +21,7 @@ from .third_party import pyroute2_submodules
 try:
     pyroute2_submodules()       # only the submodules we use (third_party.py)
     from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+    from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
     from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -63,11 +63,21 @@ class Batch(object):
         msg["change"] = IFF_UP
         self._add(msg, RTM_NEWLINK, 0, Change(C.LINK_UP, ifname))
 
-    def forwarding(self, ifname):
-        """IPv4 forwarding on for packets arriving on IFNAME (netconf.py)."""
+    def forwarding(self, ifname, strict_source=False):
+        """IPv4 forwarding on for packets arriving on IFNAME (netconf.py);
+        STRICT_SOURCE: its reverse-path filter strict too (a TAP)."""
         msg = ifinfmsg()
         msg["index"] = socket.if_nametoindex(ifname)
-        self._add(msg, RTM_NEWLINK, 0, Change(C.FORWARDING, ifname), raw_attrs=forwarding_af_spec())
+        self._add(msg, RTM_NEWLINK, 0, Change(C.FORWARDING, ifname),
+                  raw_attrs=forwarding_af_spec(strict_source=strict_source))
+
+    def mark_owner(self, ifname, marker):
+        """IFNAME's alias (IFLA_IFALIAS) set to MARKER: who owns the device
+        (lifecycle/ownership.py reads it back)."""
+        msg = ifinfmsg()
+        msg["index"] = socket.if_nametoindex(ifname)
+        msg["attrs"] = [("IFLA_IFALIAS", marker)]
+        self._add(msg, RTM_NEWLINK, 0, Change(C.MARK_OWNER, ifname, (marker,)))
 
     def address(self, ifname, address, prefixlen, tolerate_existing=False):
         msg = ifaddrmsg()
@@ -94,6 +104,25 @@ class Batch(object):
         self._add(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
                   Change(C.ROUTE, "%s/%d" % (dst, prefixlen), (gateway,)))
 
+    def unreachable(self, dst, remove=False):
+        """An ``unreachable DST/32`` route (main table), or with REMOVE its
+        removal (none there is no error). The TAP's network address gets one:
+        with a strict reverse-path filter the kernel then learns no
+        neighbour from an ARP request that claims it (docs/policies.md)."""
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET
+        msg["dst_len"] = 32
+        msg["table"] = 254          # main
+        msg["proto"] = 4            # static
+        msg["scope"] = 0            # universe
+        msg["type"] = RTN_UNREACHABLE
+        msg["attrs"] = [("RTA_DST", dst)]
+        if remove:
+            self._add(msg, RTM_DELROUTE, 0, Change(C.REMOVE_UNREACHABLE, dst + "/32"), (errno.ESRCH, errno.ENOENT))
+        else:
+            self._add(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, Change(C.UNREACHABLE, dst + "/32"),
+                      (errno.EEXIST,))
+
     def commit(self):
         """Send everything; return the Changes of the requests that changed
         something (a tolerated error means it was already so). Raises
@@ -114,6 +143,7 @@ class Batch(object):
 
 
 SIOCGIFFLAGS = 0x8913
+RTN_UNREACHABLE = 7             # linux/rtnetlink.h
 
 
 def link_index(ifname):

@@ -32,15 +32,19 @@ from ..kernel import sysctl
 from ..kernel.host_sockets import host_sockets, process_of
 
 
-def check_conflicts(store, vm_id, ports):
+def check_conflicts(store, vm_id, ports, other_vms=True):
     """Refuse ports that another VM publishes or a host socket holds. Runs
     under the state lock and before any change, so a refusal changes nothing.
     Returns warnings: a VM whose state file cannot be read is skipped (one
-    broken file must not stop every create on the host), and said so."""
+    broken file must not stop every create on the host), and said so.
+    OTHER_VMS=False: the caller checked the other VMs' ports; only the
+    host's sockets are looked at."""
     if not ports:
         return []
     warnings, mine, others = [], set(), []
     for record in store.scan():
+        if not other_vms and record.id != vm_id:
+            continue
         if isinstance(record, BrokenRecord):
             warnings.append("the published ports of VM %s are not checked: %s" % (record.id, record.error))
         elif record.id == vm_id:

@@ -3,7 +3,8 @@
 Layout under VMSAN_HOME (default /var/lib/vmsan):
 
 * ``vms/<id>.json``  one file per VM, schema-versioned, written atomically
-  (temporary file, fsync, rename, fsync of the directory);
+  (temporary file, its data written out, rename, fsync of the directory:
+  one flush of the disk, ``StateStore.save``);
 * ``slots/<n>``      a symlink to the VM id holding slot n; creating it is
   the reservation, so a free slot is found without reading any VM file;
 * ``slots/.free``    a hint: every slot below the number it holds is taken.
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 
 from ..model import inputs
 from ..model.errors import ConflictError, InputError, NotFoundError, VmsanError
-from ..model.records import Bandwidth, BrokenRecord, Policy, VmRecord
+from ..model.records import DEFAULT_LIMITS, Bandwidth, BrokenRecord, DnsLimits, Limits, Policy, VmRecord
 
 SCHEMA_VERSION = 1
 DEFAULT_HOME = "/var/lib/vmsan"
@@ -43,7 +44,7 @@ def home(state_dir=None):
 def encode(record):
     """The JSON object of RECORD, schema 1."""
     policy = record.policy
-    return {
+    data = {
         "schema": SCHEMA_VERSION, "id": record.id, "slot": record.slot, "netns": record.netns,
         "policy": {"mode": policy.mode, "allowed_domains": list(policy.allowed_domains),
                    "allowed_cidrs": list(policy.allowed_cidrs), "denied_cidrs": list(policy.denied_cidrs),
@@ -52,6 +53,28 @@ def encode(record):
         "bandwidth": record.bandwidth.send, "bandwidth_in": record.bandwidth.receive,
         "tap_owner": record.tap_owner, "status": record.status, "created": record.created,
     }
+    # the budgets, each key absent while the default applies (the resolver
+    # reads "dns_limits", resolver.limits.RECORD_FIELD)
+    if record.limits.connections is not None:
+        data["connection_limit"] = record.limits.connections
+    dns = record.limits.dns
+    if dns.given:
+        data["dns_limits"] = {k: v for k, v in vars(dns).items() if v is not None}
+    return data
+
+
+def _limits(data):
+    """The Limits of a file's JSON: what the faces validated when they wrote
+    it, checked again so that a hand-edited file cannot widen a budget."""
+    connections = data.get("connection_limit")
+    dns = data.get("dns_limits") or {}
+    if connections is None and not dns:
+        return DEFAULT_LIMITS
+    if not isinstance(dns, dict) or set(dns) - set(vars(DnsLimits())):
+        raise ValueError("dns_limits %r: expected an object of %s" % (dns, ", ".join(vars(DnsLimits()))))
+    given = inputs.limits(connections, dns.get("queries_per_second"), dns.get("upstream_queries"),
+                          dns.get("tcp_connections"))
+    return given.over(DEFAULT_LIMITS)
 
 
 def decode(data):
@@ -70,11 +93,38 @@ def decode(data):
                           tuple(policy.get("allowed_cidrs", ())), tuple(policy.get("denied_cidrs", ())),
                           bool(policy.get("audit", False))),
             ports=ports, bandwidth=Bandwidth(data.get("bandwidth"), data.get("bandwidth_in")),
-            tap_owner=data.get("tap_owner"), status=data.get("status", "ready"), created=data.get("created"))
+            tap_owner=data.get("tap_owner"), status=data.get("status", "ready"), created=data.get("created"),
+            limits=_limits(data))
     except KeyError as exc:
         raise ValueError("no %s" % exc)
     except (InputError, TypeError) as exc:
         raise ValueError(str(exc))
+
+
+# sync_file_range(2) flags (linux/fs.h)
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+_sync_file_range = []
+
+
+def write_out(fd):
+    """Write FD's data to the disk and wait for it, without a flush of the
+    disk's cache: sync_file_range(2). The journal commit of the directory's
+    fsync that follows the rename flushes the cache before it writes the
+    commit (ext4, XFS), and records the blocks the write-out allocated and
+    the rename together; so a power cut leaves the old record or the whole
+    new one, as with fsync of the file and then of the directory, for one
+    flush instead of two (docs/architecture.md, "Concurrency and crashes").
+    Where the call is missing, the file is fsynced."""
+    if not _sync_file_range:
+        # ctypes only when a record is saved: ``vmsan list`` never needs it
+        import ctypes
+        call = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+        if call is not None:
+            call.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+        _sync_file_range.append(call)
+    call = _sync_file_range[0]
+    if call is None or call(fd, 0, 0, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) != 0:
+        os.fsync(fd)
 
 
 class StateStore(object):
@@ -126,8 +176,11 @@ class StateStore(object):
 
     def save(self, record, durable=True):
         """Write RECORD atomically (a reader sees the old file or the new one).
-        DURABLE: also fsync the file and the directory, so the record
-        survives a power cut. A record that only matters while the kernel
+        DURABLE: the record survives a power cut, at the cost of one flush
+        of the disk: the file's data is written out (no flush), renamed into
+        place, and the directory fsynced, whose journal commit flushes the
+        disk's cache before it records the rename, the data's blocks with
+        it (``write_out``). A record that only matters while the kernel
         state it describes exists (the "creating" marker, which lets a killed
         create be removed) need not be: a power cut takes the kernel state
         with it, and the marker still survives a killed process."""
@@ -139,7 +192,7 @@ class StateStore(object):
                 handle.write("\n")
                 handle.flush()
                 if durable:
-                    os.fsync(handle.fileno())
+                    write_out(handle.fileno())
             os.rename(tmp, self.path(record.id))
         except BaseException:
             try:
@@ -211,19 +264,21 @@ class StateStore(object):
         with open(self._hint_path(), "w") as handle:
             handle.write("%d\n" % slot)
 
-    def lowest_free_slot(self, max_slot):
-        """The lowest slot no VM holds, or None. Call under lock."""
+    def lowest_free_slot(self, max_slot, skip=()):
+        """The lowest slot no VM holds and not in SKIP, or None. Call under lock."""
         hint = self._read_hint()
         if hint is not None:
-            slot = next((s for s in range(hint, max_slot + 1) if self.slot_holder(s) is None), None)
+            slot = next((s for s in range(hint, max_slot + 1)
+                         if s not in skip and self.slot_holder(s) is None), None)
             if slot is not None:
                 return slot
         # no hint, or a hint that is wrong (edited by hand): list the links
         used = self.used_slots()
-        return next((s for s in range(0, max_slot + 1) if s not in used), None)
+        return next((s for s in range(0, max_slot + 1) if s not in used and s not in skip), None)
 
-    def reserve_slot(self, vm_id, wanted=None, max_slot=None):
-        """Reserve WANTED (or the lowest free slot) for VM_ID. Call under lock."""
+    def reserve_slot(self, vm_id, wanted=None, max_slot=None, skip=()):
+        """Reserve WANTED (or the lowest free slot not in SKIP: slots the
+        kernel says are another's) for VM_ID. Call under lock."""
         self.ensure()
         if wanted is not None:
             if not self._link_slot(vm_id, wanted):
@@ -231,11 +286,12 @@ class StateStore(object):
                                     "a free slot" % (wanted, self.slot_holder(wanted)), "slot")
             return wanted
         while True:
-            slot = self.lowest_free_slot(max_slot)
+            slot = self.lowest_free_slot(max_slot, skip)
             if slot is None:
                 raise VmsanError("no free slot left (0-%s are all held)" % max_slot)
             if self._link_slot(vm_id, slot):
-                self._write_hint(slot + 1)
+                if not skip:
+                    self._write_hint(slot + 1)
                 return slot
 
     def _link_slot(self, vm_id, slot):

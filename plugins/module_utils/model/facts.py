@@ -30,6 +30,12 @@ def facts(record):
         "bandwidth": record.bandwidth.send,
         "bandwidth_in": record.bandwidth.receive,
         "tap_owner": record.tap_owner,
+        # the budgets (docs/contract.md, "Budgets"): connections as in force,
+        # the DNS ones null where the resolver's default applies
+        "limits": {"connections": record.connection_budget,
+                   "dns_queries_per_second": record.limits.dns.queries_per_second,
+                   "dns_upstream_queries": record.limits.dns.upstream_queries,
+                   "dns_tcp_connections": record.limits.dns.tcp_connections},
     }
 
 

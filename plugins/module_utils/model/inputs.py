@@ -15,7 +15,7 @@ import re
 
 from .addressing import MAX_SLOT, RESOLVER_PORT
 from .errors import InputError
-from .records import ANY_ADDRESS, Bandwidth, Policy, PortSpec
+from .records import ANY_ADDRESS, KEEP, Bandwidth, DnsLimits, Limits, PortSpec, Policy
 
 POLICIES = ("allow-all", "deny-all", "custom")
 
@@ -203,10 +203,33 @@ def domain_list(param, value):
     return tuple(dict.fromkeys(domain_entry(param, item) for item in as_list(param, value)))
 
 
+EMPTY_LIST_FORM = ("at least one item; or name the policy too: custom with empty lists allows nothing, "
+                   "allow-all and deny-all need no list")
+
+
+def _refuse_empty_lists(mode, lists):
+    """The empty-list rule (docs/policies.md, "Empty lists"): a list that is
+    given but holds nothing (``--allowed-domain ""``, ``","``,
+    ``allowed_domains: []``) never widens a policy. Without an explicit
+    policy such a list would decide it, and an empty one would leave the VM
+    ``allow-all`` (or turn a custom VM into one): refused. With an explicit
+    policy the list adds nothing and the policy says what the VM gets
+    (``custom`` with no list allows nothing)."""
+    if mode is not None:
+        return
+    for param, value in lists:
+        if value is not None and not as_list(param, value):
+            raise InputError(param, "the list %r is empty: it allows nothing, and without a policy it would "
+                                    "leave the VM allow-all" % (value,), EMPTY_LIST_FORM)
+
+
 def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None, audit=False):
     """Normalise a policy. Lists given with the default policy promote it to
-    ``custom``; ``deny-all`` with any list is an error. AUDIT (a custom
-    policy only): what the lists would refuse passes and is logged."""
+    ``custom``; ``deny-all`` with any list is an error; an empty list without
+    a policy is refused (``_refuse_empty_lists``). AUDIT (a custom policy
+    only): what the lists would refuse passes and is logged."""
+    _refuse_empty_lists(mode, (("allowed_domains", allowed_domains), ("allowed_cidrs", allowed_cidrs),
+                               ("denied_cidrs", denied_cidrs)))
     domains = domain_list("allowed_domains", allowed_domains)
     allowed = cidr_list("allowed_cidrs", allowed_cidrs)
     denied = cidr_list("denied_cidrs", denied_cidrs)
@@ -335,6 +358,48 @@ def tap_owner(value):
         return pwd.getpwnam(text).pw_uid
     except KeyError:
         raise InputError("tap_owner", "no such user %r" % text, "a numeric uid or an existing user name")
+
+
+# -- a VM's budgets (docs/contract.md, "Budgets") ---------------------------------
+# One set of names in both faces: the flag --limit-X is the option limit_X.
+# The DNS ranges are the resolver's (RESOLVER_BUDGETS, below), which reads a
+# VM's own numbers from its record and uses its --vm-* defaults otherwise.
+CONNECTIONS_RANGE = (64, 1048576)
+VM_LIMITS = ("limit_connections", "limit_dns_queries_per_second", "limit_dns_upstream_queries",
+             "limit_dns_tcp_connections")
+PARAM_LABELS.update({name: ("--" + name.replace("_", "-"), name) for name in VM_LIMITS})
+LIMIT_DEFAULT_WORD = "default"
+
+
+def _limit(param, value, low, high):
+    """One budget: KEEP when not given, None for ``default`` (the default
+    applies again), else a whole number from LOW to HIGH."""
+    if value is None:
+        return KEEP
+    if str(value).strip().lower() == LIMIT_DEFAULT_WORD:
+        return None
+    try:
+        return whole_number(param, value, low, high)
+    except InputError as err:
+        raise InputError(param, err.detail, "%s, or %s" % (err.accepted, LIMIT_DEFAULT_WORD))
+
+
+def limits(limit_connections=None, limit_dns_queries_per_second=None, limit_dns_upstream_queries=None,
+           limit_dns_tcp_connections=None):
+    """The budgets a user gave, as a Limits whose fields left out are KEEP
+    (``Limits.over`` resolves them against the VM's current ones, under the
+    state lock), or KEEP when none is given."""
+    if all(v is None for v in (limit_connections, limit_dns_queries_per_second, limit_dns_upstream_queries,
+                               limit_dns_tcp_connections)):
+        return KEEP
+    dns = {}
+    for param, value, field in (
+            ("limit_dns_queries_per_second", limit_dns_queries_per_second, "queries_per_second"),
+            ("limit_dns_upstream_queries", limit_dns_upstream_queries, "upstream_queries"),
+            ("limit_dns_tcp_connections", limit_dns_tcp_connections, "tcp_connections")):
+        low, high = RESOLVER_BUDGETS["vm_" + field][1:3]
+        dns[field] = _limit(param, value, low, high)
+    return Limits(_limit("limit_connections", limit_connections, *CONNECTIONS_RANGE), DnsLimits(**dns))
 
 
 def address_port(param, value, default_port, what, accepted):

@@ -3,6 +3,8 @@
 * ``Policy``    the outbound policy (mode and its three lists, normalised);
 * ``PortSpec``  one published port;
 * ``Bandwidth`` the two caps, in bit/s (None: no cap);
+* ``Limits``    the VM's budgets: tracked connections and its DNS budgets
+  (``DnsLimits``); None where the default applies;
 * ``VmRecord``  one VM: its id, slot, namespace and settings;
 * ``BrokenRecord`` a VM whose state file cannot be read (listed, never converged).
 
@@ -90,6 +92,48 @@ NO_CAPS = Bandwidth()
 
 
 @dataclass(frozen=True)
+class DnsLimits:
+    """What the VM may take of the shared resolver; None: the resolver's
+    daemon-wide default (``vmsan resolver --vm-*``). The field names are the
+    ones resolver.limits reads from a record's ``dns_limits``."""
+    queries_per_second: Optional[int] = None
+    upstream_queries: Optional[int] = None
+    tcp_connections: Optional[int] = None
+
+    @property
+    def given(self):
+        return any(v is not None for v in (self.queries_per_second, self.upstream_queries, self.tcp_connections))
+
+
+NO_DNS_LIMITS = DnsLimits()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A VM's budgets (docs/contract.md, "Budgets"). ``connections``: the
+    guest's tracked connections at once (None: the default,
+    ``DEFAULT_CONNECTIONS``); beyond it new TCP is reset, new UDP dropped."""
+    connections: Optional[int] = None
+    dns: DnsLimits = NO_DNS_LIMITS
+
+
+    def over(self, current):
+        """These limits with every KEEP field taken from CURRENT (a Limits)."""
+        def pick(mine, theirs):
+            return theirs if mine is KEEP else mine
+        dns = DnsLimits(*(pick(getattr(self.dns, f), getattr(current.dns, f))
+                          for f in ("queries_per_second", "upstream_queries", "tcp_connections")))
+        return Limits(pick(self.connections, current.connections), dns)
+
+
+DEFAULT_LIMITS = Limits()
+# The default budget of tracked connections: far above a normal guest (a busy
+# build VM holds a few hundred, a crawler a few thousand), far below the host's
+# table (nf_conntrack_max, 262144 on a default kernel; plan.firewall keeps a reserve).
+DEFAULT_CONNECTIONS = 16384
+
+
+@dataclass(frozen=True)
 class VmRecord:
     id: str
     slot: int
@@ -100,11 +144,22 @@ class VmRecord:
     tap_owner: Optional[int] = None
     status: str = "ready"             # "creating" until the first converge finished
     created: Optional[str] = None
+    limits: Limits = DEFAULT_LIMITS
 
     @property
     def settings(self):
         """What a user chooses for a VM (its id, slot and namespace aside)."""
-        return (self.policy, self.ports, self.bandwidth, self.tap_owner)
+        return (self.policy, self.ports, self.bandwidth, self.tap_owner, self.limits)
+
+    @property
+    def connection_budget(self):
+        """The guest's tracked connections at once, its own or the default."""
+        return self.limits.connections or DEFAULT_CONNECTIONS
+
+    @property
+    def dns_limits(self):
+        """The VM's own DNS budgets, or None (what resolver.limits reads)."""
+        return self.limits.dns if self.limits.dns.given else None
 
     def but(self, **changes):
         """A copy with CHANGES (field=value)."""

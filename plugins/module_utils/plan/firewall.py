@@ -28,8 +28,7 @@ import socket
 from collections import namedtuple
 
 from ..model import addressing as A
-from . import drops
-from . import name_guard
+from . import budgets, drops, name_guard
 from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  (the plan's names, used as fp.*)
 
 TABLES = ("raw", "nat", "filter")
@@ -169,8 +168,13 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
         # --no-netns: the host's own clients of a published port (and of the
         # guest directly) get their replies here; the guest opens nothing.
         inbound.append(("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT"))
+    # the connection budget first (plan/budgets.py): DNS counts too
+    over_budget, owned[("filter", c("cap"))] = budgets.vm_rules(vm, c("cap"))
+    if in_host_namespace:
+        inbound.insert(0, over_budget)
     owned[("filter", c("in"))] = inbound + [drops.drop("isolation")]
     out = [
+        over_budget,
         _accept_resolver("udp"), _accept_resolver("tcp"),
         # replies on connections the outside opened (published ports)
         ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT"),
@@ -237,8 +241,10 @@ def published_plan(vm, published):
     return Plan(_hooks(SHARED_HOOKS), {("nat", pub): rules}, members, {})
 
 
-def host_plan():
-    """Host-namespace rules shared by all VMs."""
+def host_plan(conntrack_limit=None):
+    """Host-namespace rules shared by all VMs; with CONNTRACK_LIMIT (the
+    host table's nf_conntrack_max) the host-wide caps on VM flows head
+    VMSAN-HOST-FWD and VMSAN-HOST-IN (plan/budgets.py)."""
     owned = {
         ("filter", "VMSAN-HOST-IN"): [
             ("-s", VM_NET, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
@@ -258,6 +264,11 @@ def host_plan():
             ("-s", "127.0.0.0/8", "-d", VM_NET, "-j", "MASQUERADE"),
         ],
     }
+    heads, cap_rules = budgets.host_rules(conntrack_limit, VM_NET)
+    for chain, rule in heads.items():
+        owned[("filter", chain)].insert(0, rule)
+    if cap_rules:
+        owned[("filter", budgets.HOST_CAP_CHAIN)] = cap_rules
     hooks = _hooks(SHARED_HOOKS)
     hooks.update(_hooks(HOST_HOOKS))
     return Plan(hooks, drops.with_chains(owned), {}, {})
@@ -277,12 +288,13 @@ def merge(*plans):
     return Plan(hooks, owned, members, policies, frozenset(absent - set(owned)))
 
 
-def plans_for(record):
+def plans_for(record, conntrack_limit=None):
     """(plan for the VM's namespace, plan for the host namespace) of RECORD
-    (a VmRecord); with --no-netns everything is in the host's: (None, plan)."""
+    (a VmRecord); with --no-netns everything is in the host's: (None, plan).
+    CONNTRACK_LIMIT: the host table's limit, for the host-wide caps."""
     in_host = record.netns is None
     vm = vm_plan(record, record.policy, record.ports, in_host_namespace=in_host)
-    host = merge(host_plan(), published_plan(record, record.ports))
+    host = merge(host_plan(conntrack_limit), published_plan(record, record.ports))
     if in_host:
         return None, merge(host, vm)
     return vm, host

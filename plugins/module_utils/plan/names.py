@@ -2,9 +2,10 @@
 the name guard's rules (``firewall`` re-exports them). Pure."""
 
 # Chains a VM owns, ``vmsan-<id>-<role>``: spoof (raw), dns (nat), in, out,
-# to (filter), pub (nat, host namespace), guard (filter: the name guard,
+# to (filter), pub (nat, host namespace), cap (filter: the connection budget,
+# plan/budgets.py), guard (filter: the name guard,
 # plan/name_guard.py; only while the policy names domains).
-CHAIN_ROLES = ("spoof", "dns", "in", "out", "to", "pub", "guard")
+CHAIN_ROLES = ("spoof", "dns", "in", "out", "to", "pub", "cap", "guard")
 
 
 def chain_name(vm_id, role):

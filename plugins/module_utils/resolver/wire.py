@@ -50,13 +50,11 @@ _OPT_FIXED = struct.Struct("!HHIH")     # type, class (the UDP payload size), tt
 _NO_OPTIONS = b"\x00\x00"
 
 
-class BadQuery(Exception):
-    """A query answered with an error and nothing else: ``rcode``, and the
-    ``id`` and ``flags`` (the header's second word) to answer with."""
+class _Flags(object):
+    """The RD and CD bits of a query's flag word (``flags``), which a reply
+    echoes."""
 
-    def __init__(self, rcode, qid, flags, why):
-        Exception.__init__(self, why)
-        self.rcode, self.id, self.flags, self.why = rcode, qid, flags, why
+    __slots__ = ()
 
     @property
     def rd(self):
@@ -67,7 +65,16 @@ class BadQuery(Exception):
         return 1 if self.flags & FLAG_CD else 0
 
 
-class Query(object):
+class BadQuery(_Flags, Exception):
+    """A query answered with an error and nothing else: ``rcode``, and the
+    ``id`` and ``flags`` (the header's second word) to answer with."""
+
+    def __init__(self, rcode, qid, flags, why):
+        Exception.__init__(self, why)
+        self.rcode, self.id, self.flags, self.why = rcode, qid, flags, why
+
+
+class Query(_Flags):
     """What the reader found. ``labels``: the name's labels as sent (the
     reply echoes them); ``key``: the same lower-cased (one cache entry for
     every spelling); ``question_wire``: the question section's bytes as
@@ -77,14 +84,6 @@ class Query(object):
 
     __slots__ = ("id", "flags", "labels", "key", "qtype", "qclass", "question_wire", "edns", "payload",
                  "hot_key", "name", "dnslib_question")
-
-    @property
-    def rd(self):
-        return 1 if self.flags & FLAG_RD else 0
-
-    @property
-    def cd(self):
-        return 1 if self.flags & FLAG_CD else 0
 
     def cache_key(self):
         """The key of the shared cache of upstream answers."""

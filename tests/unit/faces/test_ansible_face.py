@@ -79,10 +79,19 @@ RECORD = VmRecord("web", 3, "vmsan-web", inputs.policy("custom", ["api.example.c
 
 def _params(**given):
     params = dict(name="web", state="present", netns=True, slot=None, network_policy=None, allowed_domains=None,
-                  allowed_cidrs=None, denied_cidrs=None, audit=None, published_ports=None, bandwidth=None, bandwidth_in=None,
-                  tap_owner=None, state_dir=None)
+                  allowed_cidrs=None, denied_cidrs=None, published_ports=None, bandwidth=None, bandwidth_in=None,
+                  tap_owner=None, state_dir=None, published_ports_exclusive=False)
     params.update(given)
     return params
+
+
+def test_audit_is_a_policy_option_of_the_vm_faces():
+    wanted = vmsan_vm.parse(_params(network_policy="custom", audit=True))
+    assert wanted["policy"].audit is True and wanted["policy"].mode == "custom"
+    assert vmsan_vm.parse(_params(allowed_cidrs=["192.0.2.0/24"]))["policy"].audit is False
+    with pytest.raises(InputError) as info:
+        vmsan_vm.parse(_params(network_policy="allow-all", audit=True))
+    assert face.error_message(info.value).startswith("audit: audit mode needs a custom policy")
 
 
 def test_options_left_out_are_kept_and_given_ones_parsed():
@@ -90,15 +99,6 @@ def test_options_left_out_are_kept_and_given_ones_parsed():
     assert all(wanted[k] is KEEP for k in ("policy", "ports", "bandwidth", "bandwidth_in", "tap_owner"))
     given = vmsan_vm.parse(_params(network_policy="deny-all", published_ports=[], bandwidth="none"))
     assert given["policy"].mode == "deny-all" and given["ports"] == () and given["bandwidth"] is None
-
-
-def test_audit_is_a_policy_option_of_both_modules():
-    wanted = vmsan_vm.parse(_params(network_policy="custom", audit=True))
-    assert wanted["policy"].audit is True and wanted["policy"].mode == "custom"
-    assert vmsan_vm.parse(_params(allowed_cidrs=["192.0.2.0/24"]))["policy"].audit is False
-    with pytest.raises(InputError) as info:
-        vmsan_vm.parse(_params(network_policy="allow-all", audit=True))
-    assert face.error_message(info.value).startswith("audit: audit mode needs a custom policy")
 
 
 def spec(text):

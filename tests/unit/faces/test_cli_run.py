@@ -75,3 +75,27 @@ def test_the_command_line_face_imports_no_netlink_or_libiptc():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_list_checks_the_kernel_without_the_manager_or_python_iptables(home):
+    """``vmsan list`` reads the state files and checks each VM's devices
+    (lifecycle/status.py: a link dump, stats of namespaces); it imports
+    neither the lifecycle's manager and converge nor python-iptables (issue
+    14: the warm path's list stays cheap; issue 16: it still shows the status)."""
+    code = ("import io, sys\n"
+            "from ansible_collections.vmsan.network.plugins.module_utils.faces import cli\n"
+            "out = io.StringIO()\n"
+            "assert cli.run(['list', '--json'], out, io.StringIO(), {'VMSAN_HOME': %r}) == 0\n"
+            "assert '\"web\"' in out.getvalue()\n"
+            "mu = 'ansible_collections.vmsan.network.plugins.module_utils.'\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('iptc', 'secrets')\n"
+            "             or m.startswith(mu + 'lifecycle.manager') or m.startswith(mu + 'lifecycle.converge')\n"
+            "             or m.startswith(mu + 'kernel.iptables')))\n" % home)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_top_level_help_shows_no_daemon():
+    status, out, _err = run(["--help"], {})
+    assert status == 0 and "--no-daemon" in out.split("positional arguments")[0]

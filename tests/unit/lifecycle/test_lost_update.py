@@ -75,6 +75,17 @@ def test_vmsan_vm_keeps_a_port_added_meanwhile(racing):
     root, manager = racing
     params = dict(name="web", state="present", netns=True, slot=None, network_policy="deny-all",
                   allowed_domains=None, allowed_cidrs=None, denied_cidrs=None, published_ports=None,
-                  bandwidth=None, bandwidth_in=None, tap_owner=None, state_dir=root)
+                  bandwidth=None, bandwidth_in=None, tap_owner=None, state_dir=root, published_ports_exclusive=False)
     vmsan_vm.ensure(manager, vmsan_vm.parse(params), True, False)
     assert _ports_on_disk(root, "web") == ["48100:48100/tcp", "48200:48200/tcp"]
+
+
+def test_vmsan_vm_adds_its_ports_to_one_added_meanwhile(racing):
+    """published_ports without published_ports_exclusive adds the task's
+    ports to the VM's ports as they are under the lock."""
+    root, manager = racing
+    params = dict(name="web", state="present", netns=True, slot=None, network_policy=None, allowed_domains=None,
+                  allowed_cidrs=None, denied_cidrs=None, published_ports=["48100", "48300"], bandwidth=None,
+                  bandwidth_in=None, tap_owner=None, state_dir=root, published_ports_exclusive=False)
+    vmsan_vm.ensure(manager, vmsan_vm.parse(params), True, False)
+    assert _ports_on_disk(root, "web") == ["48100:48100/tcp", "48200:48200/tcp", "48300:48300/tcp"]
