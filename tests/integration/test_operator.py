@@ -273,3 +273,26 @@ def test_audit_mode_lets_through_logs_and_policy_suggest_writes_the_allowlist(sa
     assert guest.dig("foxtrot.test", guest.dns_server)[0] == "NXDOMAIN"
     refused = wait_event(sandbox, vm_id, lambda e: e.get("name") == "foxtrot.test")
     assert refused is not None and refused["verdict"] == "refused"
+
+
+def test_a_fronting_attempt_is_an_event_and_a_guard_decision_in_the_metrics(sandbox, daemon):
+    from sandbox.tls import PORT, SHARED, TlsSite
+    site = TlsSite.start(sandbox.internet)
+    vm, guest = custom_vm(sandbox, "front", "--allowed-domain", "a.test")
+    vm_id = vm["id"]
+    assert guest.dig("a.test", guest.dns_server)[:2] == ("NOERROR", [SHARED])
+
+    def curl(name):
+        done = guest.run(["curl", "-sS", "--max-time", "3", "--cacert", site.ca_file, "--resolve",
+                          "%s:%d:%s" % (name, PORT, SHARED), "https://%s:%d/" % (name, PORT)], timeout=10)
+        return done.returncode, done.stdout
+    assert curl("a.test") == (0, "tls a.test %s\n" % SHARED)
+    # c.test is served at the same address: a name the policy does not allow, fronted by one it does
+    assert curl("c.test")[0] != 0
+    front = wait_event(sandbox, vm_id, lambda e: e["kind"] == "guard")
+    assert front is not None and (front["name"], front["destination"], front["port"]) == ("c.test", SHARED, PORT)
+    served = scrape(sandbox)
+    refused = [line for line in served.splitlines() if line.startswith("vmsan_guard_decisions_total{")
+               and 'vm="%s"' % vm_id in line and 'decision="refuse"' in line]
+    assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 1, served
+    assert sandbox.vmsan("show", vm_id).out["counters"]["dropped"]["guard"] >= 1

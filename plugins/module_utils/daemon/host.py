@@ -25,6 +25,7 @@ to the VMs.
 
 import logging
 
+from ..guard.loop import LogRefusals
 from ..guard.service import GuardedVm, GuardService
 from ..resolver import daemon as resolver_daemon
 from ..telemetry.service import Telemetry
@@ -72,8 +73,11 @@ class Daemon(object):
 def refusals_to(telemetry, versions):
     """An ``on_refusal`` that logs each refused flow of the name guard as an
     event of kind ``guard`` (the event log's rate limits apply); VERSIONS():
-    {vm id: policy version}."""
+    {vm id: policy version}. The guard's own log line (LogRefusals) stays."""
+    log_line = LogRefusals()
+
     def on_refusal(refusal):
+        log_line(refusal)
         telemetry.refusal(refusal.vm_id, "guard", destination=refusal.dst, port=refusal.dport,
                           protocol=refusal.proto, name=refusal.name, detail=refusal.code,
                           policy_version=versions().get(refusal.vm_id))
