@@ -116,3 +116,18 @@ def test_the_exposition_has_bounded_labels_and_the_sources_counts():
     assert 'vmsan_learned_addresses{vm="web"} 4.0' in text and "vmsan_vms 0.0" in text
     for family, (_kind, _help, labels) in metrics.FAMILIES.items():
         assert set(labels) <= {"vm", "rcode", "reason", "direction", "kind", "verdict", "decision"}, family
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_daemon_exports():
+    import json
+    import os
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "grafana-dashboard.json")
+    with open(path) as handle:
+        dashboard = json.load(handle)
+    exported = set(metrics.FAMILIES) | {"vmsan_dns_upstream_latency_seconds_bucket"}
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bvmsan_[a-z_]+", target["expr"]))
+    assert used and used <= exported, used - exported
