@@ -31,9 +31,10 @@ declare -A ARGS=(
     [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
     [import_bench.py]="--runs 3"
     [tenancy_bench.py]="storm --seconds 5 --workers 4 --vms 3"
+    [operator_bench.py]="--rounds 1 --seconds 1"
 )
 ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py resolver_hostile_bench.py ports_bandwidth_bench.py
-       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py)
+       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py operator_bench.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }
