@@ -137,7 +137,7 @@ def test_each_refusal_is_an_event_and_a_counter_in_show_and_the_metrics(sandbox,
     learned = [m for m in shown["learned"] if m["address"] == "203.0.113.10"]
     assert learned and learned[0]["name"].startswith("a.example.test") and 0 < learned[0]["expires_in"] <= 60 + 30  # TTL + grace
     assert shown["sets"]["deny"] == ["192.0.2.0/24"]
-    rules = shown["kernel_rules"]["vm_namespace"]
+    rules = shown["rules_text"]["vm_namespace"]
     assert "-m set --match-set vmsan-%s-deny dst -j VMSAN-DROP-POLICY" % vm_id in rules
     assert re.search(r"^\[[1-9][0-9]*:[0-9]+\] -A vmsan-%s-spoof ! -s %s/32 -j VMSAN-DROP-SPOOFED"
                      % (re.escape(vm_id), re.escape(vm["guest_ip"])), rules, re.M), rules

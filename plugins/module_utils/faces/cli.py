@@ -437,12 +437,16 @@ def cmd_show(ctx):
     from ..telemetry.inspect import inspect
     from .show import show_text
     require_root()
-    record = ctx.manager().get(inputs.vm_id(ctx.args.vm, "vm"))
+    manager = ctx.manager()
+    record = manager.get(inputs.vm_id(ctx.args.vm, "vm"))
     seen = inspect(record)
     version = E.policy_version(record.policy)
-    ctx.out(dict(facts(record), policy_version=version, counters=seen["counters"], learned=seen["learned"],
-                 sets=seen["sets"], kernel_rules=seen["rules"]),
-            facts_text(record) + "\n" + show_text(version, seen))
+    if ctx.args.json:
+        # kernel_rules: the decoded rules, as before; rules_text: the iptables-save text with counters
+        ctx.out(dict(facts(record), policy_version=version, counters=seen["counters"], learned=seen["learned"],
+                     sets=seen["sets"], kernel_rules=manager.kernel_rules(record), rules_text=seen["rules"]), "")
+    else:
+        ctx.out(None, facts_text(record) + "\n" + show_text(version, seen))
     return 0
 
 
