@@ -16,15 +16,15 @@ AUTH_DNS = "203.0.113.53"
 
 
 class Daemon(object):
-    def __init__(self, sandbox, *flags, command="daemon"):
-        self.sandbox, self.flags, self.command = sandbox, flags, command
+    def __init__(self, sandbox, *flags, command="daemon", wrap=()):
+        self.sandbox, self.flags, self.command, self.wrap = sandbox, flags, command, wrap
         self.proc, self.runs = None, 0
         sandbox.host.track(self.stop)
 
     def start(self, timeout=30.0):
         self.runs += 1
         self.proc = self.sandbox.vmsan_spawn(self.command, "--upstream", AUTH_DNS, *self.flags,
-                                             log_name="daemon-%d.log" % self.runs)
+                                             log_name="daemon-%d.log" % self.runs, wrap=self.wrap)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "listening on" in self.log(self.runs):
