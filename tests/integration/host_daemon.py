@@ -72,8 +72,8 @@ class Daemon(object):
             time.sleep(0.05)
         return False
 
-    def guard_cpu_seconds(self):
-        """User + system CPU time of its ``vmsan-guard`` thread (from /proc)."""
+    def guard_cpu(self):
+        """(user + system, system) CPU seconds of its ``vmsan-guard`` thread (from /proc)."""
         task_dir = "/proc/%d/task" % self.proc.pid
         for tid in os.listdir(task_dir):
             try:
@@ -84,5 +84,6 @@ class Daemon(object):
                     fields = handle.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            tick = os.sysconf("SC_CLK_TCK")
+            return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
         raise AssertionError("no vmsan-guard thread in process %d" % self.proc.pid)
