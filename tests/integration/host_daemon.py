@@ -16,15 +16,15 @@ AUTH_DNS = "203.0.113.53"
 
 
 class Daemon(object):
-    def __init__(self, sandbox, *flags, command="daemon"):
-        self.sandbox, self.flags, self.command = sandbox, flags, command
+    def __init__(self, sandbox, *flags, command="daemon", wrap=()):
+        self.sandbox, self.flags, self.command, self.wrap = sandbox, flags, command, wrap
         self.proc, self.runs = None, 0
         sandbox.host.track(self.stop)
 
     def start(self, timeout=30.0):
         self.runs += 1
         self.proc = self.sandbox.vmsan_spawn(self.command, "--upstream", AUTH_DNS, *self.flags,
-                                             log_name="daemon-%d.log" % self.runs)
+                                             log_name="daemon-%d.log" % self.runs, wrap=self.wrap)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "listening on" in self.log(self.runs):
@@ -72,8 +72,8 @@ class Daemon(object):
             time.sleep(0.05)
         return False
 
-    def guard_cpu_seconds(self):
-        """User + system CPU time of its ``vmsan-guard`` thread (from /proc)."""
+    def guard_cpu(self):
+        """(user + system, system) CPU seconds of its ``vmsan-guard`` thread (from /proc)."""
         task_dir = "/proc/%d/task" % self.proc.pid
         for tid in os.listdir(task_dir):
             try:
@@ -84,5 +84,6 @@ class Daemon(object):
                     fields = handle.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            tick = os.sysconf("SC_CLK_TCK")
+            return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
         raise AssertionError("no vmsan-guard thread in process %d" % self.proc.pid)

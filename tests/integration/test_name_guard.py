@@ -15,7 +15,9 @@ closed; the restart check with the pins' journal not read (pins from the
 learned set only); the validation check without the port range check.
 """
 
+import grp
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -484,3 +486,43 @@ def test_port_entries_are_validated_by_the_command_and_stored(sandbox):
                        "a.test,Git.Test:22/tcp,ntp.test:123/UDP").out
     shown = sandbox.vmsan("show", vm["id"]).out
     assert shown["allowed_domains"] == ["a.test", "git.test:22", "ntp.test:123/udp"]
+
+
+# -- the systemd unit's capabilities ------------------------------------------------
+
+UNIT = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "vmsan_host", "files", "vmsan-resolver.service")
+CAP_NUMBERS = {"CAP_CHOWN": 0, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
+
+
+def unit_setting(key):
+    with open(UNIT) as handle:
+        values = [line.split("=", 1)[1].strip() for line in handle if line.startswith(key + "=")]
+    assert len(values) == 1, (key, values)
+    return values[0]
+
+
+def test_the_units_command_and_capabilities_are_enough_for_the_guard(sandbox, site):
+    """The daemon as the unit runs it (its ExecStart's subcommand, its
+    CapabilityBoundingSet, NoNewPrivileges; setpriv stands in for systemd)
+    with --socket-group: it gives the command socket to the group, runs
+    ``vmsan create`` for the command (the warm path: iptables, namespaces),
+    serves DNS, binds the guard's queue, accepts an allowed name and resets
+    the unlisted one."""
+    command = unit_setting("ExecStart").split()[1:]
+    assert command == ["daemon"]
+    caps = unit_setting("CapabilityBoundingSet").split()
+    bounding = "-all," + ",".join("+" + cap[len("CAP_"):].lower() for cap in caps)
+    daemon = Daemon(sandbox, "--socket-group", "nogroup", command=command[0],
+                    wrap=("setpriv", "--no-new-privs", "--bounding-set", bounding, "--"))
+    daemon.start()
+    assert os.stat(os.path.join(sandbox.home, "daemon.sock")).st_gid == grp.getgrnam("nogroup").gr_gid
+    with open("/proc/%d/status" % daemon.proc.pid) as handle:
+        status = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
+    assert int(status["CapEff"], 16) == sum(1 << CAP_NUMBERS[cap] for cap in caps)     # really only those
+    vm = Vm(sandbox, "caps", "--allowed-domain", "a.test")
+    x = vm.resolve("a.test")
+    rc, body, _ = curl(vm, site, "a.test", x)
+    assert (rc, body) == (0, "tls a.test %s\n" % x), daemon.log()
+    rc, _, seconds = curl(vm, site, "c.test", x, connect_to="a.test")
+    assert rc in (35, 56) and seconds < PROMPT
+    assert refusal_logged(daemon, vm, "c.test"), daemon.log()

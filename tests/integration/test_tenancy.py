@@ -28,7 +28,7 @@ import time
 import pytest
 
 from integration import snapshot
-from integration.ansible_machine import Machine
+from integration.ansible_machine import machine  # noqa: F401 (a fixture)
 from integration.test_domains import Resolver
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.conntrack_size import table_size
@@ -72,11 +72,6 @@ def test_custom_with_empty_lists_allows_nothing(sandbox):
     assert vm["network_policy"] == "custom" and vm["allowed_domains"] == []
     guest = sandbox.add_guest(vm)
     assert guest.tcp(WEB_A, 9000) is None and guest.udp(WEB_B, 9000) is None
-
-
-@pytest.fixture
-def machine(sandbox, tmp_path):
-    return Machine(sandbox, tmp_path)
 
 
 def test_an_empty_list_is_refused_and_changes_nothing_ansible(machine):
