@@ -37,11 +37,16 @@ from ..model.records import BrokenRecord
 from ..plan import drops
 from . import packets
 
-log = logging.getLogger("vmsan.events")
+log = logging.getLogger("vmsan.drops")
 
-REFRESH = 0.25              # seconds between looks at the state directory
+REFRESH = 0.1               # seconds between looks at the state directory (a stat): a new VM's
+                            # drops are read from at most this long after its namespace exists
 READS_PER_VM = 100          # copies read per VM per second; then its sockets rest
 HOST = None                 # the key of the host namespace's sockets
+# A guest kernel's own IPv6 housekeeping (router solicitations, MLD reports,
+# duplicate address detection) goes to link-local multicast: counted with the
+# other IPv6 drops, not logged (a few a minute per VM would use up its events)
+LINK_LOCAL_MULTICAST = "ff02:"
 
 
 def _inode(netns):
@@ -87,6 +92,7 @@ class DropReader(object):
         self.by_netns = {}      # a VM's own namespace -> VmRecord
         self.versions = {}      # vm id -> policy version
         self._sig = None
+        self._wanted = {}       # namespace key -> its VMs, as the last look at the state directory found them
         self._stop = threading.Event()
         self._thread = None
         self._second = 0
@@ -102,6 +108,7 @@ class DropReader(object):
             sig = None
         if sig == self._sig and not force:
             self._reopen_stale()
+            self._complete()
             return
         self._sig = sig
         records = [r for r in self.store.scan() if not isinstance(r, BrokenRecord)] if sig else []
@@ -116,8 +123,18 @@ class DropReader(object):
             wanted.setdefault(record.netns if record.netns else HOST, []).append(record)
         for key in [k for k in self.watches if k not in wanted]:
             self._drop_watch(key)
+        self._wanted = wanted
         for key, vms in wanted.items():
             self._ensure_watch(key, vms)
+
+    def _complete(self):
+        """Watch what the last look at the state directory wanted but could
+        not have yet: a VM's record is written before its namespace and TAP
+        exist, and the directory does not change again when they appear."""
+        for key, vms in self._wanted.items():
+            watch = self.watches.get(key)
+            if watch is None or watch.log is None or len(watch.taps) < len(vms):
+                self._ensure_watch(key, vms)
 
     def _reopen_stale(self):
         for key, watch in list(self.watches.items()):
@@ -155,6 +172,7 @@ class DropReader(object):
                 if watch.log is None:
                     watch.log = nflog.LogSocket(sorted(drops.GROUPS.values()))
                     self._register(watch, watch.log, "nflog")
+                    log.debug("reading the drops of %s", key or "the host namespace")
                 taps = {A.tap_name(r.slot) for r in vms}
                 for name in [t for t in watch.taps if t not in taps]:
                     self._unregister(watch.taps[name])
@@ -213,7 +231,7 @@ class DropReader(object):
             record = self.by_tap.get(sock.ifname)
             for payload in sock.receive():
                 seen = packets.ipv6(payload)
-                if seen is None or record is None:
+                if seen is None or record is None or seen.destination.startswith(LINK_LOCAL_MULTICAST):
                     continue
                 self.copies += 1
                 if self._over_budget(watch, record.id):
