@@ -301,3 +301,15 @@ def test_a_fronting_attempt_is_an_event_and_a_guard_decision_in_the_metrics(sand
                and 'vm="%s"' % vm_id in line and 'decision="refuse"' in line]
     assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 1, served
     assert sandbox.vmsan("show", vm_id).out["counters"]["dropped"]["guard"] >= 1
+
+
+def test_a_published_port_on_an_address_the_host_lacks_is_refused_and_changes_nothing(sandbox):
+    vm_id = sandbox.unique_id("noaddr")
+    done = sandbox.vmsan("create", "--id", vm_id, "--publish-port", "192.0.2.99:8080:80", check=False)
+    assert done.rc == 2 and "--publish-port: 192.0.2.99:8080:80/tcp: 192.0.2.99 is not an address of this host" \
+        in done.err, done.err
+    assert sandbox.vmsan("list").out == []
+    assert "vmsan-" + vm_id not in sandbox.namespaces()
+    # an address the host has is fine
+    made = sandbox.vmsan("create", "--id", vm_id, "--publish-port", "198.51.100.2:8080:80").out
+    assert made["published_ports"] == ["198.51.100.2:8080:80/tcp"]
