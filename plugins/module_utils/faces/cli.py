@@ -393,7 +393,8 @@ def _list_line(record, status, reasons):
     if isinstance(record, BrokenRecord):
         return "%-16s %-5s %-8s %s" % (record.id, "-", "broken", record.error)
     line = LIST_FORMAT % (record.id, record.slot, status, A.tap_name(record.slot), A.guest_ip(record.slot),
-                          record.policy.mode + ("/audit" if record.policy.audit else ""), record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
+                          record.policy.mode + ("/audit" if record.policy.audit else ""), record.netns or "(host)",
+                          ",".join(p.text for p in record.ports) or "-")
     return line.rstrip() + ("" if status == "ok" else "\n    " + "; ".join(reasons))
 
 
