@@ -94,3 +94,42 @@ def test_list_json_into_a_closed_pipe_exits_quietly(tmp_path):
     proc.stdout.close()                 # what `| head` does
     err = proc.stderr.read().decode()
     assert proc.wait(30) == 1 and err == ""
+
+
+def test_a_bad_metrics_address_names_the_flag_before_anything_starts():
+    status, _out, err = run(["daemon", "--metrics-listen", "127.0.0.1"])
+    assert status == 2 and "--metrics-listen" in err and "IPv4 address and a port" in err
+    status, _out, err = run(["daemon", "--metrics-listen", "localhost:9464"])
+    assert status == 2 and "--metrics-listen" in err
+
+
+def test_the_metrics_server_names_the_flag_when_it_cannot_listen():
+    import socket
+    import pytest
+    from ansible_collections.vmsan.network.plugins.module_utils.model.errors import VmsanError
+    from ansible_collections.vmsan.network.plugins.module_utils.telemetry import metrics
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        server = metrics.MetricsServer(metrics.registry_with(metrics.VmsanCollector(None)), holder.getsockname())
+        with pytest.raises(VmsanError) as info:
+            server.start()
+        assert str(info.value).startswith("--metrics-listen 127.0.0.1:%d: cannot listen there" % holder.getsockname()[1])
+    finally:
+        holder.close()
+
+
+def test_the_metrics_server_serves_the_exposition_and_stops():
+    import urllib.request
+    from ansible_collections.vmsan.network.plugins.module_utils.telemetry import metrics
+
+    class Store(object):
+        def scan(self):
+            return []
+    server = metrics.MetricsServer(metrics.registry_with(metrics.VmsanCollector(Store())), ("127.0.0.1", 0)).start()
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % server.port, timeout=5).read().decode()
+    finally:
+        server.stop()
+    assert "# TYPE vmsan_vms gauge" in body and "vmsan_vms 0.0" in body
