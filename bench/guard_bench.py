@@ -15,10 +15,12 @@ the guard does not hold, in one run:
 * the guard's own CPU time per decision (its thread's CPU time over the
   decisions it made in the rate runs), and of the pure decision alone.
 
-The VM is made by ``vmsan create`` in a sandbox; the guard's rules go on top
-and its loop runs in a thread of this process (tests/integration/guarded_vm.py,
-as in tests/integration/test_name_guard.py). Servers and clients are
-processes of their own (bench/guard_peers.py).
+The product as it runs: ``vmsan daemon`` in the sandbox's host namespace
+(tests/integration/host_daemon.py, as in tests/integration/test_name_guard.py)
+runs the resolver and the guard; the VM is made by ``vmsan create`` alone,
+the guard's rules are in its plan. The guard's counters and CPU time are read
+from the daemon (its health answer; its ``vmsan-guard`` thread in /proc).
+Servers and clients are processes of their own (bench/guard_peers.py).
 
     sudo .venv/bin/python bench/guard_bench.py [--connections 400] [--rate-seconds 4]
                                                [--iperf-seconds 3] [--repeat 3]
@@ -26,7 +28,6 @@ processes of their own (bench/guard_peers.py).
 
 import argparse
 import json
-import logging
 import subprocess
 import os
 import sys
@@ -38,7 +39,7 @@ import common  # noqa: E402  (bench/, beside this script; sets VMSAN_SANDBOX_ONL
 from sandbox import procs  # noqa: E402
 from sandbox.tls import client_hello, make_certificate  # noqa: E402
 
-from integration.guarded_vm import GuardedVm, Resolver  # noqa: E402
+from integration.host_daemon import Daemon  # noqa: E402
 
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, rule  # noqa: E402
 
@@ -73,9 +74,6 @@ def main(argv=None):
     ap.add_argument("--iperf-seconds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-    logging.basicConfig(format="guard: %(message)s")
-    logging.getLogger("vmsan.guard").setLevel(logging.INFO)      # refusals, if any, are printed
-
     common.note("load average at start: %s" % common.load_average())
     hello = client_hello("a.test")
     with common.Sandbox() as sb, tempfile.TemporaryDirectory(prefix="vst-guard-bench-") as tmp:
@@ -86,10 +84,16 @@ def main(argv=None):
         server = sb.internet.spawn([sys.executable, PEERS, "serve", cert, key], stdout=subprocess.PIPE)
         assert server.stdout.readline().strip() == b"ready"
         sb.internet.dns.set("a.test", "A", [PINNED])
-        Resolver(sb, "--ttl-floor", "3600").start()
-        gvm = GuardedVm(sb, "bench", ("a.test", "a.test:5201"), cidrs=(CIDR + "/32",))
-        assert gvm.resolve("a.test") == PINNED
-        guest = gvm.guest
+        daemon = Daemon(sb, "--ttl-floor", "3600").start()
+        vm = sb.vmsan("create", "--id", sb.unique_id("bench"), "--allowed-domain", "a.test,a.test:5201",
+                      "--allowed-cidr", CIDR + "/32").out
+        guest = sb.add_guest(vm)
+        rcode, values = guest.dig("a.test", guest.dns_server)[:2]
+        assert (rcode, values[:1]) == ("NOERROR", [PINNED]), (rcode, values)
+
+        def decided():
+            stats = daemon.stats()
+            return stats["guard_accepted"] + stats["guard_refused"]
 
         # -- TLS setup latency, interleaved per connection ------------------------
         latency = {PINNED: [], CIDR: []}
@@ -98,7 +102,7 @@ def main(argv=None):
                                      str(args.connections)], timeout=600)
             for ip in latency:
                 latency[ip] += times[ip]
-        accepted_after_latency = gvm.counters().accepted
+        accepted_after_latency = daemon.stats()["guard_accepted"]
 
         # -- connection rate, alternating paths ---------------------------------------
         rates = {PINNED: [], CIDR: []}
@@ -106,16 +110,16 @@ def main(argv=None):
         guard_cpu = guard_sys = decisions = 0.0
         for _ in range(args.repeat):
             for ip in (PINNED, CIDR):
-                cpu0, sys0 = gvm.loop.cpu_seconds, gvm.loop.system_seconds
-                dec0 = gvm.counters().accepted + gvm.counters().refused
+                (cpu0, sys0), dec0 = daemon.guard_cpu(), decided()
                 out = json_run(guest, ["rate", hello_file, ip, str(args.rate_seconds), str(args.concurrency)],
                                timeout=args.rate_seconds + 60)
                 rates[ip].append(out["done"] / out["seconds"])
                 failed[ip] += out["failed"]
                 if ip == PINNED:
-                    guard_cpu += gvm.loop.cpu_seconds - cpu0
-                    guard_sys += gvm.loop.system_seconds - sys0
-                    decisions += gvm.counters().accepted + gvm.counters().refused - dec0
+                    cpu1, sys1 = daemon.guard_cpu()
+                    guard_cpu += cpu1 - cpu0
+                    guard_sys += sys1 - sys0
+                    decisions += decided() - dec0
 
         # -- bulk throughput of one accepted flow ------------------------------------------
         sb.internet.iperf3_server()
@@ -123,7 +127,8 @@ def main(argv=None):
         for _ in range(args.repeat):
             for ip in (PINNED, CIDR):
                 bulk[ip].append(guest.iperf3(ip, seconds=args.iperf_seconds))
-        counters = gvm.counters()
+        counters = daemon.stats()
+        refusals = [line for line in daemon.log().splitlines() if ": refused " in line]
         pure = decision_cpu(hello)
 
     lat_rows = []
@@ -157,10 +162,13 @@ def main(argv=None):
     common.note("guard CPU per decision (its thread, rate runs): %.1f us, of which %.1f us in the kernel, over %d "
                 "decisions (target <= 100 us); the pure decision alone: %.1f us"
                 % (per, per_sys, decisions, pure * 1e6))
-    common.note("guard counters: accepted %d, refused %d, passed %d, dropped %d, messages %d "
-                "(SYN-ACK copies %d, packets of flows already decided %d)"
-                % (counters.accepted, counters.refused, counters.passed, counters.dropped, counters.messages,
-                   counters.logged, counters.late))
+    common.note("guard counters (the daemon's health answer): accepted %d, refused %d, messages %d, faults %d; "
+                "its own count of its thread's CPU per decision: %.1f us"
+                % (counters["guard_accepted"], counters["guard_refused"], counters["guard_messages"],
+                   counters["guard_faults"], counters["guard_cpu_us"] / max(1, counters["guard_accepted"]
+                                                                           + counters["guard_refused"])))
+    for line in refusals[:5]:
+        common.note("refused: %s" % line)
     common.note("load average at end: %s" % common.load_average())
 
 

@@ -190,14 +190,15 @@ class Sandbox:
             raise VmsanError(argv, result)
         return result
 
-    def vmsan_spawn(self, *args, env=None, log_name=None):
+    def vmsan_spawn(self, *args, env=None, log_name=None, wrap=()):
         """Start a long-running ``vmsan ARGS`` (e.g. ``resolver``) in the host
-        namespace; stopped on cleanup. Its output goes to ``proc.log_path``."""
+        namespace, behind the argv WRAP if given (e.g. ``setpriv ... --``);
+        stopped on cleanup. Its output goes to ``proc.log_path``."""
         log_path = os.path.join(self.home, log_name or f"{args[0] if args else 'vmsan'}.log")
         log = open(log_path, "ab")
         self._stack.callback(log.close)
         proc = self.host.spawn(
-            [*self.vmsan_cmd, *map(str, args)], env=self.vmsan_env(env), stdout=log, stderr=log
+            [*wrap, *self.vmsan_cmd, *map(str, args)], env=self.vmsan_env(env), stdout=log, stderr=log
         )
         proc.log_path = log_path
         return proc

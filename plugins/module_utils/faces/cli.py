@@ -136,7 +136,13 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("doctor", help="check this host's kernel features and settings, and every VM")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("resolver", help="run the host DNS resolver (foreground)")
+    for command, what in (("daemon", "run the host daemon: DNS resolver, name guard, command server (foreground)"),
+                          ("resolver", "the old name of 'vmsan daemon' (the same daemon, the same flags)")):
+        _add_daemon_flags(sub.add_parser(command, help=what))
+    return parser
+
+
+def _add_daemon_flags(p):
     p.add_argument("--upstream", metavar="IP[:PORT]", help="upstream DNS server (default: from /etc/resolv.conf)")
     p.add_argument("--listen", metavar="IP", help="address to listen on (default: the resolver address)")
     p.add_argument("--ttl-floor", metavar="SECONDS", help="a learned address stays at least this long (default 30)")
@@ -144,7 +150,9 @@ def build_parser():
     for name, (flag, low, high, default) in inputs.RESOLVER_BUDGETS.items():
         p.add_argument(flag, dest=name, metavar="N", help="per VM, unless its state says otherwise: %s (%d-%d, default %d)"
                        % (_BUDGET_HELP[name], low, high, default))
-    return parser
+    p.add_argument("--socket-group", metavar="GROUP",
+                   help="the command server also serves the members of GROUP (default: root only)")
+    p.add_argument("--metrics-listen", metavar="IP:PORT", help="where to serve metrics (reserved: not served yet)")
 
 
 _BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED",
@@ -380,20 +388,29 @@ def cmd_doctor(ctx):
     return 0 if report["ok"] else 1
 
 
-def cmd_resolver(ctx):
+def cmd_daemon(ctx):
+    """``vmsan daemon`` (and its old name ``vmsan resolver``): the DNS
+    resolver and the name guard (daemon/host.py) inside the warm path's
+    command server (faces/warm.py), one process."""
     args = ctx.args
     upstream = inputs.upstream(args.upstream) if args.upstream else None
     listen = inputs.listen(args.listen) if args.listen else None
     ttl_floor = inputs.seconds("ttl_floor", args.ttl_floor, None)
     grace = inputs.seconds("grace", args.grace, None)
     budget = inputs.resolver_budget(**{name: getattr(args, name) for name in inputs.RESOLVER_BUDGETS})
-    # dnslib and the sockets: only the resolver needs them
-    from ..resolver.daemon import main as resolver_main
-    return resolver_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget)
+    group = inputs.socket_group(args.socket_group) if args.socket_group is not None else None
+    metrics = inputs.metrics_listen(args.metrics_listen) if args.metrics_listen is not None else None
+    # dnslib, the sockets and the core behind the commands: only the daemon needs them
+    from ..daemon.host import main as daemon_main
+    from .warm import serving
+    with serving(group=group):
+        return daemon_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
+                           metrics_listen=metrics)
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
-            "remove": cmd_remove, "doctor": cmd_doctor, "resolver": cmd_resolver, "restore": cmd_restore}
+            "remove": cmd_remove, "doctor": cmd_doctor, "daemon": cmd_daemon, "resolver": cmd_daemon,
+            "restore": cmd_restore}
 
 
 def run(argv, stdout, stderr, env=None):

@@ -2,7 +2,7 @@
 entries first (they need no payload), then the name the flow's first bytes
 give (TLS or HTTP/1.x), against the allowlist and the address's pins."""
 
-from . import http, rule, tls
+from . import http, reasons, rule, tls
 from .reading import NEED_MORE, REFUSED, refused
 
 
@@ -13,7 +13,7 @@ def read_name(prefix):
         return tls.read(prefix)
     if http.looks_like(prefix):
         return http.read(prefix)
-    return refused(None, "neither a TLS ClientHello nor an HTTP/1.x request")
+    return refused(None, "neither a TLS ClientHello nor an HTTP/1.x request", reasons.PROTOCOL)
 
 
 def tcp(policy, pinned, dport, prefix):
@@ -26,7 +26,8 @@ def tcp(policy, pinned, dport, prefix):
     if reading.state == NEED_MORE:
         return None
     if reading.state == REFUSED:
-        return rule.refuse("%s%s" % (reading.kind + ": " if reading.kind else "", reading.reason))
+        return rule.refuse("%s%s" % (reading.kind + ": " if reading.kind else "", reading.reason),
+                           code=reading.code or reasons.MALFORMED)
     return rule.decide_name(policy, pinned, reading.name)
 
 

@@ -39,7 +39,7 @@ the same one (a late "refused" would cut an accepted flow).
 
 import collections
 
-from . import rule
+from . import reasons, rule
 
 PASS = "pass"
 ACCEPT = "accept"
@@ -96,7 +96,7 @@ class FlowTable(object):
             return out
         if flow.isn != first:
             if flow.held:
-                return self._finish(key, flow, rule.refuse("the server acknowledged another start"), now)
+                return self._finish(key, flow, rule.refuse("the server acknowledged another start", code=reasons.STREAM), now)
             flow.isn, flow.seen = first, now
         return []
 
@@ -111,14 +111,14 @@ class FlowTable(object):
         if not payload:
             return [(packet_id, PASS)]
         if syn:
-            return self._finish(key, flow or _Flow(None, now), rule.refuse("payload in a SYN"), now,
+            return self._finish(key, flow or _Flow(None, now), rule.refuse("payload in a SYN", code=reasons.STREAM), now,
                                 extra=[packet_id])
         if flow is None:
-            return self._finish(key, _Flow(None, now), rule.refuse("its SYN-ACK was not seen"), now,
+            return self._finish(key, _Flow(None, now), rule.refuse("its SYN-ACK was not seen", code=reasons.STREAM), now,
                                 extra=[packet_id])
         offset = (seq - flow.isn) % _WRAP
         if offset >= _HALF:
-            return self._finish(key, flow, rule.refuse("payload before the start of the stream"), now,
+            return self._finish(key, flow, rule.refuse("payload before the start of the stream", code=reasons.STREAM), now,
                                 extra=[packet_id])
         flow.held.append(packet_id)
         if flow.held_since is None:
@@ -126,14 +126,15 @@ class FlowTable(object):
         if offset < STREAM_CAP:
             conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
             if conflict:
-                return self._finish(key, flow, rule.refuse("retransmitted bytes differ"), now)
+                return self._finish(key, flow, rule.refuse("retransmitted bytes differ", code=reasons.STREAM), now)
         prefix = self._prefix(flow)
         verdict = self.decide(key, prefix) if prefix else None
         if verdict is None:
             if len(prefix) >= STREAM_CAP:
-                verdict = rule.refuse("nothing to decide on in the first %d bytes" % STREAM_CAP)
+                verdict = rule.refuse("nothing to decide on in the first %d bytes" % STREAM_CAP,
+                                     code=reasons.LIMIT)
             elif len(flow.held) > MAX_HELD:
-                verdict = rule.refuse("more than %d packets held" % MAX_HELD)
+                verdict = rule.refuse("more than %d packets held" % MAX_HELD, code=reasons.LIMIT)
             else:
                 return []
         return self._finish(key, flow, verdict, now)
@@ -144,7 +145,8 @@ class FlowTable(object):
         for key in list(self.flows):
             flow = self.flows[key]
             if flow.held_since is not None and now - flow.held_since >= self.hold:
-                out += self._finish(key, flow, rule.refuse("held %.1f s without a complete request" % self.hold), now)
+                out += self._finish(key, flow, rule.refuse("held %.1f s without a complete request" % self.hold,
+                                                                 code=reasons.TIMEOUT), now)
             elif flow.held_since is None and now - flow.seen >= self.syn_ttl:
                 del self.flows[key]
         while self.decided:
@@ -153,6 +155,12 @@ class FlowTable(object):
                 break
             del self.decided[key]
         return out
+
+    def cut(self, key):
+        """KEY's connection is being cut (its conntrack entry deleted): its
+        kept verdict goes, so a packet that comes after is judged afresh
+        (and refused: nobody saw its SYN-ACK)."""
+        self.decided.pop(key, None)
 
     def forget(self):
         """Every held packet, to be dropped (the table is going away, e.g.
@@ -174,7 +182,7 @@ class FlowTable(object):
                 del self.flows[idle]
             else:
                 key, flow = next(iter(self.flows.items()))
-                out += self._finish(key, flow, rule.refuse("too many flows held"), now)
+                out += self._finish(key, flow, rule.refuse("too many flows held", code=reasons.LIMIT), now)
         return out
 
     @staticmethod

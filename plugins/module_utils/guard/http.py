@@ -19,6 +19,7 @@ keep-alive connection reuse the first one's verdict.
 import re
 
 from . import hostname
+from . import reasons
 from .reading import MORE, named, refused
 
 KIND = "http"
@@ -81,10 +82,12 @@ def read(data):
         if name.lower() == b"host":
             hosts.append(value.strip(b" \t"))
     if len(hosts) != 1:
-        return refused(KIND, "no Host field" if not hosts else "%d Host fields" % len(hosts))
+        if not hosts:
+            return refused(KIND, "no Host field", reasons.NO_NAME)
+        return refused(KIND, "%d Host fields" % len(hosts))
     host = _host(hosts[0])
     if host is None:
-        return refused(KIND, "Host %r is not a host name" % hosts[0][:64])
+        return refused(KIND, "Host %r is not a host name" % hosts[0][:64], reasons.NO_NAME)
     if target[:1] not in (b"/", b"*"):
         # absolute-form: a server uses the target's host, so it must be the same
         match = _ABSOLUTE.match(target.decode("ascii", "replace"))
@@ -103,7 +106,7 @@ def _request_line(line):
     if not _TOKEN.match(method) or not _VERSION.match(version):
         return refused(KIND, "not an HTTP/1.x request line")
     if method == b"CONNECT":
-        return refused(KIND, "CONNECT")
+        return refused(KIND, "CONNECT", reasons.PROTOCOL)
     if target == b"*" and method != b"OPTIONS":
         return refused(KIND, "asterisk target outside OPTIONS")
     if target[:1] not in (b"/", b"*") and not _ABSOLUTE.match(target.decode("ascii", "replace")):

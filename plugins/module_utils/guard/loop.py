@@ -6,35 +6,72 @@ decided by the pure parts (``flows``, ``decide``) and answered with a verdict.
   the caller inside the namespace), its ``FlowTable``, and the VMs whose TAP
   is in that namespace, by guest address (one for a VM's own namespace,
   every ``--no-netns`` VM in the host's). ``handle(messages)`` turns queued
-  packets and SYN copies into verdicts.
+  packets and SYN-ACK copies into verdicts. It keeps, per VM, how many
+  decisions it made by decision and reason (``decisions``), and the name
+  each accepted flow was accepted for (``accepted``), so that a live policy
+  change cuts the flows whose name left the list (``set_vms``).
 * ``GuardLoop``: the epoll set; ``run(stop)`` until STOP (a
-  ``threading.Event``) is set. ``add``/``remove`` may be called from other
-  threads (the daemon's state reload).
+  ``threading.Event``) is set. ``post(fn)`` runs FN on the loop's thread
+  (from any thread): every change to a NamespaceGuard (its VMs, its removal)
+  goes through it, so it never races a decision.
 
 A verdict for the flow goes back as ``NF_REPEAT`` with the verdict's bit in
 the packet's mark (the rest of the mark kept): the packet runs through the
 filter hook again, and the guard chain saves the bit in the connection's
 mark (plan/name_guard.py). A packet of an address no VM of the namespace
-has is dropped.
+has is dropped; so is a packet whose handling failed (a fault in the guard
+refuses, it never passes).
+
+A refused flow is reset (TCP), and told to ``on_refusal(Refusal)``, the one
+place refusals leave the guard (``LogRefusals``, the default, logs it with
+the VM, the destination, the port and the name seen; the operator view
+adds its events and metrics there). It runs on the loop's thread: it must
+not block.
 """
 
+import collections
 import logging
+import os
 import resource
 import select
 import threading
 import time
+from collections import namedtuple
 
 from ..kernel import conntrack_wire
 from ..kernel import nfqueue as nq
 from ..plan import name_guard as layout
 from ..resolver.core import RefusalLog
-from . import decide, flows, packet, rule
+from . import decide, flows, packet, reasons, rule
 
 log = logging.getLogger("vmsan.guard")
 
 EXPIRE_EVERY = 0.25
 RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", 1)
 SYN_ACK = packet.SYN | packet.ACK
+ACCEPTED_PER_VM = 4096      # accepted flows whose name is remembered, per VM of a namespace (oldest forgotten)
+PROTOCOL_NAMES = {packet.TCP: "tcp", packet.UDP: "udp"}
+
+# One refused flow, as on_refusal is told it: proto "tcp" or "udp"; name: the
+# name the flow asked for (SNI, Host, or None); reason: words; code: the
+# reason's label (guard/reasons.py).
+Refusal = namedtuple("Refusal", "vm_id proto src sport dst dport name reason code")
+
+
+class LogRefusals(object):
+    """The default ``on_refusal``: one log line per refused flow, at most one
+    per VM, destination and name every INTERVAL seconds (the lines held back
+    are counted in the next one), so a looping guest cannot flood the log."""
+
+    def __init__(self, interval=10.0, clock=time.monotonic):
+        self.limit, self.clock = RefusalLog(interval), clock
+
+    def __call__(self, event):
+        held = self.limit.note(event.vm_id, (event.dst, event.name), self.clock())
+        if held is not None:
+            log.info("VM %s: refused %s %s:%d -> %s:%d (name %s): %s%s", event.vm_id, event.proto, event.src,
+                     event.sport, event.dst, event.dport, event.name or "none", event.reason,
+                     " (and %d more)" % held if held else "")
 
 
 class VmView(object):
@@ -48,47 +85,113 @@ class VmView(object):
 
 
 class Counters(object):
-    __slots__ = ("accepted", "refused", "passed", "dropped", "messages", "logged", "late")
+    __slots__ = ("accepted", "refused", "passed", "dropped", "messages", "logged", "late", "cut", "faults")
 
     def __init__(self):
         self.accepted = self.refused = self.passed = self.dropped = self.messages = self.logged = self.late = 0
+        self.cut = self.faults = 0
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class NamespaceGuard(object):
-    def __init__(self, name, sock, vms, pins, clock=time.monotonic, refusals=None):
+    def __init__(self, name, sock, vms, pins, clock=time.monotonic, on_refusal=None):
         self.name, self.sock, self.pins, self.clock = name, sock, pins, clock
         self.vms = {vm.guest_ip: vm for vm in vms}
         self.flows = flows.FlowTable(self._decide_tcp, on_verdict=self._tell)
         self.marks = {}             # held packet id -> its mark
-        self.cut = []               # ctnetlink deletes of refused TCP flows, sent after the verdicts
+        self.cut = []               # ctnetlink deletes of refused or cut flows, sent after the verdicts
         self.counters = Counters()
-        self.refusals = refusals or RefusalLog()
+        self.decisions = {}         # vm id -> {(decision, reason): count}
+        # (proto, src, sport, dst, dport) -> (vm id, reason code, name): the
+        # flows accepted by this guard, newest last, for a policy change
+        self.accepted = collections.OrderedDict()
+        self.on_refusal = on_refusal or LogRefusals(clock=clock)
         self._now = clock()
 
     def set_vms(self, vms):
+        """The namespace's guarded VMs are now VMS (on the loop's thread).
+        A VM whose allowlist changed has its accepted flows judged again:
+        those the new list no longer accepts (their name, or their port
+        entry, left it) are cut: their conntrack entries deleted and their
+        kept verdicts dropped, so their next packet is refused. A VM that is
+        no longer guarded (removed, or its policy names no domains now) is
+        forgotten: what its new policy forbids is cut by the policy change
+        itself (lifecycle), by address. Returns how many flows were cut."""
+        old = self.vms
         self.vms = {vm.guest_ip: vm for vm in vms}
+        changed = {ip for ip, vm in old.items() if ip in self.vms and self.vms[ip].vm_id == vm.vm_id
+                   and self.vms[ip].policy.entries != vm.policy.entries}
+        still = {vm.vm_id for vm in self.vms.values()}
+        doomed, forgotten = [], []
+        for key, (vm_id, code, name) in self.accepted.items():
+            vm = self.vms.get(key[1])
+            if vm is None or vm.vm_id != vm_id:
+                forgotten.append(key)
+            elif key[1] in changed and not vm.policy.still_allows(code, name, PROTOCOL_NAMES.get(key[0]), key[4]):
+                doomed.append(key)
+        for key in forgotten:
+            del self.accepted[key]
+        for key in doomed:
+            vm_id = self.accepted.pop(key)[0]
+            self.cut.append(conntrack_wire.delete_message(*key))
+            self.flows.cut(key[1:])
+            self.counters.cut += 1
+            self._count(vm_id, "cut", reasons.POLICY_CHANGE)
+            log.info("VM %s: cut %s %s:%d -> %s:%d: its policy no longer allows it", vm_id,
+                     PROTOCOL_NAMES.get(key[0], key[0]), key[1], key[2], key[3], key[4])
+        for vm_id in [v for v in self.decisions if v not in still]:
+            del self.decisions[vm_id]
+        self.flush()
+        return len(doomed)
+
+    def flush(self):
+        """Send what waits to be sent without a verdict (conntrack deletes)."""
+        if self.cut and self.sock is not None:
+            cut, self.cut = self.cut, []
+            self.sock.verdicts([], then=cut)
 
     # -- decisions ---------------------------------------------------------------
     def _decide_tcp(self, key, prefix):
         vm = self.vms.get(key[0])
         if vm is None:
-            return rule.refuse("no guarded VM has the address %s" % key[0])
+            return rule.refuse("no guarded VM has the address %s" % key[0], code=reasons.UNKNOWN_VM)
         return decide.tcp(vm.policy, self.pins.names(vm.vm_id, key[2], self._now), key[3], prefix)
 
+    def _count(self, vm_id, decision, code):
+        by = self.decisions.get(vm_id)
+        if by is None:
+            by = self.decisions[vm_id] = {}
+        key = (decision, code)
+        by[key] = by.get(key, 0) + 1
+
     def _tell(self, key, verdict, proto=packet.TCP):
+        vm = self.vms.get(key[0])
+        vm_id = vm.vm_id if vm is not None else None
+        if vm_id is not None:
+            self._count(vm_id, verdict.action, verdict.code)
         if verdict.action == rule.ACCEPT:
             self.counters.accepted += 1
+            if vm_id is not None:
+                self._remember(vm_id, (proto,) + key, verdict)
             return
         self.counters.refused += 1
+        self.accepted.pop((proto,) + key, None)      # a new connection on the ports of an accepted one
         if proto == packet.TCP:
             # the reset goes to the guest; the kernel's entry must go too
             self.cut.append(conntrack_wire.delete_message(proto, *key))
-        vm = self.vms.get(key[0])
-        vm_id = vm.vm_id if vm is not None else "?"
-        held = self.refusals.note(vm_id, (key[2], verdict.name), self._now)
-        if held is not None:
-            log.info("VM %s: refused %s:%d -> %s:%d (name %s): %s%s", vm_id, key[0], key[1], key[2], key[3],
-                     verdict.name or "none", verdict.reason, " (and %d more)" % held if held else "")
+        self.on_refusal(Refusal(vm_id or "?", PROTOCOL_NAMES.get(proto, str(proto)), key[0], key[1], key[2],
+                                key[3], verdict.name, verdict.reason, verdict.code))
+
+    def _remember(self, vm_id, key, verdict):
+        accepted = self.accepted
+        accepted[key] = (vm_id, verdict.code, verdict.name)
+        accepted.move_to_end(key)
+        if len(accepted) > ACCEPTED_PER_VM * max(1, len(self.vms)):
+            # forgotten: a later policy change judges that flow by its
+            # address only (the CLI's cut), as for flows from before a restart
+            accepted.popitem(last=False)
 
     # -- messages -----------------------------------------------------------------
     def handle(self, messages):
@@ -97,34 +200,43 @@ class NamespaceGuard(object):
         out = []
         for msg in messages:
             self.counters.messages += 1
-            pkt = packet.read(msg.payload)
-            if msg.kind == nq.LOGGED:
-                # the server's SYN-ACK, on its way to the guest: its ack is
-                # the client's first byte
-                self.counters.logged += 1
-                if pkt is not None and pkt.proto == packet.TCP and pkt.flags & SYN_ACK == SYN_ACK:
-                    key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
-                    out += self._verdicts(self.flows.start(key, pkt.ack, now))
-                continue
-            self.marks[msg.packet_id] = msg.mark
-            if pkt is None:
-                out += self._verdicts([(msg.packet_id, flows.DROP)])
-            elif pkt.proto == packet.TCP:
-                key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-                if key in self.flows.decided:
-                    self.counters.late += 1
-                out += self._verdicts(self.flows.packet(key, pkt.seq, bool(pkt.flags & packet.SYN), pkt.payload,
-                                                        msg.packet_id, now))
-            else:
-                vm = self.vms.get(pkt.src)
-                if vm is None:
-                    verdict = rule.refuse("no guarded VM has the address %s" % pkt.src)
-                else:
-                    verdict = decide.udp(vm.policy, self.pins.names(vm.vm_id, pkt.dst, now), pkt.dport)
-                self._tell((pkt.src, pkt.sport, pkt.dst, pkt.dport), verdict, packet.UDP)
-                action = flows.ACCEPT if verdict.action == rule.ACCEPT else flows.REFUSE
-                out += self._verdicts([(msg.packet_id, action)])
+            try:
+                out += self._one(msg, now)
+            except Exception as exc:    # a fault refuses, and stops neither this namespace nor the others
+                self.counters.faults += 1
+                log.exception("namespace %s: cannot handle a packet (dropped): %s", self.name or "(host)", exc)
+                if msg.kind == nq.QUEUED:
+                    self.marks.pop(msg.packet_id, None)
+                    out.append((msg.packet_id, nq.NF_DROP, None))
         return out
+
+    def _one(self, msg, now):
+        pkt = packet.read(msg.payload)
+        if msg.kind == nq.LOGGED:
+            # the server's SYN-ACK, on its way to the guest: its ack is
+            # the client's first byte
+            self.counters.logged += 1
+            if pkt is not None and pkt.proto == packet.TCP and pkt.flags & SYN_ACK == SYN_ACK:
+                key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+                return self._verdicts(self.flows.start(key, pkt.ack, now))
+            return []
+        self.marks[msg.packet_id] = msg.mark
+        if pkt is None:
+            return self._verdicts([(msg.packet_id, flows.DROP)])
+        if pkt.proto == packet.TCP:
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            if key in self.flows.decided:
+                self.counters.late += 1
+            return self._verdicts(self.flows.packet(key, pkt.seq, bool(pkt.flags & packet.SYN), pkt.payload,
+                                                    msg.packet_id, now))
+        vm = self.vms.get(pkt.src)
+        if vm is None:
+            verdict = rule.refuse("no guarded VM has the address %s" % pkt.src, code=reasons.UNKNOWN_VM)
+        else:
+            verdict = decide.udp(vm.policy, self.pins.names(vm.vm_id, pkt.dst, now), pkt.dport)
+        self._tell((pkt.src, pkt.sport, pkt.dst, pkt.dport), verdict, packet.UDP)
+        action = flows.ACCEPT if verdict.action == rule.ACCEPT else flows.REFUSE
+        return self._verdicts([(msg.packet_id, action)])
 
     def expire(self):
         self._now = self.clock()
@@ -155,12 +267,24 @@ class NamespaceGuard(object):
             self.sock.verdicts(items, then=cut)
         return len(items)
 
+    def close(self):
+        """Unbind the queue (the kernel drops what it still holds: fail
+        closed) and forget every flow."""
+        self.flows.forget()
+        self.marks.clear()
+        self.accepted.clear()
+        if self.sock is not None:
+            self.sock.close()
+
 
 class GuardLoop(object):
     def __init__(self):
         self._guards = {}           # fd -> NamespaceGuard
         self._epoll = select.epoll()
         self._lock = threading.Lock()
+        self._posted = collections.deque()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, select.EPOLLIN)
         self.cpu_seconds = 0.0      # the loop thread's CPU time: user + system
         self.system_seconds = 0.0   # of which in the kernel (system calls, the packets' way on after a verdict)
 
@@ -180,28 +304,58 @@ class GuardLoop(object):
         with self._lock:
             return list(self._guards.values())
 
+    def post(self, fn):
+        """Run FN() on the loop's thread, after the packets it is handling
+        (thread safe)."""
+        self._posted.append(fn)
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:
+            pass
+
+    def _run_posted(self):
+        try:
+            os.eventfd_read(self._wake)
+        except OSError:
+            pass
+        while self._posted:
+            fn = self._posted.popleft()
+            try:
+                fn()
+            except Exception as exc:
+                log.exception("guard: %s", exc)
+
     def run(self, stop, tick=0.05):
         """Serve until STOP is set. ``cpu_seconds`` and ``system_seconds``
         grow with the thread's CPU time as it runs (what a decision costs,
         for the benchmark)."""
         last = resource.getrusage(RUSAGE_THREAD)
         next_expire = time.monotonic() + EXPIRE_EVERY
+        wake = self._wake
         try:
             while not stop.is_set():
                 for fd, _events in self._epoll.poll(tick):
+                    if fd == wake:
+                        self._run_posted()
+                        continue
                     guard = self._guards.get(fd)
                     if guard is None:
                         continue
                     try:
                         guard.pump()
                     except nq.NfqueueError as exc:
-                        log.warning("namespace %s: %s", guard.name, exc)
+                        log.warning("namespace %s: %s", guard.name or "(host)", exc)
+                    except Exception as exc:
+                        log.exception("namespace %s: %s", guard.name or "(host)", exc)
                 last = self._account(last)
                 now = time.monotonic()
                 if now >= next_expire:
                     next_expire = now + EXPIRE_EVERY
                     for guard in self.guards():
-                        guard.pump(guard.expire())
+                        try:
+                            guard.pump(guard.expire())
+                        except Exception as exc:
+                            log.warning("namespace %s: %s", guard.name or "(host)", exc)
         finally:
             self._account(last)
 
@@ -214,3 +368,4 @@ class GuardLoop(object):
 
     def close(self):
         self._epoll.close()
+        os.close(self._wake)

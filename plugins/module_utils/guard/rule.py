@@ -18,21 +18,24 @@ the flow's first bytes gave a name.
 from collections import namedtuple
 
 from ..model import domains
+from ..plan.name_guard import udp_ports
+from . import reasons
 
 ACCEPT = "accept"
 REFUSE = "refuse"
 
-Verdict = namedtuple("Verdict", "action reason name")
+Verdict = namedtuple("Verdict", "action reason name code")
 # action: ACCEPT or REFUSE; reason: words for the log; name: the name read
-# from the flow (or the pinned name a port entry matched), None if none
+# from the flow (or the pinned name a port entry matched), None if none;
+# code: the reason as a label (guard/reasons.py), what decisions are counted by
 
 
-def accept(reason, name=None):
-    return Verdict(ACCEPT, reason, name)
+def accept(reason, name=None, code=reasons.NAME):
+    return Verdict(ACCEPT, reason, name, code)
 
 
-def refuse(reason, name=None):
-    return Verdict(REFUSE, reason, name)
+def refuse(reason, name=None, code=reasons.MALFORMED):
+    return Verdict(REFUSE, reason, name, code)
 
 
 class GuardPolicy(object):
@@ -52,10 +55,23 @@ class GuardPolicy(object):
                 by_port.setdefault((proto, port), []).append(pattern)
         self.names = domains.Matcher(plain)
         self.ports = {key: domains.Matcher(patterns) for key, patterns in by_port.items()}
-        self.udp_ports = tuple(sorted(port for proto, port in self.ports if proto == "udp"))
+        self.udp_ports = udp_ports(self.entries)        # the ones the rules queue
 
     def tcp_ports(self):
         return tuple(sorted(port for proto, port in self.ports if proto == "tcp"))
+
+    def still_allows(self, code, name, proto, port):
+        """Whether this policy would accept again a flow accepted with CODE
+        (reasons.NAME or PORT) for NAME (the name read, or the pinned name
+        the port entry matched), over PROTO ("tcp"/"udp") to PORT, its
+        address still pinned to NAME. For a live policy change: the pins of
+        names that left the list are dropped, so the address part holds."""
+        if name is None:
+            return False
+        if code == reasons.PORT:
+            matcher = self.ports.get((proto, port))
+            return matcher is not None and bool(matcher.allowed(name))
+        return bool(self.names.allowed(name))
 
 
 def decide_port(policy, pinned, proto, port):
@@ -66,11 +82,11 @@ def decide_port(policy, pinned, proto, port):
     if matcher is not None:
         for name in sorted(pinned):
             if matcher.allowed(name):
-                return accept("pinned to %s, allowed on %s port %d" % (name, proto, port), name)
+                return accept("pinned to %s, allowed on %s port %d" % (name, proto, port), name, reasons.PORT)
     if proto == "udp":
         if matcher is None:
-            return refuse("no entry allows UDP port %d" % port)
-        return refuse("UDP port %d: address not pinned to an allowed name" % port)
+            return refuse("no entry allows UDP port %d" % port, code=reasons.UDP_PORT)
+        return refuse("UDP port %d: address not pinned to an allowed name" % port, code=reasons.NOT_PINNED)
     return None
 
 
@@ -78,7 +94,7 @@ def decide_name(policy, pinned, name):
     """The verdict for a flow that asked for NAME at an address pinned to the
     names PINNED."""
     if not policy.names.allowed(name):
-        return refuse("%s is not in the allowed domains" % name, name)
+        return refuse("%s is not in the allowed domains" % name, name, reasons.NOT_ALLOWED)
     if name not in pinned:
-        return refuse("address not pinned to %s" % name, name)
-    return accept("allowed and pinned", name)
+        return refuse("address not pinned to %s" % name, name, reasons.NOT_PINNED)
+    return accept("allowed and pinned", name, reasons.NAME)

@@ -23,6 +23,7 @@ left over, or holds two extensions of one type is refused, not guessed at.
 import struct
 
 from . import hostname
+from . import reasons
 from .reading import MORE, named, refused
 
 _EXT = struct.Struct("!HH")
@@ -111,7 +112,7 @@ def _hello(body):
     if methods < 1 or p > n:
         return refused(KIND, "bad compression methods")
     if p == n:
-        return refused(KIND, "no extensions, so no SNI")
+        return refused(KIND, "no extensions, so no SNI", reasons.NO_NAME)
     if p + 2 > n or p + 2 + _be16(body, p) != n:
         return refused(KIND, "extensions do not fill the ClientHello")
     p += 2
@@ -136,7 +137,7 @@ def _hello(body):
         elif etype == EXT_ECH:
             ech = True
     if sni is None:
-        return refused(KIND, "no SNI")
+        return refused(KIND, "no SNI", reasons.NO_NAME)
     return named(KIND, sni, ech)
 
 
@@ -159,8 +160,8 @@ def _server_name(ext):
             return refused(KIND, "two host names in server_name")
         found = ext[start:p]
     if found is None:
-        return refused(KIND, "no host_name in server_name")
+        return refused(KIND, "no host_name in server_name", reasons.NO_NAME)
     name = hostname.from_bytes(found)
     if name is None:
-        return refused(KIND, "SNI %r is not a host name" % found[:64])
+        return refused(KIND, "SNI %r is not a host name" % found[:64], reasons.NO_NAME)
     return name

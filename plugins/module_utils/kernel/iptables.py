@@ -199,14 +199,16 @@ def _step(change, action, chain, delete=(), rules=(), policy=None):
     return Step(change, action, chain, tuple(delete), tuple(rules), policy)
 
 
-TablePlan = namedtuple("TablePlan", "hooks owned members policies")
-# the part of a firewall plan for one table: {chain: rules} each, {builtin: policy}
+TablePlan = namedtuple("TablePlan", "hooks owned members policies absent", defaults=(frozenset(),))
+# the part of a firewall plan for one table: {chain: rules} each, {builtin: policy},
+# {chain} that must not exist
 
 
 def _for_table(plan, table_name):
     def pick(group):
         return {c: r for (t, c), r in group.items() if t == table_name}
-    return TablePlan(pick(plan.hooks), pick(plan.owned), pick(plan.members), pick(plan.policies))
+    absent = frozenset(c for t, c in plan.absent if t == table_name)
+    return TablePlan(pick(plan.hooks), pick(plan.owned), pick(plan.members), pick(plan.policies), absent)
 
 
 def chains_needed(part):
@@ -227,7 +229,7 @@ def observe(table, part):
     (an existing chain whose rules were not read is an empty list)."""
     compared = set(part.owned) | set(part.members) | set(part.hooks)
     chains = {}
-    for chain in sorted(chains_needed(part) | compared):
+    for chain in sorted(chains_needed(part) | compared | part.absent):
         if not table.is_chain(chain):
             chains[chain] = None
         else:
@@ -239,7 +241,9 @@ def observe(table, part):
 def table_steps(table_name, part, owner, have, wanted):
     """The steps that turn HAVE (``observe``) into PART (a TablePlan), in the
     order they run: chains first (a jump needs its target), then owned
-    chains, the owner's members of shared chains, hooks, policies. WANTED:
+    chains, the owner's members of shared chains, hooks, policies, and last
+    the chains that must not exist (the rules written before no longer jump
+    to them). WANTED:
     {chain: [encoded rules] or None (cannot be encoded yet: differs)} for
     every chain PART names. Pure."""
     steps = []
@@ -267,6 +271,9 @@ def table_steps(table_name, part, owner, have, wanted):
         if have.policies.get(builtin) != policy:
             steps.append(_step(Change(C.CHAIN_POLICY, builtin, (table_name, policy)), "policy", builtin,
                                policy=policy))
+    for chain in sorted(part.absent):
+        if have.chains.get(chain) is not None:
+            steps.append(_step(Change(C.DELETE_CHAIN, chain, (table_name,)), "delete_chain", chain))
     return steps
 
 
@@ -289,6 +296,11 @@ def _run(table, steps):
                 table.insert_entry(step.chain, rule.buf, 0)
         elif step.action == "policy":
             iptc_compat.iptc.Chain(table, step.chain).set_policy(step.policy)
+    doomed = [step.chain for step in steps if step.action == "delete_chain"]
+    for chain in doomed:            # all flushed first: one may jump to another
+        table.flush_entries(chain)
+    for chain in doomed:
+        table.delete_chain(chain)
     if steps:
         table.commit()
 
@@ -306,7 +318,7 @@ def apply(plan, owner, check_mode=False):
     changes = []
     for table_name in TABLES:
         part = _for_table(plan, table_name)
-        if not (part.hooks or part.owned or part.members or part.policies):
+        if not (part.hooks or part.owned or part.members or part.policies or part.absent):
             continue
         with _table(table_name, "apply the rules of %s" % owner) as table:
             steps = table_steps(table_name, part, owner, observe(table, part), _wanted(part, check_mode))
@@ -338,7 +350,8 @@ def remove_owner(owner, chains, check_mode=False):
                 changes.append(Change(C.DELETE_CHAIN, chain, (table_name,)))
                 dirty = True
             if present and not check_mode:
-                # all flushed before any is deleted: one may jump to another (out -> cap)
+                # all flushed before any is deleted: one may jump to another
+                # (the out chain to the cap and guard chains)
                 for chain in present:
                     table.flush_entries(chain)
                 for chain in present:

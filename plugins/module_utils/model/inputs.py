@@ -8,6 +8,7 @@ own spelling (see PARAM_LABELS), so both give the same message. The resolver's
 flags are read here too.
 """
 
+import grp
 import ipaddress
 import pwd
 import re
@@ -33,6 +34,8 @@ PARAM_LABELS = {
     "tap_owner": ("--tap-owner", "tap_owner"),
     "upstream": ("--upstream", "upstream"),
     "listen": ("--listen", "listen"),
+    "metrics_listen": ("--metrics-listen", "metrics_listen"),
+    "socket_group": ("--socket-group", "socket_group"),
     "ttl_floor": ("--ttl-floor", "ttl_floor"),
     "grace": ("--grace", "grace"),
     "host_port": ("host port", "host_port"),
@@ -404,6 +407,27 @@ def listen(value):
     """``--listen``: where the resolver answers (port 53 by default)."""
     return address_port("listen", value, RESOLVER_PORT, "listen address",
                         "an IPv4 address, optionally with :port, e.g. 169.254.64.1 or 127.0.0.1:5353")
+
+
+def metrics_listen(value):
+    """``--metrics-listen``: where the daemon serves its metrics, IP:PORT
+    (the port has no default)."""
+    accepted = "an IPv4 address and a port, e.g. 127.0.0.1:9464"
+    if ":" not in str(value):
+        raise InputError("metrics_listen", "no port in %r" % str(value), accepted)
+    return address_port("metrics_listen", value, None, "metrics address", accepted)
+
+
+def socket_group(value):
+    """``--socket-group``: a group whose members the daemon's command server
+    also serves: an existing group name or a numeric gid -> the gid."""
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise InputError("socket_group", "no such group %r" % text, "a numeric gid or an existing group name")
 
 
 # -- the resolver's budgets per VM -------------------------------------------------

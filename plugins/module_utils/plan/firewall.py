@@ -14,7 +14,9 @@ Layout, in the namespace that holds a VM's TAP (its own, or the host's with
   ``spoof`` (raw: anti-spoofing), ``dns`` (nat: DNS to the host resolver),
   ``out`` (filter: what the guest may send), ``in`` (filter: what the guest may
   send to the namespace itself), ``to`` (filter: what may reach the guest),
-  ``pub`` (nat: published ports, host namespace).
+  ``pub`` (nat: published ports, host namespace), ``guard`` (filter: the
+  name guard's part of the learned set's path, for a ``custom`` policy with
+  domains: plan/name_guard.py).
 
 The host namespace additionally gets ``VMSAN-HOST-*`` chains: the guard that
 keeps guests off the host's own addresses, forwarding for VM traffic, and the
@@ -26,15 +28,19 @@ import socket
 from collections import namedtuple
 
 from ..model import addressing as A
-from . import budgets
+from . import budgets, name_guard
+from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  (the plan's names, used as fp.*)
 
 TABLES = ("raw", "nat", "filter")
 
-Plan = namedtuple("Plan", "hooks owned members policies")
+Plan = namedtuple("Plan", "hooks owned members policies absent", defaults=(frozenset(),))
 # hooks:    {(table, builtin): [rule, ...]}  must head the built-in chain, in order
 # owned:    {(table, chain): [rule, ...]}    whole content of chains we own
 # members:  {(table, shared chain): [rule, ...]} rules tagged for one owner
 # policies: {(table, builtin): "DROP"}       built-in chain policies
+# absent:   {(table, chain)}                 chains of ours that must not exist (deleted once
+#                                            nothing jumps to them: a guard chain after its policy
+#                                            stopped naming domains)
 
 SHARED_HOOKS = {
     ("raw", "PREROUTING"): ["VMSAN-RAW"],
@@ -52,23 +58,6 @@ HOST_HOOKS = {
 VM_NET = str(A.VM_RANGE)
 TRANSIT_NET = str(A.TRANSIT_RANGE)
 LINK_LOCAL_NET = str(A.LINK_LOCAL)
-
-
-CHAIN_ROLES = ("spoof", "dns", "in", "out", "to", "pub", "cap")
-
-
-def chain_name(vm_id, role):
-    return "vmsan-%s-%s" % (vm_id, role)
-
-
-def vm_chains(vm_id):
-    """The names of every chain of VM_ID. Exact names, never a prefix: ids
-    may contain '-', so "vmsan-web-*" would also be VM web-2's chains."""
-    return [chain_name(vm_id, role) for role in CHAIN_ROLES]
-
-
-def set_name(vm_id, role):
-    return "vmsan-%s-%s" % (vm_id, role)
 
 
 def tag(owner):
@@ -124,7 +113,9 @@ def _policy_rules(vm_id, policy):
     if policy.allowed_cidrs:
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "allow"), "dst", "-j", "ACCEPT"))
     if policy.allowed_domains:
-        rules.append(("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", "ACCEPT"))
+        # the learned set, guarded: a flow to an address open only through it
+        # is held at its first payload until the name guard has read its name
+        rules.append(name_guard.out_rule(vm_id))
     only_denied = policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains)
     rules.append(("-j", "ACCEPT") if only_denied else ("-j", "DROP"))
     return rules
@@ -192,12 +183,22 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
         to.append(match + ("-j", "ACCEPT"))
     to.append(("-j", "DROP"))
     owned[("filter", c("to"))] = to
+    absent = set()
+    if name_guard.guards(policy):
+        owned.update(name_guard.owned_chains(vm_id, policy.allowed_domains))
+        # the server's SYN-ACK of a guarded flow, copied to the guard first
+        owned[("filter", c("to"))] = [name_guard.syn_ack_rule(vm_id)] + to
+    else:
+        absent.add(("filter", c("guard")))
+        if not in_host_namespace:
+            # the namespace's shared guard chain serves no other VM
+            absent.add(("filter", name_guard.EMPTY_CHAIN))
 
     policies = {}
     if not in_host_namespace:
         # The namespace is the VM's alone: fail closed if rules are flushed.
         policies = {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
-    return Plan(_hooks(SHARED_HOOKS), owned, members, policies)
+    return Plan(_hooks(SHARED_HOOKS), owned, members, policies, frozenset(absent))
 
 
 def published_plan(vm, published):
@@ -266,7 +267,7 @@ def host_plan(conntrack_limit=None):
 
 
 def merge(*plans):
-    hooks, owned, members, policies = {}, {}, {}, {}
+    hooks, owned, members, policies, absent = {}, {}, {}, {}, set()
     for plan in plans:
         for key, rules in plan.hooks.items():
             if len(rules) > len(hooks.get(key, [])):
@@ -275,7 +276,8 @@ def merge(*plans):
         for key, rules in plan.members.items():
             members.setdefault(key, []).extend(rules)
         policies.update(plan.policies)
-    return Plan(hooks, owned, members, policies)
+        absent |= plan.absent
+    return Plan(hooks, owned, members, policies, frozenset(absent - set(owned)))
 
 
 def plans_for(record, conntrack_limit=None):

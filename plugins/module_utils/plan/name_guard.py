@@ -1,4 +1,6 @@
 """The name guard's rules for one VM, as iptables-save tokens. Pure.
+``firewall.vm_plan`` builds them into the plan of every VM whose policy is
+``custom`` with allowed domains (``guards``), in both namespace modes.
 
 Where they go (filter table, the namespace that holds the VM's TAP): the
 ``out`` chain's rule that accepts the learned set,
@@ -27,10 +29,15 @@ reads from it where the client's stream starts.
 The queue number and log group are the same in every namespace: queues are
 per network namespace, and the guard opens one socket in each namespace
 that holds a guarded VM's TAP (the host's for ``--no-netns`` VMs, which
-share it: the guard tells them apart by the guest address).
+share it: the guard tells them apart by the guest address). Marks: the
+guard reads and writes only the two bits of ``MARK_MASK`` of the packet's
+and the connection's mark (``--nfmask``/``--ctmask``, ``-m mark``/``-m
+connmark`` with the mask), so in the host namespace the mark bits of other
+software survive; that software must leave these two bits alone.
 """
 
-from . import firewall as fw
+from ..model import domains
+from .names import chain_name, set_name
 
 QUEUE_NUM = 3013            # NFQUEUE queue of every namespace with guarded VMs
 LOG_GROUP = 3013            # NFLOG group of the same namespaces (SYN copies)
@@ -43,6 +50,18 @@ MARK_ACCEPTED = 0x10000000
 MARK_REFUSED = 0x20000000
 
 MULTIPORT_MAX = 15          # ports per -m multiport match
+
+
+def guards(policy):
+    """Whether POLICY (a model Policy) puts the name guard on its learned
+    set's path: ``custom`` with allowed domains (the only policy that learns)."""
+    return policy.mode == "custom" and bool(policy.allowed_domains)
+
+
+def udp_ports(allowed_domains):
+    """The ports of the ``name:port/udp`` entries of ALLOWED_DOMAINS, sorted."""
+    return tuple(sorted({port for _pattern, port, proto in map(domains.split_entry, allowed_domains)
+                         if proto == "udp"}))
 
 
 def _hex(value):
@@ -61,14 +80,14 @@ def syn_ack_rule(vm_id):
     that an allowed CIDR also opens gets copies the guard never needs; they
     expire.)"""
     return ("-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK",
-            "-m", "set", "--match-set", fw.set_name(vm_id, "dns"), "src",
+            "-m", "set", "--match-set", set_name(vm_id, "dns"), "src",
             "-m", "connmark", "--mark", "0x0/%s" % _hex(MARK_MASK),
             "-j", "NFLOG", "--nflog-group", str(LOG_GROUP), "--nflog-threshold", "1")
 
 
 def out_rule(vm_id):
     """The ``out`` chain's rule for the learned set, guarded."""
-    return ("-m", "set", "--match-set", fw.set_name(vm_id, "dns"), "dst", "-j", fw.chain_name(vm_id, "guard"))
+    return ("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", chain_name(vm_id, "guard"))
 
 
 EMPTY_CHAIN = "VMSAN-GUARD-EMPTY"
@@ -109,21 +128,11 @@ def chain_rules(udp_ports=()):
     return rules
 
 
-def guarded(plan, vm_id, udp_ports=()):
-    """PLAN (``firewall.vm_plan`` of a custom VM with allowed domains) with
-    the learned set's ACCEPT turned into the jump to the guard chain, and
-    that chain added. Phase 2 builds this into ``firewall._policy_rules``;
-    until then the experiment and the benchmark apply it."""
-    key = ("filter", fw.chain_name(vm_id, "out"))
-    learned = ("-m", "set", "--match-set", fw.set_name(vm_id, "dns"), "dst", "-j", "ACCEPT")
-    out = list(plan.owned[key])
-    if learned not in out:
-        raise ValueError("the plan of VM %s has no learned-set rule to guard" % vm_id)
-    out[out.index(learned)] = out_rule(vm_id)
-    owned = dict(plan.owned)
-    owned[key] = out
-    owned[("filter", fw.chain_name(vm_id, "guard"))] = chain_rules(udp_ports)
-    to_key = ("filter", fw.chain_name(vm_id, "to"))
-    owned[to_key] = [syn_ack_rule(vm_id)] + list(plan.owned[to_key])
-    owned[("filter", EMPTY_CHAIN)] = empty_tcp_rules()
-    return fw.Plan(plan.hooks, owned, plan.members, plan.policies)
+def owned_chains(vm_id, allowed_domains):
+    """{(table, chain): rules} the guard adds to a VM's plan: its ``guard``
+    chain and the namespace's ``VMSAN-GUARD-EMPTY`` (the same content from
+    every VM of a namespace). The learned set's jump (``out_rule``) and the
+    SYN-ACK copy (``syn_ack_rule``) go into the VM's ``out`` and ``to``
+    chains (plan/firewall.py)."""
+    return {("filter", chain_name(vm_id, "guard")): chain_rules(udp_ports(allowed_domains)),
+            ("filter", EMPTY_CHAIN): empty_tcp_rules()}

@@ -237,7 +237,7 @@ class VmPolicy(object):
     ``policy_key`` when its policy changes."""
 
     __slots__ = ("vm_id", "slot", "guest_ip", "netns", "mode", "matcher", "allowed_spans", "denied_spans",
-                 "identity", "policy_key", "_decisions")
+                 "identity", "policy_key", "allowed_domains", "_decisions")
 
     def __init__(self, record):
         policy = record.policy
@@ -246,6 +246,7 @@ class VmPolicy(object):
         self.guest_ip = A.guest_ip(self.slot)
         self.netns = record.netns
         self.mode = policy.mode
+        self.allowed_domains = policy.allowed_domains
         self.matcher = domains.Matcher(policy.allowed_domains)
         self.allowed_spans = _spans(policy.allowed_cidrs)
         self.denied_spans = _spans(policy.denied_cidrs)
@@ -419,6 +420,18 @@ def chain_owners(qkey, answer):
             break
         owners.append(nxt)
     return owners
+
+
+def chain_names(q, answer):
+    """The names an address of ANSWER to Q is pinned to: the asked name and
+    every name of its CNAME chain, as text (a name that is not plain ASCII
+    is left out: no SNI or Host can spell it)."""
+    names = [q.name] if q.name else []
+    for key in chain_owners(q.key, answer)[1:]:
+        text = _name_text(key)
+        if text and text not in names:
+            names.append(text)
+    return names
 
 
 GuestView = namedtuple("GuestView", "rcode answers authority learn removed capped", defaults=(0,))

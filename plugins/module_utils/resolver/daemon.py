@@ -45,6 +45,8 @@ from . import registry as reg
 from . import servers
 from . import upstream as up
 from .health import stats_text
+from .pin_journal import PinJournal
+from .pins import PinTable
 
 log = logging.getLogger("vmsan.resolver")
 
@@ -55,6 +57,7 @@ SWEEP = 1.0                 # expired cache entries, log summaries
 RECORDS_PER_TOKEN = 4       # an answer of N records costs its VM N // 4 queries more of its budget
 SWITCH_INTERVAL = 0.0005    # the GIL: the loop waits at most this for the learning thread's encoding
 GC_FULL = 600.0             # seconds between full collections (see Resolver._freeze_survivors)
+PINS_DIR = "pins"           # under the state directory: one journal of pins per VM (pin_journal.py)
 
 # kept under these names for the code and tests that know them
 UPSTREAM_RETRY, UPSTREAM_GIVE_UP = up.UPSTREAM_RETRY, up.UPSTREAM_GIVE_UP
@@ -63,15 +66,30 @@ Learner = reg.Learner
 
 
 class Resolver(object):
+    """PINS: the pin table it records what it learns in (resolver/pins.py;
+    the name guard reads it); JOURNAL: where pins are kept across restarts
+    (resolver/pin_journal.py; None: nowhere). ``on_reloaded(states)``, when
+    set, is told the VMs after each change of the state directory (on the
+    loop's thread: it must be quick; the host daemon hands them to the name
+    guard, which opens a new namespace's queue socket there, a millisecond
+    or two, so the queue is bound before the VM's DNS is answered); ``stats_hooks``: callables whose dicts join the health answer."""
+
     def __init__(self, cfg, upstream, store=None, clock=time.monotonic, defaults=limits.DEFAULT_BUDGET,
-                 pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES):
+                 pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES,
+                 pins=None, journal=None):
         self.cfg = cfg
         self.upstream_address = upstream
         self.clock = clock
         self.defaults = defaults
+        self.pins = pins if pins is not None else PinTable()
+        self.journal = journal
+        self.on_reloaded = None
+        self.stats_hooks = []
+        self._pinned_as = {}        # vm id -> (identity, policy key) its pins belong to
+        self._starting = True       # the first read of the state: pins come back from the journals
         self.loop = servers.Loop(clock)
         self.registry = reg.Registry(store or StateStore(), defaults, clock, cache.SharedBytes(hot_bytes),
-                                     on_new_policy=self._prune_later)
+                                     on_new_policy=self._prune_later, on_reloaded=self._reloaded)
         self.notices = core.RefusalLog(interval=60.0)
         self.refusals = core.RefusalLog()
         self.upstream = up.Upstream(upstream, self.loop, clock, self._complete, self.notices, pool=pool)
@@ -132,6 +150,111 @@ class Resolver(object):
             except Exception as exc:
                 log.warning("VM %s: cannot prune its learned addresses: %s", state.policy.vm_id, exc)
         self.learning.submit_call(state.learner, prune)
+
+    # -- pins ---------------------------------------------------------------------
+    def _reloaded(self, states):
+        """After a change of the state directory: pins follow the VMs (a VM
+        gone, recreated or no longer learning: its pins go; a policy change:
+        the pins of names that left the list go), then ``on_reloaded``."""
+        seen = {}
+        for state in states:
+            policy = state.policy
+            if not policy.learns:
+                continue
+            mine = (policy.identity, policy.policy_key)
+            seen[policy.vm_id] = mine
+            before = self._pinned_as.get(policy.vm_id)
+            if before is None:
+                if not self._starting:
+                    self.pins.forget_vm(policy.vm_id)      # a new VM: nothing of another may stay
+            elif before[0] != policy.identity:
+                self._forget_pins(policy.vm_id, "the VM was recreated")
+            elif before[1] != policy.policy_key:
+                dropped = self.pins.forget_names(policy.vm_id, lambda name, m=policy.matcher: bool(m.allowed(name)))
+                if dropped:
+                    log.info("VM %s: dropped %d pins of names that left its allowed domains", policy.vm_id,
+                             len(dropped))
+                    if self.journal is not None:
+                        self.journal.rewrite(policy.vm_id, policy.identity, self.pins.addresses(policy.vm_id))
+        for vm_id in [v for v in self._pinned_as if v not in seen]:
+            self._forget_pins(vm_id, None)
+        self._pinned_as = seen
+        if self.on_reloaded is not None:
+            try:
+                self.on_reloaded(states)
+            except Exception as exc:        # the guard's part must never stop DNS
+                log.exception("after reading the state: %s", exc)
+
+    def _forget_pins(self, vm_id, why):
+        self.pins.forget_vm(vm_id)
+        if self.journal is not None:
+            self.journal.remove(vm_id)
+        if why:
+            log.info("VM %s: pins forgotten (%s)", vm_id, why)
+
+    def restore_pins(self):
+        """At the daemon's start, once the state was read (before serving):
+        each learning VM's pins come back from its journal, or, without one,
+        from its learned set; journals of VMs that are gone are removed."""
+        states = [s for s in self.registry.states() if s.policy.learns]
+        self._pinned_as = {s.policy.vm_id: (s.policy.identity, s.policy.policy_key) for s in states}
+        if self.journal is not None:
+            for state in states:
+                self._restore_pins(state)
+            for vm_id in self.journal.ids():
+                if vm_id not in self._pinned_as:
+                    self.journal.remove(vm_id)      # a VM removed while no daemon ran
+        self._starting = False
+
+    def _restore_pins(self, state):
+        """STATE's pins from its journal (names that left its list meanwhile
+        dropped), or, without one, from its learned set (each entry's
+        comment: the latest name it was learned for); the journal is then
+        rewritten from what was restored."""
+        policy = state.policy
+        now = self.clock()
+        loaded = self.journal.load(policy.vm_id, policy.identity)
+        if loaded is None:
+            count = self._pins_from_set(state, now)
+            source = "its learned set"
+        else:
+            count = 0
+            for address, names, expires in loaded:
+                names = [n for n in names if policy.matcher.allowed(n)]
+                if names and self.pins.pin(policy.vm_id, address, names, expires):
+                    count += 1
+            source = "its journal"
+        self.journal.rewrite(policy.vm_id, policy.identity, self.pins.addresses(policy.vm_id))
+        if count:
+            log.info("VM %s: %d pins restored from %s", policy.vm_id, count, source)
+
+    def _pins_from_set(self, state, now):
+        policy = state.policy
+        if policy.netns is not None and not ns.exists(policy.netns):
+            return 0
+        try:
+            with ns.entered(policy.netns):
+                from ..kernel.ipsets import SetManager
+                with SetManager() as sets:
+                    members = sets.members(state.learner.set_name)
+        except Exception as exc:
+            log.warning("VM %s: cannot read its learned set to pin its addresses: %s", policy.vm_id, exc)
+            return 0
+        allowed = [m for m in members if m.get("comment") and policy.matcher.allowed(m["comment"])]
+        return self.pins.rebuild(policy.vm_id, allowed, now)
+
+    def _pin(self, state, q, answer, pairs):
+        """Pin each (address, expires) of PAIRS, addresses of ANSWER to Q that
+        STATE's VM has in its learned set, to Q's name and its CNAME chain."""
+        names = core.chain_names(q, answer)
+        if not names:
+            return
+        policy = state.policy
+        for address, expires in pairs:
+            if self.pins.pin(policy.vm_id, address, names, expires) and self.journal is not None:
+                self.journal.write(policy.vm_id, policy.identity, address, names, expires)
+        if self.journal is not None and self.journal.wants_compaction(policy.vm_id, self.pins.count(policy.vm_id)):
+            self.journal.rewrite(policy.vm_id, policy.identity, self.pins.addresses(policy.vm_id))
 
     def refresh_host_addresses(self, now):
         """The host's own addresses, for the rebinding filter."""
@@ -273,6 +396,13 @@ class Resolver(object):
             reply(core.short_reply(q, core.SERVFAIL))
             return
         todo = self._to_learn(state, view.learn, now) if state.policy.learns else ()
+        if state.policy.learns and view.learn:
+            # addresses the set holds for long enough already: pinned to this
+            # name (too) until their entry runs out
+            adding = {address for address, _timeout in todo}
+            fresh = [(a, state.learned[a]) for a, _ttl in view.learn if a not in adding and a in state.learned]
+            if fresh:
+                self._pin(state, q, answer, fresh)
         if not todo:
             self._send_answer(state, q, tcp, answer, view, reply, now, True)
             return
@@ -287,7 +417,8 @@ class Resolver(object):
         meter.bucket.charge(len(todo))          # a netlink message each: the learning thread's time is shared
         entries = [(address, timeout, q.name) for address, timeout in todo]
         self.learning.submit(state.learner, entries,
-                             lambda failed: self._after_learning(state, q, tcp, answer, view, entries, failed, reply))
+                             lambda failed: self._after_learning(state, q, tcp, answer, view, entries, failed, reply,
+                                                                 now))
 
     def _to_learn(self, state, pairs, now):
         """(address, timeout) of PAIRS that the VM's set must be told of: new
@@ -302,9 +433,11 @@ class Resolver(object):
                 todo.append((address, timeout))
         return todo
 
-    def _after_learning(self, state, q, tcp, answer, view, entries, failed, reply):
+    def _after_learning(self, state, q, tcp, answer, view, entries, failed, reply, asked):
         """Back on the loop thread once the learning thread added ENTRIES
-        (FAILED: {address: errno} the set refused)."""
+        (FAILED: {address: errno} the set refused). ASKED: when they were
+        handed over (the set entries' timeouts run from a little later, so a
+        pin until ASKED + timeout never outlives its entry)."""
         state.meter.learning -= 1
         now = self.clock()
         for address, timeout, _name in entries:
@@ -314,6 +447,8 @@ class Resolver(object):
         if current is not state:        # its policy changed meanwhile: answer under the new one
             self._answer_waiter(current, q, tcp, answer, reply, now)
             return
+        self._pin(state, q, answer, [(address, asked + timeout) for address, timeout, _name in entries
+                                     if address not in failed])
         if failed:
             view = core.without(view, set(failed))
         self._send_answer(state, q, tcp, answer, view, reply, now, not failed)
@@ -392,7 +527,12 @@ class Resolver(object):
                      hot_bytes=self.registry.shared_hot.used,
                      tcp=len(self.tcp_server.conns) if self.tcp_server else 0,
                      learning=self.learning.pending(), rss_kib=_rss_kib(), gc_frozen=gc.get_freeze_count(),
-                     uptime=int(time.monotonic() - self._started))
+                     uptime=int(time.monotonic() - self._started), pins=sum(self.pins.count(v) for v in self.pins.vms()))
+        for hook in self.stats_hooks:
+            try:
+                stats.update(hook())
+            except Exception as exc:
+                log.warning("health counters: %s", exc)
         return stats
 
     # -- timers -----------------------------------------------------------------
@@ -409,6 +549,7 @@ class Resolver(object):
 
     def _sweep(self, now):
         self._freeze_survivors(now)
+        self.pins.expire(now)
         # Both caches are bounded in bytes whatever stays in them; this only
         # gives the bytes of expired entries back sooner, a slice a second.
         self.upstream.answers.expire_some(now)
@@ -480,6 +621,8 @@ class Resolver(object):
                     pass
                 sock.close()
         self.registry.close()
+        if self.journal is not None:
+            self.journal.close()
         self.loop.close()
 
     def start_threads(self):
@@ -522,16 +665,22 @@ def _raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
+def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, attach=None, name="vmsan-resolver"):
     """Run the resolver in the foreground until SIGTERM or SIGINT; SIGHUP
     re-reads every state file. UPSTREAM, LISTEN: (ip, port), validated by
     model.inputs; BUDGET: the per-VM defaults (model.inputs.resolver_budget's
-    dict, or a limits.Budget). Returns the exit status."""
+    dict, or a limits.Budget). ATTACH(resolver): called once the resolver
+    has read the state and restored its pins, before it serves (the host
+    daemon starts the name guard there); what it returns, if anything, is
+    called when the resolver stops, before its sockets close. NAME heads
+    every log line. Returns the exit status."""
     if not core.HAS_DNSLIB:
         raise VmsanError("the resolver needs the Python library dnslib (%s); install the pinned requirements "
                          "(scripts/setup.sh, or pip install -r requirements.txt)" % core.DNSLIB_IMPORT_ERROR)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="vmsan-resolver: %(levelname)s %(message)s")
-    log.setLevel(os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper())
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=name + ": %(levelname)s %(message)s")
+    level = os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper()
+    log.setLevel(level)
+    logging.getLogger("vmsan").setLevel(level)      # the guard's and the commands' lines too
     cfg = core.settings(ttl_floor, grace)
     budget = limits.budget_from_flags(budget) if isinstance(budget, dict) else budget or limits.DEFAULT_BUDGET
     address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
@@ -541,7 +690,9 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
         raise VmsanError("the upstream %s:%d is the resolver's own address" % upstream)
     _raise_fd_limit()
     sys.setswitchinterval(SWITCH_INTERVAL)
-    resolver = Resolver(cfg, upstream, defaults=budget)
+    store = StateStore()
+    resolver = Resolver(cfg, upstream, store=store, defaults=budget,
+                        journal=PinJournal(os.path.join(store.root, PINS_DIR)))
     try:
         resolver.open_sockets(address)
     except OSError as exc:
@@ -553,9 +704,13 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda s, f: resolver.request_reload())
+    detach = None
     try:
         resolver.check_state(force=True)
+        resolver.restore_pins()
         resolver.refresh_host_addresses(resolver.clock())
+        if attach is not None:
+            detach = attach(resolver)
         gc.freeze()         # what is loaded at start lives as long as the process
         resolver.start_threads()
         log.info("listening on %s:%d (UDP, TCP); upstream %s:%d; %d VMs; learned addresses stay "
@@ -566,7 +721,11 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None):
     except servers.Stop:
         log.info("stopping")
     finally:
-        resolver.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            if detach is not None:
+                detach()
+        finally:
+            resolver.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return 0

@@ -15,7 +15,8 @@ the resolver writes it and the guard reads it, in one process.
 * ``expire(now)``: drop what ran out (amortised: a heap of expiries).
 
 Times are the caller's clock (monotonic seconds). Thread safe: the resolver
-writes from its threads while the guard reads from its loop.
+writes from its threads while the guard reads from its loop. What survives
+a restart is the resolver's journal (resolver/pin_journal.py).
 """
 
 import heapq
@@ -30,13 +31,23 @@ class PinTable(object):
 
     def pin(self, vm, address, names, expires):
         """Pin ADDRESS to each of NAMES (lower case, no trailing dot) for VM
-        until EXPIRES, or later if it was pinned for longer."""
+        until EXPIRES, or later if it was pinned for longer. Returns whether
+        a pin is new or lasts longer now."""
+        moved = False
         with self._lock:
             by_name = self._vms.setdefault(vm, {}).setdefault(address, {})
             for name in names:
                 if by_name.get(name, float("-inf")) < expires:
                     by_name[name] = expires
                     heapq.heappush(self._heap, (expires, vm, address, name))
+                    moved = True
+        return moved
+
+    def count(self, vm):
+        """How many (address, name) pins VM holds (expired ones included
+        until ``expire`` ran)."""
+        with self._lock:
+            return sum(len(by_name) for by_name in self._vms.get(vm, {}).values())
 
     def rebuild(self, vm, members, now):
         """Pin what VM's learned set holds: MEMBERS as the set lists them,

@@ -259,14 +259,16 @@ class Registry(object):
     """VMs by guest address (``vms``: text, ``vms_raw``: the packed address),
     re-read from the state directory when it changes. ``on_new_policy`` is
     called with each VM whose policy is new or changed and learns (to prune
-    its set)."""
+    its set); ``on_reloaded`` with every VM (its VmStates) after each
+    re-read that changed something (pins, the name guard)."""
 
     def __init__(self, store, defaults=limits.DEFAULT_BUDGET, clock=time.monotonic, shared_hot=None,
-                 hot_limit=cache.DEFAULT_HOT_BYTES_PER_VM, on_new_policy=None):
+                 hot_limit=cache.DEFAULT_HOT_BYTES_PER_VM, on_new_policy=None, on_reloaded=None):
         self.store, self.defaults, self.clock = store, defaults, clock
         self.shared_hot = shared_hot or cache.SharedBytes()
         self.hot_limit = hot_limit
         self.on_new_policy = on_new_policy
+        self.on_reloaded = on_reloaded
         self.vms = {}               # guest ip -> VmState (replaced whole on reload)
         self.vms_raw = {}           # the same, keyed by the packed address
         self.by_id = {}
@@ -362,6 +364,7 @@ class Registry(object):
         for identity in [i for i in self.meters if i not in identities]:
             del self.meters[identity]
         replaced = [s for vm_id, s in self.by_id.items() if by_id.get(vm_id) is not s]
+        arrived = [vm_id for vm_id in by_id if vm_id not in self.by_id]
         self.by_id = by_id
         self.vms = {s.policy.guest_ip: s for s in by_id.values()}
         self.vms_raw = {socket.inet_aton(ip): s for ip, s in self.vms.items()}
@@ -370,6 +373,8 @@ class Registry(object):
         if self.on_new_policy is not None:
             for state in changed:
                 self.on_new_policy(state)
+        if self.on_reloaded is not None and (replaced or arrived):
+            self.on_reloaded(self.states())
 
     def forget_caches(self):
         for state in self.states():

@@ -138,3 +138,19 @@ def test_table_steps_decide_from_keys_alone():
         "filter: policy FORWARD DROP"]
     members, hook = steps[2], steps[3]
     assert members.delete == (0,) and hook.delete == (1,)        # the stale jump, the misplaced hook
+
+
+def test_table_steps_delete_absent_chains_last_and_only_if_there():
+    pytest.importorskip("iptc")
+    from ansible_collections.vmsan.network.plugins.module_utils.kernel import iptables
+    part = iptables.TablePlan(hooks={}, owned={"vmsan-web-out": [("-j", "DROP")]}, members={}, policies={},
+                              absent=frozenset({"vmsan-web-guard", "VMSAN-GUARD-EMPTY"}))
+    wanted = {"vmsan-web-out": [Rule("drop")]}
+    left = iptables.Observed({"vmsan-web-out": [Rule("jump-guard")], "vmsan-web-guard": [],
+                              "VMSAN-GUARD-EMPTY": []}, {})
+    steps = iptables.table_steps("filter", part, "web", left, wanted)
+    assert [str(s.change) for s in steps] == [
+        "filter: set chain vmsan-web-out (1 rules)", "filter: delete chain VMSAN-GUARD-EMPTY",
+        "filter: delete chain vmsan-web-guard"]
+    gone = iptables.Observed({"vmsan-web-out": [Rule("drop")], "vmsan-web-guard": None, "VMSAN-GUARD-EMPTY": None}, {})
+    assert iptables.table_steps("filter", part, "web", gone, wanted) == []

@@ -41,7 +41,7 @@ def test_custom_precedence_order():
     rules = out_chain(pol)
     deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
     allow = rules.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
-    learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT"))
+    learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "vmsan-web1-guard"))
     dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"))
     link_local = rules.index(("-d", "169.254.0.0/16", "-j", "DROP"))
     assert dot < deny < link_local < allow < learned
@@ -168,3 +168,62 @@ def test_allows_all_that_agrees_with_outbound_allowed():
                 if fp.outbound_allowed(old, dst, proto, port):
                     assert fp.outbound_allowed(new, dst, proto, port), (old, new, dst, proto, port)
     assert wider > 300
+
+
+# -- the name guard in the plan (plan/name_guard.py) -------------------------------
+
+GUARD_DOMAINS = "a.example.com,git.example.com:22,ntp.example.com:123/udp,dns.example.com:53/udp"
+
+
+@pytest.mark.parametrize("in_host", [False, True], ids=["netns", "no-netns"])
+def test_a_custom_policy_with_domains_sends_its_learned_set_through_the_guard(in_host):
+    pol = inputs.policy(None, GUARD_DOMAINS, "10.0.0.0/8", "10.1.0.0/16")
+    plan = fp.vm_plan(VM, pol, in_host_namespace=in_host)
+    out = plan.owned[("filter", "vmsan-web1-out")]
+    # no rule of the VM accepts the learned set without the guard
+    assert not [r for r in out if "vmsan-web1-dns" in r and r[-1] == "ACCEPT"]
+    jump = out.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "vmsan-web1-guard"))
+    deny = out.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
+    allow = out.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
+    resolver = out.index(("-d", "169.254.64.1/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"))
+    # DNS to the resolver first, denied CIDRs win, allowed CIDRs are never held
+    assert resolver < deny < allow < jump < len(out) - 1 and out[-1] == ("-j", "DROP")
+    guard = plan.owned[("filter", "vmsan-web1-guard")]
+    queued = [r for r in guard if "NFQUEUE" in r]
+    assert all("--queue-bypass" not in r for r in queued)          # fail closed without a reader
+    assert ("-p", "udp", "-m", "multiport", "--dports", "53,123", "-j", "NFQUEUE", "--queue-num", "3013") in guard
+    assert guard[-1] == ("-j", "DROP")                              # other UDP, ICMP, ...
+    assert ("filter", "VMSAN-GUARD-EMPTY") in plan.owned
+    to = plan.owned[("filter", "vmsan-web1-to")]
+    assert "NFLOG" in to[0] and "vmsan-web1-dns" in to[0]
+    # marks: only our two bits are read or written (other software's survive)
+    for rule in guard:
+        if "--mark" in rule:
+            assert rule[rule.index("--mark") + 1].endswith("/0x30000000")
+        if "CONNMARK" in rule:
+            assert rule[rule.index("--nfmask") + 1] == rule[rule.index("--ctmask") + 1] == "0x30000000"
+    assert plan.absent == frozenset()
+
+
+@pytest.mark.parametrize("policy", [inputs.policy(), inputs.policy("deny-all"),
+                                    inputs.policy(None, None, "10.0.0.0/8")], ids=["allow-all", "deny-all", "cidr"])
+def test_a_policy_without_domains_has_no_guard_and_says_its_chains_must_go(policy):
+    plan = fp.vm_plan(VM, policy)
+    assert ("filter", "vmsan-web1-guard") not in plan.owned
+    assert not any("NFLOG" in r for r in plan.owned[("filter", "vmsan-web1-to")])
+    assert plan.absent == {("filter", "vmsan-web1-guard"), ("filter", "VMSAN-GUARD-EMPTY")}
+    # in the host namespace the shared chain may serve other VMs: only the VM's own goes
+    host = fp.vm_plan(VM, policy, in_host_namespace=True)
+    assert host.absent == {("filter", "vmsan-web1-guard")}
+
+
+def test_a_merged_plan_never_deletes_a_chain_another_part_owns():
+    guarded = VmRecord("web2", 4, None, policy=inputs.policy(None, "a.example.com"))
+    plain = VmRecord("web1", 3, None, policy=inputs.policy())
+    merged = fp.merge(fp.plans_for(plain)[1], fp.plans_for(guarded)[1])
+    assert ("filter", "vmsan-web1-guard") in merged.absent
+    assert ("filter", "VMSAN-GUARD-EMPTY") in merged.owned and ("filter", "VMSAN-GUARD-EMPTY") not in merged.absent
+
+
+def test_the_guard_chain_is_one_of_the_vms_chains():
+    assert "vmsan-web1-guard" in fp.vm_chains("web1")

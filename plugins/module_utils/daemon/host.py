@@ -1,0 +1,76 @@
+"""The host daemon (``vmsan daemon``; ``vmsan resolver`` is its old name):
+one process per host that runs the DNS resolver and the name guard (and,
+started around it by ``faces``, the warm path's command server).
+
+* The resolver (``resolver.daemon``) is the main thread's event loop; it
+  records the pins (which names each learned address was learned for) and
+  keeps them in a journal per VM, so a restart keeps them.
+* The name guard (``guard.service``) runs on threads of its own: it is told
+  the guarded VMs after every change of the state directory the resolver
+  notices (``Resolver.on_reloaded``), opens a queue socket in each namespace
+  that holds one, and reads the same pin table.
+* What the guard counts is the daemon's to read: ``Daemon.guard.decisions()``
+  ({vm: {(decision, reason): n}}) and its totals in the health answer
+  (``guard_*``). ``on_refusal`` is where each refused flow goes (the log,
+  by default; the operator view adds events and metrics).
+
+A fault in the guard or in a command cannot stop DNS: the guard's work is
+on its own threads and its faults are caught there; the resolver calls it
+only to hand over the VMs, inside a ``try``. When the daemon is down, the
+kernel drops what the guard's rules queue (no ``--queue-bypass``): guarded
+flows fail closed, flows accepted before keep running (their verdict is in
+their connection's mark), and a restart guards them again with no change
+to the VMs.
+"""
+
+import logging
+
+from ..guard.service import GuardedVm, GuardService
+from ..resolver import daemon as resolver_daemon
+
+log = logging.getLogger("vmsan.daemon")
+
+
+class Daemon(object):
+    """The parts of one running daemon, for whoever needs to read them
+    (the operator view's metrics): ``resolver`` and ``guard``."""
+
+    def __init__(self, on_refusal=None, metrics_listen=None):
+        self.on_refusal, self.metrics_listen = on_refusal, metrics_listen
+        self.resolver = None
+        self.guard = None
+
+    def attach(self, resolver):
+        """resolver.daemon.main's ATTACH: the guard on RESOLVER's pins, in
+        step with its VMs, started before DNS is served; returns what stops it."""
+        self.resolver = resolver
+        self.guard = GuardService(resolver.pins, on_refusal=self.on_refusal)
+        resolver.on_reloaded = self.guarded_vms_changed
+        resolver.stats_hooks.append(self.guard.stats)
+        self.guarded_vms_changed(resolver.registry.states())      # queues bound before DNS is served
+        self.guard.start()
+        log.info("name guard: %d namespaces", len(self.guard.namespaces()))
+        if self.metrics_listen is not None:
+            log.warning("--metrics-listen %s:%d: this version serves no metrics yet", *self.metrics_listen)
+        return self.guard.close
+
+    def guarded_vms_changed(self, states):
+        """The resolver's VMs after a change: those whose policy learns
+        (``custom`` with allowed domains) are the guarded ones. Made so on
+        the resolver's thread before it answers again (``GuardService.sync``:
+        opening a new namespace's queue socket takes a millisecond or two),
+        so a guest's first flow after its first answer finds its queue bound."""
+        self.guard.want([GuardedVm(s.policy.vm_id, s.policy.guest_ip, s.policy.netns, s.policy.allowed_domains)
+                         for s in states if s.policy.learns])
+        self.guard.sync()
+
+
+def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, metrics_listen=None):
+    """Run the daemon in the foreground until SIGTERM or SIGINT (SIGHUP:
+    re-read every state file). The flags as model.inputs validated them;
+    METRICS_LISTEN ((ip, port) or None) is accepted for the operator view's
+    metrics endpoint, which this version does not serve yet. Returns the
+    exit status."""
+    daemon = Daemon(metrics_listen=metrics_listen)
+    return resolver_daemon.main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
+                                attach=daemon.attach, name="vmsan-daemon")
