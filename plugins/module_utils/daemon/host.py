@@ -49,17 +49,20 @@ class Daemon(object):
         self.guard = GuardService(resolver.pins, on_refusal=self.on_refusal)
         resolver.on_reloaded = self.guarded_vms_changed
         resolver.stats_hooks.append(self.guard.stats)
-        self.guarded_vms_changed(resolver.registry.states())
-        self.guard.sync()
+        self.guarded_vms_changed(resolver.registry.states())      # queues bound before DNS is served
         self.guard.start()
         log.info("name guard: %d namespaces", len(self.guard.namespaces()))
         return self.guard.close
 
     def guarded_vms_changed(self, states):
         """The resolver's VMs after a change: those whose policy learns
-        (``custom`` with allowed domains) are the guarded ones."""
+        (``custom`` with allowed domains, not in audit mode) are the guarded ones. Made so on
+        the resolver's thread before it answers again (``GuardService.sync``:
+        opening a new namespace's queue socket takes a millisecond or two),
+        so a guest's first flow after its first answer finds its queue bound."""
         self.guard.want([GuardedVm(s.policy.vm_id, s.policy.guest_ip, s.policy.netns, s.policy.allowed_domains)
                          for s in states if s.policy.learns and not s.policy.audit])
+        self.guard.sync()
 
     def guard_decisions(self):
         """{(vm, decision, reason): n} of the guard (the metrics' guard source)."""

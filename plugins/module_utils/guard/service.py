@@ -94,6 +94,7 @@ class GuardService(object):
         self._threads = []
         self._failing = {}          # netns -> the error last logged for it
         self._closed = False
+        self._making = threading.Lock()     # one _reconcile at a time (the control thread, sync's caller)
 
     # -- what is wanted ------------------------------------------------------------
     def want(self, vms):
@@ -109,8 +110,12 @@ class GuardService(object):
                 self._cond.notify()
 
     def sync(self):
-        """Make it so now, on the calling thread (the daemon's start: its
-        guests' flows are guarded before it serves DNS)."""
+        """Make it so now, on the calling thread: at the daemon's start, and
+        after every reload of the state directory, so that a VM's queue is
+        bound (and a replaced namespace's socket opened again) before the
+        resolver answers the VM's DNS. A guest that connects right after its
+        first answer would otherwise race the control thread: its server's
+        SYN-ACK copy lost to an unbound log group, its flow refused."""
         self._reconcile()
 
     # -- threads -------------------------------------------------------------------
@@ -161,6 +166,10 @@ class GuardService(object):
 
     # -- making it so --------------------------------------------------------------
     def _reconcile(self):
+        with self._making:
+            self._reconcile_now()
+
+    def _reconcile_now(self):
         with self._cond:
             wanted, self._dirty = dict(self._wanted), False
         for netns in [n for n in self._namespaces if n not in wanted]:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 from ..model import inputs
 from ..model.errors import ConflictError, InputError, NotFoundError, VmsanError
-from ..model.records import DEFAULT_LIMITS, Bandwidth, BrokenRecord, DnsLimits, Limits, Policy, VmRecord
+from ..model.records import DEFAULT_LIMITS, Bandwidth, BrokenRecord, DnsLimits, Policy, VmRecord
 
 SCHEMA_VERSION = 1
 DEFAULT_HOME = "/var/lib/vmsan"

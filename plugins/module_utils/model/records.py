@@ -116,7 +116,6 @@ class Limits:
     connections: Optional[int] = None
     dns: DnsLimits = NO_DNS_LIMITS
 
-
     def over(self, current):
         """These limits with every KEEP field taken from CURRENT (a Limits)."""
         def pick(mine, theirs):

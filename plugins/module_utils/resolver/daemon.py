@@ -73,7 +73,8 @@ class Resolver(object):
     (resolver/pin_journal.py; None: nowhere). ``on_reloaded(states)``, when
     set, is told the VMs after each change of the state directory (on the
     loop's thread: it must be quick; the host daemon hands them to the name
-    guard); ``stats_hooks``: callables whose dicts join the health answer."""
+    guard, which opens a new namespace's queue socket there, a millisecond
+    or two, so the queue is bound before the VM's DNS is answered); ``stats_hooks``: callables whose dicts join the health answer."""
 
     def __init__(self, cfg, upstream, store=None, clock=time.monotonic, defaults=limits.DEFAULT_BUDGET,
                  pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES,
