@@ -313,3 +313,14 @@ def test_a_published_port_on_an_address_the_host_lacks_is_refused_and_changes_no
     # an address the host has is fine
     made = sandbox.vmsan("create", "--id", vm_id, "--publish-port", "198.51.100.2:8080:80").out
     assert made["published_ports"] == ["198.51.100.2:8080:80/tcp"]
+
+
+def test_conflicts_name_their_flag_and_change_nothing(sandbox):
+    first = sandbox.vmsan("create", "--id", sandbox.unique_id("a"), "--slot", "3", "--publish-port", "8080").out
+    for argv, flag in ((("--id", sandbox.unique_id("b"), "--slot", "3"), "--slot: slot 3 is held by VM"),
+                       (("--id", sandbox.unique_id("c"), "--publish-port", "8080"),
+                        "--publish-port: host port 8080/tcp is already published by VM"),
+                       (("--id", first["id"]), "--id: VM %r already exists" % first["id"])):
+        done = sandbox.vmsan("create", *argv, check=False)
+        assert done.rc == 2 and done.err.startswith("vmsan: " + flag), done.err
+    assert [v["id"] for v in sandbox.vmsan("list").out] == [first["id"]]
