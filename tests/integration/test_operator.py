@@ -324,3 +324,20 @@ def test_conflicts_name_their_flag_and_change_nothing(sandbox):
         done = sandbox.vmsan("create", *argv, check=False)
         assert done.rc == 2 and done.err.startswith("vmsan: " + flag), done.err
     assert [v["id"] for v in sandbox.vmsan("list").out] == [first["id"]]
+
+
+def test_events_follow_prints_a_refusal_as_it_happens(sandbox, daemon):
+    import select
+    import subprocess
+    vm, guest = custom_vm(sandbox, "follow", "--allowed-domain", "a.example.test")
+    follower = sandbox.host.spawn([*sandbox.vmsan_cmd, "events", vm["id"], "--follow", "--json"],
+                                  env=sandbox.vmsan_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)         # it has read the log as it was
+        assert guest.dig("refused.example.test", guest.dns_server)[0] == "NXDOMAIN"
+        ready, _w, _x = select.select([follower.stdout], [], [], PROMPT)
+        assert ready, "nothing printed within %.1f s" % PROMPT
+        line = json.loads(follower.stdout.readline())
+        assert (line["vm"], line["kind"], line["name"]) == (vm["id"], "name", "refused.example.test")
+    finally:
+        procs.stop(follower)
