@@ -95,7 +95,7 @@ options:
       - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
         what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
         suggest) then prints the smallest lists that would have allowed it.
-      - Part of the policy: left out while other policy options are given, it is V(false).
+      - Part of the policy. Left out while other policy options are given, it is V(false).
     type: bool
   published_ports:
     description:

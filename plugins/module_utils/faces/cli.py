@@ -179,8 +179,8 @@ def build_parser():
                        description="Print the event log: one line per refusal (or 'would refuse' in audit mode), "
                                    "oldest first. The host daemon writes it; rate limits per VM apply.")
     p.add_argument("vm", metavar="VM", nargs="?", help="only this VM's events (default: every VM's)")
-    p.add_argument("--since", metavar="T", help="only events since T: a time ago (30s, 10m, 2h, 1d) or a UTC time "
-                                                 "(2026-12-02T10:00:00Z)")
+    p.add_argument("--since", metavar="T",
+                   help="only events since T: a time ago (30s, 10m, 2h, 1d) or a UTC time (2026-12-02T10:00:00Z)")
     p.add_argument("--follow", action="store_true", help="keep printing events as they are written (Ctrl-C ends)")
     _json_flag(p, "print each event as one JSON object per line")
     p = sub.add_parser("metrics", help="print the metrics once, in the Prometheus text format",
@@ -266,14 +266,16 @@ def _policy_args(args):
     return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr, args.audit)
 
 
+AUDIT_NOTE = " (audit mode: what the lists refuse passes, logged)"
+
+
 def facts_text(record):
     """The facts of RECORD as ``create`` and ``show`` print them without --json."""
     slot, policy = record.slot, record.policy
     lines = ["id:        %s" % record.id, "slot:      %d" % slot, "tap:       %s" % A.tap_name(slot),
              "netns:     %s" % (record.netns or "(host namespace)"),
              "guest:     %s/30 via %s, mac %s" % (A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)),
-             "policy:    %s%s" % (policy.mode, " (audit mode: what the lists refuse passes, logged)"
-                                   if policy.audit else "")]
+             "policy:    %s%s" % (policy.mode, AUDIT_NOTE if policy.audit else "")]
     for values, label in ((policy.allowed_domains, "domains"), (policy.allowed_cidrs, "allowed"),
                           (policy.denied_cidrs, "denied"), ([p.text for p in record.ports], "ports")):
         if values:

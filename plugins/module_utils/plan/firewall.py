@@ -29,7 +29,8 @@ from collections import namedtuple
 
 from ..model import addressing as A
 from . import budgets, drops, name_guard
-from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  (the plan's names, used as fp.*)
+# the plan's names, used as fp.* by its callers
+from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  pylint: disable=unused-import
 
 TABLES = ("raw", "nat", "filter")
 

@@ -57,8 +57,8 @@ def _grouped(names):
         if len(under) >= WILDCARD_AT:
             entries.append("*." + parent)
             covered.update(under)
-            notes.append("*.%s stands for the %d names seen below %s: %s" % (parent, len(under), parent,
-                                                                              ", ".join(sorted(under))))
+            notes.append("*.%s stands for the %d names seen below %s: %s"
+                         % (parent, len(under), parent, ", ".join(sorted(under))))
     entries += [n for n in names if n not in covered]
     return entries, notes
 

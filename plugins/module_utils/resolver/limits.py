@@ -16,7 +16,8 @@ import dataclasses
 from collections import namedtuple
 
 from ..model.inputs import RESOLVER_BUDGETS
-from ..telemetry.budget import LogBudget, summary_text  # noqa: F401  (the log budget lives with the event log's)
+# the log budget lives with the event log's; re-exported for the resolver
+from ..telemetry.budget import LogBudget, summary_text  # noqa: F401  pylint: disable=unused-import
 
 # Defaults (model.inputs.RESOLVER_BUDGETS): far above what a normal guest
 # asks (a busy build VM resolves a few hundred names a second at its peak, a

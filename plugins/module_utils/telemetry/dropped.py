@@ -39,8 +39,9 @@ from . import packets
 
 log = logging.getLogger("vmsan.drops")
 
-REFRESH = 0.1               # seconds between looks at the state directory (a stat): a new VM's
-                            # drops are read from at most this long after its namespace exists
+# seconds between looks at the state directory (a stat): a new VM's drops are
+# read from at most this long after its namespace exists
+REFRESH = 0.1
 READS_PER_VM = 100          # copies read per VM per second; then its sockets rest
 HOST = None                 # the key of the host namespace's sockets
 # A guest kernel's own IPv6 housekeeping (router solicitations, MLD reports,

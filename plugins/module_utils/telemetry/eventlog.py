@@ -236,8 +236,7 @@ def read(path_dir, vm=None, since=None):
     for path in files(path_dir):
         try:
             with open(path) as handle:
-                for event in _events_of(handle, vm, since):
-                    yield event
+                yield from _events_of(handle, vm, since)
         except FileNotFoundError:
             continue            # rotated away meanwhile
 
@@ -259,8 +258,7 @@ def follow(path_dir, vm=None, since=None, stop=None, poll=FOLLOW_POLL):
         for older in rotated:
             try:
                 with open(older) as old:
-                    for event in _events_of(old, vm, since):
-                        yield event
+                    yield from _events_of(old, vm, since)
             except FileNotFoundError:
                 continue
         partial = ""
@@ -271,8 +269,7 @@ def follow(path_dir, vm=None, since=None, stop=None, poll=FOLLOW_POLL):
                     text = partial + chunk
                     lines = text.split("\n")
                     partial = lines.pop()
-                    for event in _events_of(lines, vm, since):
-                        yield event
+                    yield from _events_of(lines, vm, since)
                     continue
             try:
                 current = os.stat(path).st_ino
@@ -282,8 +279,7 @@ def follow(path_dir, vm=None, since=None, stop=None, poll=FOLLOW_POLL):
                 # rotated: read the rest of the old file above, then the new one from its start
                 if handle is not None:
                     rest = handle.read()
-                    for event in _events_of((partial + rest).split("\n"), vm, since):
-                        yield event
+                    yield from _events_of((partial + rest).split("\n"), vm, since)
                     handle.close()
                 handle, inode, partial = open(path), current, ""
                 continue

@@ -162,8 +162,7 @@ class VmsanCollector(object):
         yield packet_f
         yield dropped_f
         yield audit_f
-        for family in self._dns_families():
-            yield family
+        yield from self._dns_families()
         guard_f = _family("vmsan_guard_decisions_total")
         for (vm, decision, reason), value in sorted((self.guard() if self.guard else {}).items()):
             guard_f.add_metric([vm, decision, reason], value)
