@@ -7,9 +7,11 @@ the threads and closes every socket: an open socket would keep its namespace
 (and the links in it) alive after ``ip netns del``.
 """
 
+import errno
 import selectors
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from .guard import entered
@@ -29,6 +31,20 @@ def _family(addr):
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
+def _bind_when_ready(sock, addr, port, wait=2.0):
+    """sock.bind, waiting while the kernel has not made the address usable
+    yet (EADDRNOTAVAIL right after ``ip addr add`` was seen under load, once in
+    some hundred sandboxes): the harness's own setup, never the product's."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return sock.bind((addr, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _bind(ns_name, kind, binds):
     socks = []
     with entered(ns_name):
@@ -39,7 +55,7 @@ def _bind(ns_name, kind, binds):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if _family(addr) == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((addr, port))
+                _bind_when_ready(sock, addr, port)
                 if kind == socket.SOCK_STREAM:
                     sock.listen(128)
         except BaseException:

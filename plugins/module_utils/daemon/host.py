@@ -48,6 +48,7 @@ class Daemon(object):
         self.resolver = resolver
         self.guard = GuardService(resolver.pins, on_refusal=self.on_refusal)
         resolver.on_reloaded = self.guarded_vms_changed
+        resolver.before_learned_answer = lambda policy: self.guard.ensure(policy.netns)
         resolver.stats_hooks.append(self.guard.stats)
         self.guarded_vms_changed(resolver.registry.states())      # queues bound before DNS is served
         self.guard.start()

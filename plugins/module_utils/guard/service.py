@@ -118,6 +118,22 @@ class GuardService(object):
         SYN-ACK copy lost to an unbound log group, its flow refused."""
         self._reconcile()
 
+    def ensure(self, netns):
+        """NETNS's queue bound now, if a guarded VM is there and it is not
+        bound yet (the resolver's thread, before an answer that opens
+        addresses): True when it is bound. The common case is one dict
+        lookup; the rare one (a namespace made after the reload that named
+        its VM, or one that could not be entered then) is a reconcile here,
+        since on the control thread's tick the guest's first SYN-ACK would
+        be gone before the queue's log group was bound, and its flow refused."""
+        if netns in self._namespaces:
+            return True
+        with self._cond:
+            if netns not in self._wanted:
+                return False
+        self._reconcile()
+        return netns in self._namespaces
+
     # -- threads -------------------------------------------------------------------
     def start(self):
         for target, name in ((self._serve, "vmsan-guard"), (self._control, "guard-control")):

@@ -74,7 +74,14 @@ class Resolver(object):
     set, is told the VMs after each change of the state directory (on the
     loop's thread: it must be quick; the host daemon hands them to the name
     guard, which opens a new namespace's queue socket there, a millisecond
-    or two, so the queue is bound before the VM's DNS is answered); ``stats_hooks``: callables whose dicts join the health answer."""
+    or two, so the queue is bound before the VM's DNS is answered);
+    ``before_learned_answer(policy)``, when set, is called on the loop's
+    thread before an answer that opens addresses to a learning VM goes out
+    (the host daemon makes sure the VM's guard queue is bound: a namespace
+    that was not there yet at the reload, or could not be entered then, is
+    bound now, not on the guard's next housekeeping tick, which a guest
+    connecting at once would beat); ``stats_hooks``: callables whose dicts
+    join the health answer."""
 
     def __init__(self, cfg, upstream, store=None, clock=time.monotonic, defaults=limits.DEFAULT_BUDGET,
                  pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES,
@@ -89,6 +96,7 @@ class Resolver(object):
         self.pins = pins if pins is not None else PinTable()
         self.journal = journal
         self.on_reloaded = None
+        self.before_learned_answer = None
         self.stats_hooks = []
         self._pinned_as = {}        # vm id -> (identity, policy key) its pins belong to
         self._starting = True       # the first read of the state: pins come back from the journals
@@ -428,6 +436,11 @@ class Resolver(object):
             reply(core.short_reply(q, core.SERVFAIL))
             return
         todo = self._to_learn(state, view.learn, now) if state.policy.learns else ()
+        if state.policy.learns and view.learn and self.before_learned_answer is not None:
+            try:
+                self.before_learned_answer(state.policy)
+            except Exception as exc:     # the guard's fault: the answer goes on (its flows fail closed)
+                log.warning("VM %s: %s", state.policy.vm_id, exc)
         if state.policy.learns and view.learn:
             # addresses the set holds for long enough already: pinned to this
             # name (too) until their entry runs out
