@@ -554,6 +554,14 @@ HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "lis
             "policy": cmd_policy, "daemon": cmd_daemon, "resolver": cmd_daemon, "restore": cmd_restore}
 
 
+def _label(args, param):
+    """The CLI's name of PARAM: the ports of ``port add|remove`` are its
+    PORTS argument, not --publish-port."""
+    if param == "published_ports" and args.command == "port":
+        return "PORTS"
+    return inputs.label(param, "cli")
+
+
 def run(argv, stdout, stderr, env=None):
     """Run the command ARGV (without the program name); return its exit
     status. Writes only to STDOUT and STDERR; ENV (default: the process's)
@@ -573,7 +581,7 @@ def run(argv, stdout, stderr, env=None):
     try:
         return HANDLERS[args.command](ctx)
     except (InputError, ConflictError) as exc:
-        ctx.err(exc.render(inputs.label(exc.param, "cli")) if exc.param else str(exc))
+        ctx.err(exc.render(_label(args, exc.param)) if exc.param else str(exc))
         return exc.exit_code
     except VmsanError as exc:
         ctx.err(str(exc))

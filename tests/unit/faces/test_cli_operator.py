@@ -133,3 +133,10 @@ def test_the_metrics_server_serves_the_exposition_and_stops():
     finally:
         server.stop()
     assert "# TYPE vmsan_vms gauge" in body and "vmsan_vms 0.0" in body
+
+
+def test_port_add_names_its_ports_argument_not_the_create_flag(tmp_path):
+    status, _out, err = run(["port", "add", "web", "0"], {"VMSAN_HOME": str(tmp_path)})
+    assert status == 2 and err.startswith("vmsan: PORTS: ") and "--publish-port" not in err
+    status, _out, err = run(["create", "--id", "web", "--publish-port", "0"], {"VMSAN_HOME": str(tmp_path)})
+    assert status == 2 and err.startswith("vmsan: --publish-port: ")
