@@ -31,6 +31,8 @@ declare -A ARGS=(
     [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
     [import_bench.py]="--runs 3"
     [tenancy_bench.py]="storm --seconds 5 --workers 4 --vms 3"
+    [operator_bench.py]="--rounds 1 --seconds 1 --flood-rounds 1"
+    [metrics_plot.py]="--seconds 4 --out /tmp/vmsan-smoke-metrics.png"
 )
 # benchmarks that need longer: ansible_bench's four playbook runs cost ~20 s
 # each on a loaded 2-core machine (Ansible's own start and the host role)
@@ -38,7 +40,7 @@ declare -A LIMITS=(
     [ansible_bench.py]="${SMOKE_TIMEOUT:-360}"
 )
 ORDER=(lifecycle_bench.py policy_bench.py resolver_bench.py resolver_hostile_bench.py ports_bandwidth_bench.py
-       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py)
+       ansible_bench.py nfqueue_bench.py guard_bench.py import_bench.py tenancy_bench.py operator_bench.py metrics_plot.py)
 
 # Leftovers of dead sandboxes before and after: a new one after is ours.
 leftovers() { "$PY" -m sandbox.cleanup --dry-run 2>&1 | grep -v '^nothing to clean' | sort; }

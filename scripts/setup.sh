@@ -12,13 +12,21 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(iptables ipset iproute2 conntrack iperf3 dnsutils curl dnsperf dnsmasq-base
-          containernetworking-plugins qemu-system-x86 busybox-static cpio python3-venv)
+          containernetworking-plugins qemu-system-x86 busybox-static cpio python3-venv prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # Debian's prometheus starts its service on install where an init system
+    # runs; the tests start their own inside a sandbox, and the host must not
+    # serve one: no service starts during this install.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -10,6 +10,7 @@ tests/unit/test_layers.py):
     plan       desired state built from the model: rules, caps, port edits (pure)
     kernel     adapters, one per kernel object: netns, links, sysctl, iptables, ipsets, tc, conntrack
     lifecycle  state files and the orchestration that converges a VM through the adapters
+    telemetry  what an operator sees: the event log, a VM's kernel counters, dropped-packet copies, metrics
     resolver   the host DNS resolver: decisions (pure) and its sockets; the pin table
     guard      the name guard: SNI/Host readers, the rule, held flows (pure) and its queue loop
     daemon     the host daemon's command server (the warm path) and its protocol
@@ -24,6 +25,7 @@ LAYERS = (
     ("plan",),
     ("kernel",),
     ("lifecycle",),
+    ("telemetry",),
     ("resolver",),
     ("guard",),
     ("daemon",),

@@ -62,6 +62,13 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
+  audit:
+    description:
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
+        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
+        suggest) then prints the smallest lists that would have allowed it.
+      - Part of the policy. Left out while other policy options are given, it is V(false).
+    type: bool
   limit_connections:
     description:
       - The VM's budget of tracked connections (see M(vmsan.network.vmsan_vm)); V(default) for the default.
@@ -128,13 +135,13 @@ OPTIONS = dict({k: face.VM_OPTIONS[k] for k in face.POLICY_OPTIONS + inputs.VM_L
 
 def parse(params):
     limits = inputs.limits(*(params.get(name) for name in inputs.VM_LIMITS))
-    if all(params[k] is None for k in face.POLICY_OPTIONS) and limits is KEEP:
+    if all(params.get(k) is None for k in face.POLICY_OPTIONS) and limits is KEEP:
         raise InputError("network_policy", "nothing to change",
-                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs or a limit_* option")
+                         "network_policy, allowed_domains, allowed_cidrs, denied_cidrs, audit or a limit_* option")
     policy = KEEP
-    if any(params[k] is not None for k in face.POLICY_OPTIONS):
+    if any(params.get(k) is not None for k in face.POLICY_OPTIONS):
         policy = inputs.policy(params["network_policy"], params["allowed_domains"],
-                               params["allowed_cidrs"], params["denied_cidrs"])
+                               params["allowed_cidrs"], params["denied_cidrs"], bool(params.get("audit")))
     return dict(vm_id=inputs.vm_id(params["vm"], "vm"), policy=policy, limits=limits)
 
 

@@ -90,6 +90,13 @@ options:
       - IPv4 networks the guest may never reach, whatever else allows them.
     type: list
     elements: str
+  audit:
+    description:
+      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
+        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
+        suggest) then prints the smallest lists that would have allowed it.
+      - Part of the policy. Left out while other policy options are given, it is V(false).
+    type: bool
   published_ports:
     description:
       - Ports published to the host, each in the form C([host_ip:]host_port[:guest_port][/tcp|udp]) of
@@ -259,6 +266,10 @@ vm:
       type: list
       elements: str
       sample: ["10.0.0.0/8"]
+    audit:
+      description: Whether the policy is in audit mode (what its lists refuse passes, logged).
+      type: bool
+      sample: false
     published_ports:
       description: The published ports in the normal form C([host_ip:]host_port:guest_port/protocol).
       type: list

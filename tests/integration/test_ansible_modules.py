@@ -41,6 +41,18 @@ def test_vm_converges_once_and_its_policy_holds(machine):
     assert (published(machine, 8080, guest, 80) or "").startswith("guest80")
 
 
+def test_audit_mode_through_the_modules_lets_through_then_the_list_holds(machine):
+    name = machine.vm_id("aud")
+    vm = machine.ok("vmsan_vm", name=name, network_policy="custom", audit=True)["vm"]
+    assert vm["audit"] is True
+    guest = machine.sandbox.add_guest(vm)
+    assert guest.tcp(WEB_B, 9000)                    # the custom policy allows nothing, audit lets it through
+    assert guest.tcp(vm["host_ip"], 22, timeout=0.3) is None       # the isolation baseline stays
+    changed = machine.ok("vmsan_network_policy", vm=name, allowed_cidrs=[WEB_A])
+    assert changed["changed"] and changed["vm"]["audit"] is False
+    assert guest.tcp(WEB_A, 9000) and guest.tcp(WEB_B, 9000) is None
+
+
 def test_check_mode_reports_the_plan_and_changes_nothing(machine):
     name = machine.vm_id("chk")
     before = machine.snapshot()
@@ -86,6 +98,8 @@ BAD_INPUT = [
     ("vmsan_vm", {"allowed_domains": ["*"]}, "allowed_domains", ["create", "--allowed-domain", "*"]),
     ("vmsan_network_policy", {"allowed_cidrs": ["300.1.1.1"]}, "allowed_cidrs",
      ["network", "{vm}", "--allowed-cidr", "300.1.1.1"]),
+    ("vmsan_vm", {"network_policy": "deny-all", "audit": True}, "audit",
+     ["create", "--network-policy", "deny-all", "--audit"]),
     ("vmsan_port", {"host_port": 0}, "host_port", None),
     ("vmsan_port", {"host_port": 80, "guest_port": 70000}, "guest_port", None),
 ]
@@ -107,7 +121,7 @@ def test_bad_input_names_the_parameter_and_changes_nothing(machine, module, args
         argv = [a.format(vm=existing) for a in cli]
         err = machine.sandbox.vmsan(*argv, json_out=False, check=False).err.strip()
         flag = {"allowed_cidrs": "--allowed-cidr", "published_ports": "--publish-port",
-                "network_policy": "--network-policy", "allowed_domains": "--allowed-domain"}[param]
+                "network_policy": "--network-policy", "allowed_domains": "--allowed-domain", "audit": "--audit"}[param]
         assert err == "vmsan: " + result["msg"].replace(param + ":", flag + ":", 1)
     assert snapshot.diff(before, machine.snapshot()) == {}
     assert guest.tcp(WEB_A, 9000) is None

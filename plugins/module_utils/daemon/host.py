@@ -25,8 +25,10 @@ to the VMs.
 
 import logging
 
+from ..guard.loop import LogRefusals
 from ..guard.service import GuardedVm, GuardService
 from ..resolver import daemon as resolver_daemon
+from ..telemetry.service import Telemetry
 
 log = logging.getLogger("vmsan.daemon")
 
@@ -51,27 +53,56 @@ class Daemon(object):
         self.guarded_vms_changed(resolver.registry.states())      # queues bound before DNS is served
         self.guard.start()
         log.info("name guard: %d namespaces", len(self.guard.namespaces()))
-        if self.metrics_listen is not None:
-            log.warning("--metrics-listen %s:%d: this version serves no metrics yet", *self.metrics_listen)
         return self.guard.close
 
     def guarded_vms_changed(self, states):
         """The resolver's VMs after a change: those whose policy learns
-        (``custom`` with allowed domains) are the guarded ones. Made so on
+        (``custom`` with allowed domains, not in audit mode) are the guarded ones. Made so on
         the resolver's thread before it answers again (``GuardService.sync``:
         opening a new namespace's queue socket takes a millisecond or two),
         so a guest's first flow after its first answer finds its queue bound."""
         self.guard.want([GuardedVm(s.policy.vm_id, s.policy.guest_ip, s.policy.netns, s.policy.allowed_domains)
-                         for s in states if s.policy.learns])
+                         for s in states if s.policy.learns and not s.policy.audit])
         self.guard.sync()
 
+    def guard_decisions(self):
+        """{(vm, decision, reason): n} of the guard (the metrics' guard source)."""
+        guard = self.guard
+        if guard is None:
+            return {}
+        return {(vm, decision, reason): n for vm, by in guard.decisions().items()
+                for (decision, reason), n in by.items()}
 
-def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, metrics_listen=None):
+
+def refusals_to(telemetry, versions):
+    """An ``on_refusal`` that logs each refused flow of the name guard as an
+    event of kind ``guard`` (the event log's rate limits apply); VERSIONS():
+    {vm id: policy version}. The guard's own log line (LogRefusals) stays."""
+    log_line = LogRefusals()
+
+    def on_refusal(refusal):
+        log_line(refusal)
+        telemetry.refusal(refusal.vm_id, "guard", destination=refusal.dst, port=refusal.dport,
+                          protocol=refusal.proto, name=refusal.name, detail=refusal.code,
+                          policy_version=versions().get(refusal.vm_id))
+    return on_refusal
+
+
+def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, metrics_listen=None,
+         event_log=True):
     """Run the daemon in the foreground until SIGTERM or SIGINT (SIGHUP:
     re-read every state file). The flags as model.inputs validated them;
-    METRICS_LISTEN ((ip, port) or None) is accepted for the operator view's
-    metrics endpoint, which this version does not serve yet. Returns the
-    exit status."""
+    METRICS_LISTEN ((ip, port) or None): where the metrics are served;
+    EVENT_LOG False: no event log. Returns the exit status."""
+    telemetry = None
     daemon = Daemon(metrics_listen=metrics_listen)
+    if event_log or metrics_listen is not None:
+        telemetry = Telemetry(metrics_listen=metrics_listen, event_log=event_log)
+
+        def policy_versions():
+            resolver = daemon.resolver
+            return {s.policy.vm_id: s.policy.version for s in resolver.registry.states()} if resolver else {}
+        daemon.on_refusal = refusals_to(telemetry, policy_versions)
+        telemetry.guard_source(daemon.guard_decisions)
     return resolver_daemon.main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
-                                attach=daemon.attach, name="vmsan-daemon")
+                                attach=daemon.attach, name="vmsan-daemon", telemetry=telemetry)

@@ -52,13 +52,14 @@ VM_OPTIONS = dict(
     allowed_domains=dict(type="list", elements="str"),
     allowed_cidrs=dict(type="list", elements="str"),
     denied_cidrs=dict(type="list", elements="str"),
+    audit=dict(type="bool"),
     published_ports=dict(type="list", elements="str"),
     bandwidth=dict(type="str"),
     bandwidth_in=dict(type="str"),
     tap_owner=dict(type="str"),
     **{name: dict(type="str") for name in inputs.VM_LIMITS}
 )
-POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs")
+POLICY_OPTIONS = ("network_policy", "allowed_domains", "allowed_cidrs", "denied_cidrs", "audit")
 
 
 def _given(value, parse):
@@ -73,7 +74,7 @@ def vm_settings(params):
     policy = KEEP
     if any(params.get(k) is not None for k in POLICY_OPTIONS):
         policy = inputs.policy(params.get("network_policy"), params.get("allowed_domains"),
-                               params.get("allowed_cidrs"), params.get("denied_cidrs"))
+                               params.get("allowed_cidrs"), params.get("denied_cidrs"), bool(params.get("audit")))
     return dict(
         netns=KEEP if params.get("netns") is None else params["netns"],
         slot=inputs.slot(params.get("slot")),
@@ -112,7 +113,7 @@ def check_root(module, module_name, geteuid=os.geteuid):
 def error_message(exc):
     """The text a user sees for a core error: for bad input the CLI's message
     with the Ansible parameter name (``allowed_cidrs: ...``, not ``--allowed-cidr: ...``)."""
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError) or getattr(exc, "param", None):
         return exc.render(inputs.label(exc.param, "ansible"))
     if isinstance(exc, VmsanError):
         return str(exc)

@@ -22,14 +22,21 @@ import os
 import sys
 
 from ..model import addressing as A
+from ..model import events as E
 from ..model import inputs
-from ..model.errors import InputError, VmsanError
+from ..model.errors import ConflictError, InputError, VmsanError
 from ..model.facts import broken, facts
 from ..model.records import KEEP, BrokenRecord
+from ..model.release import VERSION
+from .client import quiet_on_closed_pipe
 
 
 class UsageError(Exception):
-    pass
+    """A usage error, with the parser (the subcommand's) whose usage fits."""
+
+    def __init__(self, message, parser=None):
+        Exception.__init__(self, message)
+        self.parser = parser
 
 
 class HelpRequested(Exception):
@@ -41,18 +48,43 @@ class _Parser(argparse.ArgumentParser):
     decides where the text goes."""
 
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(message, self)
 
     def print_help(self, file=None):
         raise HelpRequested(self.format_help())
 
     def exit(self, status=0, message=None):
-        raise UsageError(message or "exit %d" % status)
+        raise UsageError(message or "exit %d" % status, self)
+
+
+class _Version(argparse.Action):
+    """``vmsan --version``: the version, on stdout, through ``run``."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        argparse.Action.__init__(self, option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise HelpRequested("vmsan %s\n" % VERSION)
+
+
+JSON_HELP = "print the result as one JSON document on stdout (messages stay on stderr)"
+VM_HELP = "the VM's id (as vmsan create --id gave it or generated it)"
+
+
+def _json_flag(p, text=JSON_HELP):
+    p.add_argument("--json", action="store_true", help=text)
+
+
+def _vm_arg(p):
+    p.add_argument("vm", metavar="VM", help=VM_HELP)
 
 
 def _add_policy_flags(p, with_ports):
     p.add_argument("--network-policy", metavar="POLICY",
                    help="allow-all (default), deny-all or custom")
+    p.add_argument("--audit", action="store_true",
+                   help="with a custom policy: let through what its lists would refuse, and log it as 'would "
+                        "refuse' (see vmsan events, vmsan policy suggest)")
     p.add_argument("--allowed-domain", metavar="LIST", help="comma-separated names; *.example.com for subdomains")
     p.add_argument("--allowed-cidr", metavar="LIST", help="comma-separated IPv4 CIDRs the guest may reach")
     p.add_argument("--denied-cidr", metavar="LIST", help="comma-separated IPv4 CIDRs the guest may never reach")
@@ -91,6 +123,7 @@ def build_parser():
     most of a warm command's own time in the daemon; parse_args only reads
     it, so the daemon's command threads share it."""
     parser = _Parser(prog="vmsan", description="Per-microVM networking: TAP, namespace, outbound policy.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     # faces/client.py takes --no-daemon off the command line (anywhere on it)
     # before this parser sees it; it is here so that --help shows it
     parser.add_argument("--no-daemon", action="store_true",
@@ -104,38 +137,67 @@ def build_parser():
     p.add_argument("--no-netns", action="store_true", help="keep the TAP in the host namespace (weaker isolation)")
     p.add_argument("--tap-owner", metavar="UID", help="uid or user that may open the TAP (a jailed VMM)")
     _add_policy_flags(p, with_ports=True)
-    p.add_argument("--json", action="store_true", help="print the VM's facts as one JSON object")
+    _json_flag(p, "print the VM's facts as one JSON object")
 
-    p = sub.add_parser("network", help="change a running VM's policy or bandwidth")
-    p.add_argument("vm", metavar="VM")
+    p = sub.add_parser("network", help="change a running VM's policy or bandwidth",
+                       description="Change a running VM's policy or bandwidth caps in place. The policy flags "
+                                   "give the whole new policy; leave them all out and the VM keeps its current "
+                                   "policy (likewise each cap left out keeps its value).")
+    _vm_arg(p)
     _add_policy_flags(p, with_ports=False)
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
 
-    p = sub.add_parser("port", help="add, remove or list published ports")
-    psub = p.add_subparsers(dest="port_command", metavar="ACTION", parser_class=_Parser)
+    p = sub.add_parser("port", help="add, remove or list published ports",
+                       description="Publish ports of a running VM on the host, unpublish them, or list them.")
+    psub = p.add_subparsers(dest="port_command", metavar="ACTION", parser_class=_Parser,
+                            title="actions", description="add VM PORTS | remove VM PORTS | list VM")
     psub.required = True
-    for action in ("add", "remove"):
-        q = psub.add_parser(action)
-        q.add_argument("vm", metavar="VM")
-        q.add_argument("ports", metavar="PORT", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
-        q.add_argument("--json", action="store_true")
-    q = psub.add_parser("list")
-    q.add_argument("vm", metavar="VM")
-    q.add_argument("--json", action="store_true")
+    for action, text in (("add", "publish PORTS of VM, its other ports untouched"),
+                         ("remove", "unpublish PORTS of VM")):
+        q = psub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        _vm_arg(q)
+        q.add_argument("ports", metavar="PORTS", help="[host_ip:]host_port[:guest_port][/tcp|udp], comma-separated")
+        _json_flag(q)
+    q = psub.add_parser("list", help="list VM's published ports", description="List VM's published ports.")
+    _vm_arg(q)
+    _json_flag(q)
 
     p = sub.add_parser("list", help="list VMs, each with its status against the kernel (ok, drift, missing)")
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
     p = sub.add_parser("restore", help="rebuild the network of every VM (or of the named ones) from its state")
-    p.add_argument("vms", metavar="VM", nargs="*")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("show", help="show a VM, its policy and its rules as the kernel has them")
-    p.add_argument("vm", metavar="VM")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("vms", metavar="VM", nargs="*", help="the VMs to restore (default: every VM)")
+    _json_flag(p)
+    p = sub.add_parser("show", help="show a VM: policy, counters, learned addresses, its rules as the kernel has them")
+    _vm_arg(p)
+    _json_flag(p)
     p = sub.add_parser("remove", help="remove a VM's network and verify nothing is left")
-    p.add_argument("vm", metavar="VM")
-    p.add_argument("--json", action="store_true")
+    _vm_arg(p)
+    _json_flag(p)
     p = sub.add_parser("doctor", help="check this host's kernel features and settings, and every VM")
-    p.add_argument("--json", action="store_true")
+    _json_flag(p)
+    p = sub.add_parser("events", help="the log of refusals (what VMs tried and were stopped from)",
+                       description="Print the event log: one line per refusal (or 'would refuse' in audit mode), "
+                                   "oldest first. The host daemon writes it; rate limits per VM apply.")
+    p.add_argument("vm", metavar="VM", nargs="?", help="only this VM's events (default: every VM's)")
+    p.add_argument("--since", metavar="T",
+                   help="only events since T: a time ago (30s, 10m, 2h, 1d) or a UTC time (2026-12-02T10:00:00Z)")
+    p.add_argument("--follow", action="store_true", help="keep printing events as they are written (Ctrl-C ends)")
+    _json_flag(p, "print each event as one JSON object per line")
+    p = sub.add_parser("metrics", help="print the metrics once, in the Prometheus text format",
+                       description="Print the metrics the daemon serves at --metrics-listen, once. Run in-process "
+                                   "(no daemon) it reads the kernel's counters only.")
+    p = sub.add_parser("policy", help="write policies from what VMs did (policy suggest VM)",
+                       description="Policies from the event log.")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
+                            title="actions", description="suggest VM")
+    psub.required = True
+    q = psub.add_parser("suggest", help="the smallest allowlist that would have allowed what VM did",
+                        description="Print the smallest --allowed-domain and --allowed-cidr lists that would have "
+                                    "allowed what the event log shows VM tried (use audit mode to collect it), "
+                                    "ready to paste into vmsan network.")
+    _vm_arg(q)
+    q.add_argument("--since", metavar="T", help="only events since T (as for vmsan events)")
+    _json_flag(q)
     for command, what in (("daemon", "run the host daemon: DNS resolver, name guard, command server (foreground)"),
                           ("resolver", "the old name of 'vmsan daemon' (the same daemon, the same flags)")):
         _add_daemon_flags(sub.add_parser(command, help=what))
@@ -152,7 +214,10 @@ def _add_daemon_flags(p):
                        % (_BUDGET_HELP[name], low, high, default))
     p.add_argument("--socket-group", metavar="GROUP",
                    help="the command server also serves the members of GROUP (default: root only)")
-    p.add_argument("--metrics-listen", metavar="IP:PORT", help="where to serve metrics (reserved: not served yet)")
+    p.add_argument("--metrics-listen", metavar="IP:PORT",
+                   help="serve Prometheus metrics at IP:PORT, e.g. 127.0.0.1:9464 (off unless given)")
+    p.add_argument("--no-event-log", action="store_true",
+                   help="write no event log (refusals are not logged, dropped packets not read)")
 
 
 _BUDGET_HELP = {"vm_queries_per_second": "queries a second, beyond them REFUSED",
@@ -186,15 +251,22 @@ class Context(object):
         from ..lifecycle.manager import Manager
         return Manager(self.env.get("VMSAN_HOME") or None)
 
+    def state_dir(self):
+        from ..lifecycle.state import home
+        return home(self.env.get("VMSAN_HOME") or None)
+
 
 # --------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------
 def _policy_args(args):
     given = any(getattr(args, k) is not None for k in ("network_policy", "allowed_domain", "allowed_cidr", "denied_cidr"))
-    if not given:
+    if not given and not args.audit:
         return None
-    return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr)
+    return inputs.policy(args.network_policy, args.allowed_domain, args.allowed_cidr, args.denied_cidr, args.audit)
+
+
+AUDIT_NOTE = " (audit mode: what the lists refuse passes, logged)"
 
 
 def facts_text(record):
@@ -203,7 +275,7 @@ def facts_text(record):
     lines = ["id:        %s" % record.id, "slot:      %d" % slot, "tap:       %s" % A.tap_name(slot),
              "netns:     %s" % (record.netns or "(host namespace)"),
              "guest:     %s/30 via %s, mac %s" % (A.guest_ip(slot), A.host_ip(slot), A.guest_mac(slot)),
-             "policy:    %s" % policy.mode]
+             "policy:    %s%s" % (policy.mode, AUDIT_NOTE if policy.audit else "")]
     for values, label in ((policy.allowed_domains, "domains"), (policy.allowed_cidrs, "allowed"),
                           (policy.denied_cidrs, "denied"), ([p.text for p in record.ports], "ports")):
         if values:
@@ -323,7 +395,8 @@ def _list_line(record, status, reasons):
     if isinstance(record, BrokenRecord):
         return "%-16s %-5s %-8s %s" % (record.id, "-", "broken", record.error)
     line = LIST_FORMAT % (record.id, record.slot, status, A.tap_name(record.slot), A.guest_ip(record.slot),
-                          record.policy.mode, record.netns or "(host)", ",".join(p.text for p in record.ports) or "-")
+                          record.policy.mode + ("/audit" if record.policy.audit else ""), record.netns or "(host)",
+                          ",".join(p.text for p in record.ports) or "-")
     return line.rstrip() + ("" if status == "ok" else "\n    " + "; ".join(reasons))
 
 
@@ -364,13 +437,19 @@ def cmd_restore(ctx):
 
 def cmd_show(ctx):
     from ..lifecycle.manager import require_root
-    from .show import rules_text
+    from ..telemetry.inspect import inspect
+    from .show import show_text
     require_root()
     manager = ctx.manager()
     record = manager.get(inputs.vm_id(ctx.args.vm, "vm"))
-    kernel_rules = manager.kernel_rules(record)
-    ctx.out(dict(facts(record), kernel_rules=kernel_rules),
-            facts_text(record) + "\n\nrules in the kernel:\n" + rules_text(kernel_rules))
+    seen = inspect(record)
+    version = E.policy_version(record.policy)
+    if ctx.args.json:
+        # kernel_rules: the decoded rules, as before; rules_text: the iptables-save text with counters
+        ctx.out(dict(facts(record), policy_version=version, counters=seen["counters"], learned=seen["learned"],
+                     sets=seen["sets"], kernel_rules=manager.kernel_rules(record), rules_text=seen["rules"]), "")
+    else:
+        ctx.out(None, facts_text(record) + "\n" + show_text(version, seen))
     return 0
 
 
@@ -386,6 +465,68 @@ def cmd_doctor(ctx):
     text = "\n".join("%-4s %-28s %s" % (c["status"], c["name"], c["detail"]) for c in report["checks"])
     ctx.out(report, text)
     return 0 if report["ok"] else 1
+
+
+def _events_dir(ctx):
+    from ..telemetry.eventlog import directory
+    return directory(ctx.state_dir())
+
+
+def cmd_events(ctx):
+    """``vmsan events [VM] [--since T] [--follow] [--json]``: the event log."""
+    import time
+    from ..telemetry import eventlog
+    args = ctx.args
+    vm = inputs.vm_id(args.vm, "vm") if args.vm is not None else None
+    since = inputs.since(args.since, time.time()) if args.since is not None else None
+    events = (eventlog.follow if args.follow else eventlog.read)(_events_dir(ctx), vm, since)
+    try:
+        for event in events:
+            ctx.stdout.write((E.to_json(event) if args.json else E.text(event)) + "\n")
+            if args.follow:
+                ctx.stdout.flush()
+    except KeyboardInterrupt:
+        pass            # --follow ends with Ctrl-C
+    return 0
+
+
+def cmd_metrics(ctx):
+    """``vmsan metrics``: the exposition text, once, of what this process
+    can read: the kernel's counters and learned sets (the resolver's and the
+    name guard's counters live in the daemon: its --metrics-listen)."""
+    from ..telemetry import metrics
+    from ..lifecycle.manager import require_root
+    from ..lifecycle.state import StateStore
+    from ..telemetry.learned import learned_counts
+    require_root()
+    store = StateStore(ctx.state_dir())
+    registry = metrics.registry_with(metrics.VmsanCollector(store, learned=lambda: learned_counts(store)))
+    ctx.stdout.write(metrics.exposition(registry).decode())
+    return 0
+
+
+def cmd_policy(ctx):
+    """``vmsan policy suggest VM [--since T] [--json]``."""
+    import shlex
+    import time
+    from ..plan import suggest
+    from ..telemetry import eventlog
+    args = ctx.args
+    record = ctx.manager().get(inputs.vm_id(args.vm, "vm"))
+    since = inputs.since(args.since, time.time()) if args.since is not None else None
+    found = suggest.suggest(record.policy, eventlog.read(_events_dir(ctx), record.id, since))
+    command = "vmsan network %s %s" % (record.id, " ".join(shlex.quote(w) for w in suggest.flags(found)))
+    data = {"vm": record.id, "allowed_domains": list(found.allowed_domains), "allowed_cidrs": list(found.allowed_cidrs),
+            "denied_cidrs": list(found.denied_cidrs), "names_seen": list(found.names),
+            "addresses_seen": list(found.addresses), "events": found.events, "notes": list(found.notes),
+            "command": command}
+    lines = ["# %d events of VM %s read: %d names and %d addresses the policy %s" % (
+        found.events, record.id, len(found.names), len(found.addresses),
+        "would refuse (audit mode)" if record.policy.audit else "refused")]
+    lines += ["# " + note for note in found.notes]
+    lines.append(command)
+    ctx.out(data, "\n".join(lines))
+    return 0
 
 
 def cmd_daemon(ctx):
@@ -405,12 +546,20 @@ def cmd_daemon(ctx):
     from .warm import serving
     with serving(group=group):
         return daemon_main(upstream=upstream, listen=listen, ttl_floor=ttl_floor, grace=grace, budget=budget,
-                           metrics_listen=metrics)
+                           metrics_listen=metrics, event_log=not args.no_event_log)
 
 
 HANDLERS = {"create": cmd_create, "network": cmd_network, "port": cmd_port, "list": cmd_list, "show": cmd_show,
-            "remove": cmd_remove, "doctor": cmd_doctor, "daemon": cmd_daemon, "resolver": cmd_daemon,
-            "restore": cmd_restore}
+            "remove": cmd_remove, "doctor": cmd_doctor, "events": cmd_events, "metrics": cmd_metrics,
+            "policy": cmd_policy, "daemon": cmd_daemon, "resolver": cmd_daemon, "restore": cmd_restore}
+
+
+def _label(args, param):
+    """The CLI's name of PARAM: the ports of ``port add|remove`` are its
+    PORTS argument, not --publish-port."""
+    if param == "published_ports" and args.command == "port":
+        return "PORTS"
+    return inputs.label(param, "cli")
 
 
 def run(argv, stdout, stderr, env=None):
@@ -426,13 +575,13 @@ def run(argv, stdout, stderr, env=None):
         return 0
     except UsageError as exc:
         stderr.write("vmsan: %s\n" % exc)
-        stderr.write(parser.format_usage())
+        stderr.write((exc.parser or parser).format_usage())
         return 2
     ctx = Context(args, stdout, stderr, env)
     try:
         return HANDLERS[args.command](ctx)
-    except InputError as exc:
-        ctx.err(exc.render(inputs.label(exc.param, "cli")))
+    except (InputError, ConflictError) as exc:
+        ctx.err(exc.render(_label(args, exc.param)) if exc.param else str(exc))
         return exc.exit_code
     except VmsanError as exc:
         ctx.err(str(exc))
@@ -440,13 +589,15 @@ def run(argv, stdout, stderr, env=None):
     except KeyboardInterrupt:
         ctx.err("interrupted")
         return 1
+    except BrokenPipeError:
+        raise               # stdout's reader went away (| head): main exits quietly
     except OSError as exc:
         ctx.err("system error: %s" % exc)
         return 1
 
 
 def main(argv=None):
-    return run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr)
+    return quiet_on_closed_pipe(lambda: run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,26 @@ class Answer(object):
         self.code, self.stdout, self.stderr = code, stdout, stderr
 
 
+def quiet_on_closed_pipe(fn):
+    """FN()'s exit status; when stdout's reader went away (``vmsan list
+    --json | head``), exit 1 without a traceback, and without a second
+    BrokenPipeError when Python flushes stdout at exit."""
+    try:
+        status = fn()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
 def main(argv=None):
+    return quiet_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     forced = NO_DAEMON in argv
     argv = [a for a in argv if a != NO_DAEMON]

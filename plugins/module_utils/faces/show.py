@@ -1,27 +1,37 @@
-"""Rendering of the kernel's rules of a VM for ``vmsan show``."""
+"""Rendering of what ``vmsan show`` read from the kernel (telemetry.inspect):
+counters, learned addresses, set members, and the rules as iptables-save
+text with the kernel's counters."""
+
+from ..model.events import DROP_REASONS
 
 
-def _rule_text(rule):
-    parts = []
-    for key in ("src", "dst", "protocol", "in-interface", "out-interface"):
-        if key in rule:
-            parts.append("%s=%s" % (key, rule[key]))
-    for key, value in sorted(rule.items()):
-        if key in ("src", "dst", "protocol", "in-interface", "out-interface", "target"):
-            continue
-        parts.append("%s%s" % (key, value))
-    target = rule.get("target")
-    parts.append("-> %s" % (target if isinstance(target, str) else target))
-    return " ".join(parts)
+def _counters_lines(counters):
+    if counters is None:
+        return ["counters:  (the VM's namespace is gone)"]
+    sent, received = counters["sent"], counters["received"]
+    lines = ["counters:  sent by the guest %d bytes, %d packets; received %d bytes, %d packets"
+             % (sent["bytes"], sent["packets"], received["bytes"], received["packets"]),
+             "dropped:   " + ", ".join("%s %d" % (r, counters["dropped"].get(r, 0)) for r in DROP_REASONS)]
+    if counters["would_refuse"]:
+        lines.append("audit:     would refuse " + ", ".join("%s %d" % kv for kv in sorted(counters["would_refuse"].items())))
+    return lines
 
 
-def rules_text(kernel_rules):
-    lines = []
-    for where, tables in sorted(kernel_rules.items()):
-        for table, chains in sorted(tables.items()):
-            for chain, rules in sorted(chains.items()):
-                if not rules and where == "host_namespace":
-                    continue
-                lines.append("%s %s %s:" % (where, table, chain))
-                lines.extend("  " + _rule_text(r) for r in rules)
-    return "\n".join(lines) if lines else "(none)"
+def show_text(version, seen):
+    """The part of ``vmsan show`` below the facts."""
+    lines = ["policy version: %s" % version]
+    lines += _counters_lines(seen["counters"])
+    if seen["learned"]:
+        lines.append("learned addresses (address, name, seconds left):")
+        lines += ["  %-15s %s %s" % (m["address"], m["name"] or "?", m["expires_in"]) for m in seen["learned"]]
+    for role, label in (("allow", "allowed CIDR set"), ("deny", "denied CIDR set")):
+        if role in seen["sets"]:
+            lines.append("%s: %s" % (label, ",".join(seen["sets"][role]) or "(empty)"))
+    lines.append("")
+    lines.append("rules in the kernel ([packets:bytes], iptables-save form):")
+    for where in ("vm_namespace", "host_namespace"):
+        text = seen["rules"].get(where)
+        if text:
+            lines.append("# %s" % where.replace("_", " "))
+            lines.append(text.rstrip("\n"))
+    return "\n".join(lines)

@@ -132,7 +132,7 @@ class FlowTable(object):
         if verdict is None:
             if len(prefix) >= STREAM_CAP:
                 verdict = rule.refuse("nothing to decide on in the first %d bytes" % STREAM_CAP,
-                                     code=reasons.LIMIT)
+                                      code=reasons.LIMIT)
             elif len(flow.held) > MAX_HELD:
                 verdict = rule.refuse("more than %d packets held" % MAX_HELD, code=reasons.LIMIT)
             else:
@@ -145,8 +145,8 @@ class FlowTable(object):
         for key in list(self.flows):
             flow = self.flows[key]
             if flow.held_since is not None and now - flow.held_since >= self.hold:
-                out += self._finish(key, flow, rule.refuse("held %.1f s without a complete request" % self.hold,
-                                                                 code=reasons.TIMEOUT), now)
+                refused = rule.refuse("held %.1f s without a complete request" % self.hold, code=reasons.TIMEOUT)
+                out += self._finish(key, flow, refused, now)
             elif flow.held_since is None and now - flow.seen >= self.syn_ttl:
                 del self.flows[key]
         while self.decided:

@@ -44,7 +44,7 @@ def _table(name, doing):
     except iptc_compat.LIBRARY_ERRORS as exc:
         raise iptc_compat.translated(exc, "%s (table %s)" % (doing, name))
     finally:
-        table.close()
+        iptc_compat.close_table(table)
 
 
 class Encoded(object):
@@ -383,6 +383,14 @@ def existing_chains(names):
         with _table(table_name, "list chains") as table:
             found |= {(table_name, name) for name in names if table.is_chain(name)}
     return found
+
+
+def read_chains(table_name, names):
+    """{chain: [KernelRule]} of the chains among NAMES that exist in table
+    TABLE_NAME here, with the kernel's counters: one read of the table (the
+    kernel copies every entry and its counters), no decoding."""
+    with _table(table_name, "read the counters") as table:
+        return {name: entries.read_chain(table, name) for name in names if table.is_chain(name)}
 
 
 def dump(table_names=TABLES, prefix=("VMSAN-", "vmsan-")):

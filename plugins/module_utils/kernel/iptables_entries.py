@@ -12,7 +12,8 @@ Layout (``linux/netfilter_ipv4/ip_tables.h``; the sizes and offsets are read
 from python-iptables' ctypes structures, ``iptc_compat.LAYOUT``): ``struct
 ipt_entry`` (112 bytes on x86-64) is ``struct ipt_ip`` (84 bytes: addresses,
 masks, interfaces, protocol, flags, inverse flags), nfcache, target_offset
-(u16 at 88), next_offset (u16 at 90), comefrom, counters. Matches follow,
+(u16 at 88), next_offset (u16 at 90), comefrom, counters (two u64 at 96:
+packets, bytes, as the kernel counted them when the table was read). Matches follow,
 each a 32-byte header (u16 size, name[29], revision) and its data; then the
 target, same header. The key leaves out what the kernel changes or owns
 (nfcache, comefrom, counters) and reads names only up to their NUL (the
@@ -34,11 +35,13 @@ if _L is not None:
     ENTRY_SIZE, IP_SIZE, HEADER_SIZE = _L.entry_size, _L.ip_size, _L.header_size
     _NAME_AT, _NAME_END, _REVISION_AT, _OFFSETS_AT = _L.name_at, _L.name_at + _L.name_size, _L.revision_at, \
         _L.target_offset_at
+    _COUNTERS_AT = _L.counters_at
     if _L.next_offset_at != _L.target_offset_at + 2:
         raise ImportError("python-iptables' struct ipt_entry has an unexpected layout")
 
 _OFFSETS = struct.Struct("=HH")         # target_offset, next_offset: two u16 side by side
 _SIZE = struct.Struct("=H")
+_COUNTERS = struct.Struct("=QQ")       # packets, bytes
 
 Match = namedtuple("Match", "name revision data")
 
@@ -85,6 +88,12 @@ def key(raw, label, standard):
     return (raw[:IP_SIZE], tuple(matches(raw)), target)
 
 
+def counters(raw):
+    """(packets, bytes) the kernel counted for entry bytes RAW (read from a
+    table: zero in a rule we encoded)."""
+    return _COUNTERS.unpack_from(raw, _COUNTERS_AT)
+
+
 def comment(raw):
     """The text of the rule's ``-m comment``, or None."""
     for match in matches(raw):
@@ -112,6 +121,11 @@ class KernelRule(object):
     @property
     def comment(self):
         return comment(self.raw)
+
+    @property
+    def counters(self):
+        """(packets, bytes) when the table was read."""
+        return counters(self.raw)
 
 
 def read_chain(table, chain):

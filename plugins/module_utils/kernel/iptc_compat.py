@@ -41,8 +41,9 @@ except Exception as exc:  # ImportError, or libiptc's own error when the C libra
     VERSION = None
     IMPORT_ERROR = exc
 
-Layout = namedtuple("Layout", "entry_size ip_size target_offset_at next_offset_at header_size name_at name_size "
-                              "revision_at src dst smsk dmsk iniface outiface iniface_mask outiface_mask ifnamsiz")
+Layout = namedtuple("Layout", "entry_size ip_size target_offset_at next_offset_at counters_at header_size name_at "
+                              "name_size revision_at src dst smsk dmsk iniface outiface iniface_mask outiface_mask "
+                              "ifnamsiz")
 
 
 def _layout():
@@ -50,7 +51,7 @@ def _layout():
     return Layout(
         entry_size=ctypes.sizeof(entry), ip_size=ctypes.sizeof(ip),
         target_offset_at=entry.target_offset.offset, next_offset_at=entry.next_offset.offset,
-        header_size=ctypes.sizeof(xtables.xt_entry_match), name_at=header.name.offset,
+        counters_at=entry.counters.offset, header_size=ctypes.sizeof(xtables.xt_entry_match), name_at=header.name.offset,
         name_size=header.name.size, revision_at=header.revision.offset,
         src=ip.src.offset, dst=ip.dst.offset, smsk=ip.smsk.offset, dmsk=ip.dmsk.offset,
         iniface=ip.iniface.offset, outiface=ip.outiface.offset, iniface_mask=ip.iniface_mask.offset,
@@ -127,6 +128,14 @@ def open_table(name):
         raise translated(exc, "open the iptables table %s" % name)
     _active.table = table
     return table
+
+
+def close_table(table):
+    """Close TABLE's handle; the chain oracle no longer asks it (a closed
+    handle is freed memory: asking it crashes the process)."""
+    if getattr(_active, "table", None) is table:
+        _active.table = None
+    table.close()
 
 
 def delete_entry(table, chain, position):

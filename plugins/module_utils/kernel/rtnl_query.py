@@ -91,9 +91,26 @@ def delete_link(index, name=None):
         time.sleep(_POLL)
 
 
+RTN_LOCAL = 2       # rtnetlink.h: a route to an address of this host
+
+
 def route_get(dst_ip):
     """(gateway, oif, prefsrc) of the route the kernel would take to DST_IP,
     or None when it has none (one lookup, however large the table)."""
+    reply = _route(dst_ip)
+    if reply is None:
+        return None
+    return (reply.get_attr("RTA_GATEWAY"), reply.get_attr("RTA_OIF"), reply.get_attr("RTA_PREFSRC"))
+
+
+def is_local(address):
+    """Whether ADDRESS is one of this namespace's own (the kernel routes it
+    locally; one lookup, whatever net.ipv4.ip_nonlocal_bind says)."""
+    reply = _route(address)
+    return reply is not None and reply["type"] == RTN_LOCAL
+
+
+def _route(dst_ip):
     msg = rtmsg()
     msg["family"] = socket.AF_INET
     msg["dst_len"] = 32
@@ -107,4 +124,4 @@ def route_get(dst_ip):
         raise KernelError(code, "route to %s" % dst_ip)
     reply = rtmsg(answer)
     reply.decode()
-    return (reply.get_attr("RTA_GATEWAY"), reply.get_attr("RTA_OIF"), reply.get_attr("RTA_PREFSRC"))
+    return reply

@@ -145,10 +145,10 @@ class Manager(object):
             return
         if must_be_new:
             raise ConflictError("VM %r already exists (slot %d); use 'vmsan network' to change it "
-                                "or 'vmsan remove' first" % (vm_id, existing.slot))
+                                "or 'vmsan remove' first" % (vm_id, existing.slot), "id")
         if slot is not None and existing.slot != slot:
             raise ConflictError("VM %r holds slot %d; a VM cannot move to slot %d (remove it first)"
-                                % (vm_id, existing.slot, slot))
+                                % (vm_id, existing.slot, slot), "slot")
         if bool(existing.netns) != bool(use_netns):
             raise ConflictError("VM %r was created %s; changing that needs a remove first"
                                 % (vm_id, "with its own namespace" if existing.netns else "with --no-netns"))

@@ -150,15 +150,16 @@ def after_policy_change(record, check_mode, before_policy=None):
     with _in_fw_ns(record) as present:
         if not present:
             return []
-        if not policy.allowed_domains:
+        if not policy.learns_names:
             # no domains: the rules no longer name the learned set (it was
             # destroyed with the other unused sets), nothing to prune
             changes, learned = [], {}
         else:
+            # audit mode learns every name: nothing it learned is forgotten
             with SetManager() as sets:
                 forgotten, learned = sets.prune_learned(
-                    fp.set_name(record.id, "dns"), lambda name: domains.allowed(name, policy.allowed_domains),
-                    check_mode)
+                    fp.set_name(record.id, "dns"),
+                    lambda name: policy.audit or domains.allowed(name, policy.allowed_domains), check_mode)
             changes = [Change(C.FORGET_LEARNED, address, (name or "?",)) for address, name in forgotten]
         if before_policy is not None and fp.allows_all_that(before_policy, policy):
             return changes

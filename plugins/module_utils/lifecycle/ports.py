@@ -6,7 +6,8 @@ The DNAT rules themselves are data (``firewall_plan.published_plan``) applied
 with the VM's other rules; this module holds what is not a rule:
 
 * ``check_conflicts``: another VM's port, or a socket on the host, holds the
-  host port (run under the state lock, before any change);
+  host port, or the host has no such address (run under the state lock,
+  before any change);
 * ``converge_loopback``: ``route_localnet`` on the host-side interface towards
   the VM, without which the kernel refuses to route a packet from 127.0.0.1
   (``curl 127.0.0.1:PORT`` on the host) to the guest;
@@ -19,13 +20,14 @@ import os
 from ..model import addressing as A
 from ..model import changes as C
 from ..model.changes import Change
-from ..model.errors import ConflictError
-from ..model.records import BrokenRecord
+from ..model.errors import ConflictError, InputError
+from ..model.records import ANY_ADDRESS, BrokenRecord
 from ..plan import firewall as fp
 from ..plan.ports import host_holder, host_side_interface, reachable_on_loopback, tracked_through
 from ..kernel import conntrack
 from ..kernel import iptables as iptables_apply
 from ..kernel import netns as ns
+from ..kernel import rtnl_query
 from ..kernel import sysctl
 from ..kernel.host_sockets import host_sockets, process_of
 
@@ -51,12 +53,15 @@ def check_conflicts(store, vm_id, ports, other_vms=True):
             others.append(record)
     sockets = {}
     for spec in ports:
+        if spec.host_ip != ANY_ADDRESS and spec not in mine and not rtnl_query.is_local(spec.host_ip):
+            raise InputError("published_ports", "%s: %s is not an address of this host" % (spec.text, spec.host_ip),
+                             "an address the host has (ip -4 address), or no address for all of them")
         for other in others:
             for port in other.ports:
                 if spec.collides(port):
                     raise ConflictError("host port %d/%s is already published by VM %r (as %s); choose another "
                                         "host port, or remove it there first"
-                                        % (spec.host_port, spec.protocol, other.id, port.text))
+                                        % (spec.host_port, spec.protocol, other.id, port.text), "published_ports")
         if spec in mine:
             continue    # ours already: our DNAT, not a listener, holds it
         if spec.protocol not in sockets:
@@ -64,7 +69,7 @@ def check_conflicts(store, vm_id, ports, other_vms=True):
         holder = host_holder(spec, sockets[spec.protocol], process_of)
         if holder:
             raise ConflictError("host port %d/%s is held by %s; choose another host port"
-                                % (spec.host_port, spec.protocol, holder))
+                                % (spec.host_port, spec.protocol, holder), "published_ports")
     return warnings
 
 

@@ -47,7 +47,8 @@ def encode(record):
     data = {
         "schema": SCHEMA_VERSION, "id": record.id, "slot": record.slot, "netns": record.netns,
         "policy": {"mode": policy.mode, "allowed_domains": list(policy.allowed_domains),
-                   "allowed_cidrs": list(policy.allowed_cidrs), "denied_cidrs": list(policy.denied_cidrs)},
+                   "allowed_cidrs": list(policy.allowed_cidrs), "denied_cidrs": list(policy.denied_cidrs),
+                   "audit": policy.audit},
         "published_ports": [p.text for p in record.ports],
         "bandwidth": record.bandwidth.send, "bandwidth_in": record.bandwidth.receive,
         "tap_owner": record.tap_owner, "status": record.status, "created": record.created,
@@ -89,7 +90,8 @@ def decode(data):
         return VmRecord(
             id=data["id"], slot=int(data["slot"]), netns=data.get("netns"),
             policy=Policy(policy.get("mode", "allow-all"), tuple(policy.get("allowed_domains", ())),
-                          tuple(policy.get("allowed_cidrs", ())), tuple(policy.get("denied_cidrs", ()))),
+                          tuple(policy.get("allowed_cidrs", ())), tuple(policy.get("denied_cidrs", ())),
+                          bool(policy.get("audit", False))),
             ports=ports, bandwidth=Bandwidth(data.get("bandwidth"), data.get("bandwidth_in")),
             tap_owner=data.get("tap_owner"), status=data.get("status", "ready"), created=data.get("created"),
             limits=_limits(data))
@@ -280,7 +282,8 @@ class StateStore(object):
         self.ensure()
         if wanted is not None:
             if not self._link_slot(vm_id, wanted):
-                raise ConflictError("slot %d is held by VM %r" % (wanted, self.slot_holder(wanted)))
+                raise ConflictError("slot %d is held by VM %r; leave the slot out for the lowest free one, or give "
+                                    "a free slot" % (wanted, self.slot_holder(wanted)), "slot")
             return wanted
         while True:
             slot = self.lowest_free_slot(max_slot, skip)

@@ -42,9 +42,20 @@ class NotFoundError(VmsanError):
 
 
 class ConflictError(VmsanError):
-    """The request collides with something that exists (a port, a slot): exit 2."""
+    """The request collides with something that exists (a port, a slot): exit 2.
+
+    ``param``, when given, is the neutral name of the parameter whose value
+    collides; each face renders it in its own vocabulary, as for InputError."""
 
     exit_code = 2
+
+    def __init__(self, message, param=None):
+        self.param = param
+        self.detail = message
+        super().__init__(message)
+
+    def render(self, param_label):
+        return "%s: %s" % (param_label, self.detail) if self.param else self.detail
 
 
 class NotRootError(VmsanError):

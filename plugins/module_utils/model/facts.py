@@ -25,6 +25,7 @@ def facts(record):
         "allowed_domains": list(policy.allowed_domains),
         "allowed_cidrs": list(policy.allowed_cidrs),
         "denied_cidrs": list(policy.denied_cidrs),
+        "audit": policy.audit,
         "published_ports": [p.text for p in record.ports],
         "bandwidth": record.bandwidth.send,
         "bandwidth_in": record.bandwidth.receive,

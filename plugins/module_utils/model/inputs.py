@@ -38,6 +38,8 @@ PARAM_LABELS = {
     "socket_group": ("--socket-group", "socket_group"),
     "ttl_floor": ("--ttl-floor", "ttl_floor"),
     "grace": ("--grace", "grace"),
+    "audit": ("--audit", "audit"),
+    "since": ("--since", "since"),
     "host_port": ("host port", "host_port"),
     "guest_port": ("guest port", "guest_port"),
     "protocol": ("protocol", "protocol"),
@@ -74,6 +76,10 @@ def as_list(param, value):
     else:
         raise InputError(param, "expected a comma-separated string or a list, got %r" % (value,))
     items = [i.strip() for i in items]
+    spaced = next((i for i in items if len(i.split()) > 1), None)
+    if spaced is not None:
+        raise InputError(param, "%r holds more than one value: use commas between values, not spaces" % spaced,
+                         "comma-separated values, e.g. a,b")
     if any(i == "" for i in items) and any(i != "" for i in items):
         raise InputError(param, "empty item in list %r" % (value,), "comma-separated values without empty items")
     return [i for i in items if i]
@@ -118,6 +124,14 @@ def seconds(param, value, default):
 def cidr(param, text):
     """One IPv4 network; a bare address means /32. Host bits must be clear."""
     accepted = "IPv4 CIDRs such as 10.0.0.0/8 or 203.0.113.7"
+    if ":" in text:
+        try:
+            ipaddress.IPv6Network(text, strict=False)
+        except ValueError:
+            pass
+        else:
+            raise InputError(param, "%r is an IPv6 network: IPv6 is not supported (guests have no IPv6)" % text,
+                             accepted)
     if "/" in text:
         addr, _unused, prefix = text.partition("/")
         if not prefix.isdigit() or int(prefix) > 32:
@@ -209,10 +223,11 @@ def _refuse_empty_lists(mode, lists):
                                     "leave the VM allow-all" % (value,), EMPTY_LIST_FORM)
 
 
-def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None):
+def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=None, audit=False):
     """Normalise a policy. Lists given with the default policy promote it to
     ``custom``; ``deny-all`` with any list is an error; an empty list without
-    a policy is refused (``_refuse_empty_lists``)."""
+    a policy is refused (``_refuse_empty_lists``). AUDIT (a custom policy
+    only): what the lists would refuse passes and is logged."""
     _refuse_empty_lists(mode, (("allowed_domains", allowed_domains), ("allowed_cidrs", allowed_cidrs),
                                ("denied_cidrs", denied_cidrs)))
     domains = domain_list("allowed_domains", allowed_domains)
@@ -226,7 +241,12 @@ def policy(mode=None, allowed_domains=None, allowed_cidrs=None, denied_cidrs=Non
                          "deny-all alone, or custom with lists")
     if mode in (None, "allow-all"):
         mode = "custom" if has_lists else "allow-all"
-    return Policy(mode, domains, allowed, denied)
+    if not isinstance(audit, bool):
+        raise InputError("audit", "expected true or false, got %r" % (audit,), "true or false")
+    if audit and mode != "custom":
+        raise InputError("audit", "audit mode needs a custom policy, not %s" % mode,
+                         "a custom policy: --network-policy custom or a list flag, with --audit")
+    return Policy(mode, domains, allowed, denied, audit)
 
 
 PORT_FORM = "[host_ip:]host_port[:guest_port][/tcp|udp], e.g. 8080 or 127.0.0.1:8080:80/tcp"
@@ -428,6 +448,25 @@ def socket_group(value):
         return grp.getgrnam(text).gr_gid
     except KeyError:
         raise InputError("socket_group", "no such group %r" % text, "a numeric gid or an existing group name")
+
+
+_AGO_RE = re.compile(r"^([0-9]+)([smhd])$")
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SINCE_FORM = "a time ago such as 30s, 10m, 2h or 1d, or a UTC time such as 2026-12-02T10:00:00Z"
+
+
+def since(value, now):
+    """``--since``: the time (seconds since the epoch) from which events are
+    shown; NOW is the current time."""
+    from .events import parse_time
+    text = str(value).strip()
+    match = _AGO_RE.match(text)
+    if match:
+        return now - int(match.group(1)) * _AGO_UNITS[match.group(2)]
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise InputError("since", "%r is neither a time ago nor a UTC time" % (value,), SINCE_FORM)
 
 
 # -- the resolver's budgets per VM -------------------------------------------------

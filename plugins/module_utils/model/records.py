@@ -38,10 +38,20 @@ class Policy:
     allowed_domains: Tuple[str, ...] = ()
     allowed_cidrs: Tuple[str, ...] = ()
     denied_cidrs: Tuple[str, ...] = ()
+    # custom only: what the lists would refuse passes and is logged as
+    # "would refuse" (docs/operator.md, "Audit mode")
+    audit: bool = False
 
     @property
     def has_lists(self):
         return bool(self.allowed_domains or self.allowed_cidrs or self.denied_cidrs)
+
+    @property
+    def learns_names(self):
+        """Whether the resolver learns answers into the VM's ``dns`` set:
+        custom with allowed domains, or any custom policy in audit mode
+        (it learns the names off the list too)."""
+        return self.mode == "custom" and bool(self.allowed_domains or self.audit)
 
 
 ALLOW_ALL = Policy()

@@ -28,8 +28,9 @@ import socket
 from collections import namedtuple
 
 from ..model import addressing as A
-from . import budgets, name_guard
-from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  (the plan's names, used as fp.*)
+from . import budgets, drops, name_guard
+# the plan's names, used as fp.* by its callers
+from .names import CHAIN_ROLES, chain_name, set_name, vm_chains  # noqa: F401  pylint: disable=unused-import
 
 TABLES = ("raw", "nat", "filter")
 
@@ -95,29 +96,37 @@ def explicit_link_local(policy):
 
 
 def _policy_rules(vm_id, policy):
-    """The tail of the ``out`` chain: what the policy lets out."""
+    """The tail of the ``out`` chain: what the policy lets out. Each drop
+    jumps to its reason's chain (plan.drops: counted, a limited copy logged);
+    in audit mode what the lists would drop jumps to the audit chain, which
+    logs and accepts it."""
     mode = policy.mode
     if mode == "allow-all":
-        return [("-d", LINK_LOCAL_NET, "-j", "DROP"), ("-j", "ACCEPT")]
+        return [("-d", LINK_LOCAL_NET) + drops.drop("isolation"), ("-j", "ACCEPT")]
     if mode == "deny-all":
-        return [("-j", "DROP")]
-    rules = [("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"),
-             ("-p", "udp", "-m", "udp", "--dport", "853", "-j", "DROP")]
+        return [drops.drop("policy")]
+    # DNS over TLS stays dropped in audit mode too: names must reach the resolver to be seen
+    rules = [("-p", "tcp", "-m", "tcp", "--dport", "853") + drops.drop("dns_elsewhere"),
+             ("-p", "udp", "-m", "udp", "--dport", "853") + drops.drop("dns_elsewhere")]
+    refuse = drops.let_through("policy") if policy.audit else drops.drop("policy")
     if policy.denied_cidrs:
-        rules.append(("-m", "set", "--match-set", set_name(vm_id, "deny"), "dst", "-j", "DROP"))
+        rules.append(("-m", "set", "--match-set", set_name(vm_id, "deny"), "dst") + refuse)
     # Link-local (cloud metadata) opens only for a CIDR inside 169.254.0.0/16
     # named explicitly; a wide allow such as 0.0.0.0/0 does not open it.
     for cidr in explicit_link_local(policy):
         rules.append(("-d", cidr, "-j", "ACCEPT"))
-    rules.append(("-d", LINK_LOCAL_NET, "-j", "DROP"))
+    rules.append(("-d", LINK_LOCAL_NET) + drops.drop("isolation"))
     if policy.allowed_cidrs:
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "allow"), "dst", "-j", "ACCEPT"))
-    if policy.allowed_domains:
+    if name_guard.guards(policy):
         # the learned set, guarded: a flow to an address open only through it
         # is held at its first payload until the name guard has read its name
         rules.append(name_guard.out_rule(vm_id))
+    elif policy.learns_names:
+        # audit mode: what the lists would refuse passes anyway, unguarded
+        rules.append(("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", "ACCEPT"))
     only_denied = policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains)
-    rules.append(("-j", "ACCEPT") if only_denied else ("-j", "DROP"))
+    rules.append(("-j", "ACCEPT") if only_denied else refuse)
     return rules
 
 
@@ -144,8 +153,8 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
     owned = {}
     # Anti-spoofing before anything else sees the packet (raw PREROUTING).
     owned[("raw", c("spoof"))] = [
-        ("!", "-s", guest + "/32", "-j", "DROP"),
-        ("-m", "mac", "!", "--mac-source", mac.upper(), "-j", "DROP"),
+        ("!", "-s", guest + "/32") + drops.drop("spoofed"),
+        ("-m", "mac", "!", "--mac-source", mac.upper()) + drops.drop("spoofed"),
     ]
     # DNS: in allow-all only queries to the gateway go to the resolver; in
     # custom and deny-all every port-53 packet does, whatever its address.
@@ -164,14 +173,14 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
     over_budget, owned[("filter", c("cap"))] = budgets.vm_rules(vm, c("cap"))
     if in_host_namespace:
         inbound.insert(0, over_budget)
-    owned[("filter", c("in"))] = inbound + [("-j", "DROP")]
+    owned[("filter", c("in"))] = inbound + [drops.drop("isolation")]
     out = [
         over_budget,
         _accept_resolver("udp"), _accept_resolver("tcp"),
         # replies on connections the outside opened (published ports)
         ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT"),
-        ("-d", VM_NET, "-j", "DROP"),
-        ("-d", TRANSIT_NET, "-j", "DROP"),
+        ("-d", VM_NET) + drops.drop("isolation"),
+        ("-d", TRANSIT_NET) + drops.drop("isolation"),
     ]
     owned[("filter", c("out"))] = out + _policy_rules(vm_id, policy)
     to = [("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")]
@@ -198,7 +207,7 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
     if not in_host_namespace:
         # The namespace is the VM's alone: fail closed if rules are flushed.
         policies = {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
-    return Plan(_hooks(SHARED_HOOKS), owned, members, policies, frozenset(absent))
+    return Plan(_hooks(SHARED_HOOKS), drops.with_chains(owned), members, policies, frozenset(absent))
 
 
 def published_plan(vm, published):
@@ -242,10 +251,10 @@ def host_plan(conntrack_limit=None):
             ("-s", VM_NET, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
             ("-s", VM_NET, "-d", A.RESOLVER_IP + "/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"),
             ("-s", VM_NET, "-d", A.RESOLVER_IP + "/32", "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "ACCEPT"),
-            ("-s", VM_NET, "-j", "DROP"),
+            ("-s", VM_NET) + drops.drop("isolation"),
         ],
         ("filter", "VMSAN-HOST-FWD"): [
-            ("-s", VM_NET, "-d", VM_NET, "-j", "DROP"),
+            ("-s", VM_NET, "-d", VM_NET) + drops.drop("isolation"),
             ("-s", VM_NET, "-j", "ACCEPT"),
             ("-d", VM_NET, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "ACCEPT"),
             ("-d", VM_NET, "-j", "DROP"),
@@ -263,7 +272,7 @@ def host_plan(conntrack_limit=None):
         owned[("filter", budgets.HOST_CAP_CHAIN)] = cap_rules
     hooks = _hooks(SHARED_HOOKS)
     hooks.update(_hooks(HOST_HOOKS))
-    return Plan(hooks, owned, {}, {})
+    return Plan(hooks, drops.with_chains(owned), {}, {})
 
 
 def merge(*plans):
@@ -330,6 +339,9 @@ def outbound_allowed(policy, dst_ip, protocol=None, dport=None, learned=()):
         return addr not in A.LINK_LOCAL
     if protocol in ("tcp", "udp") and dport == 853:
         return False
+    if policy.audit:
+        # what the lists would drop passes; link-local stays closed unless named
+        return addr not in A.LINK_LOCAL or any(addr in ipaddress.IPv4Network(n) for n in explicit_link_local(policy))
     if any(addr in ipaddress.IPv4Network(n) for n in policy.denied_cidrs):
         return False
     if any(addr in ipaddress.IPv4Network(n) for n in explicit_link_local(policy)):
@@ -382,7 +394,12 @@ def allows_all_that(old, new):
         return not explicit_link_local(old)
     if old.mode == "allow-all":
         return False        # custom always drops DNS over TLS, allow-all does not
-    # both custom: NEW may deny no more, and must open at least what OLD opened
+    # both custom. Audit lets out all but DNS over TLS and link-local
+    if new.audit:
+        return _covered(explicit_link_local(old), explicit_link_local(new))
+    if old.audit:
+        return False
+    # NEW may deny no more, and must open at least what OLD opened
     if not _covered(new.denied_cidrs, old.denied_cidrs):
         return False
     if not _covered(explicit_link_local(old), explicit_link_local(new)):

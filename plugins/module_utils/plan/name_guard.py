@@ -54,8 +54,10 @@ MULTIPORT_MAX = 15          # ports per -m multiport match
 
 def guards(policy):
     """Whether POLICY (a model Policy) puts the name guard on its learned
-    set's path: ``custom`` with allowed domains (the only policy that learns)."""
-    return policy.mode == "custom" and bool(policy.allowed_domains)
+    set's path: ``custom`` with allowed domains, not in audit mode (which
+    lets through what the guard would refuse: its learned set is a plain
+    ACCEPT)."""
+    return policy.mode == "custom" and bool(policy.allowed_domains) and not policy.audit
 
 
 def udp_ports(allowed_domains):

@@ -80,7 +80,7 @@ def with_added(vm_id, current, given, replace=False):
         if clashing and not replace:
             port = wanted[clashing[0]]
             raise ConflictError("VM %s already publishes host port %d/%s as %s; remove that first to publish %s"
-                                % (vm_id, spec.host_port, spec.protocol, port.text, spec.text))
+                                % (vm_id, spec.host_port, spec.protocol, port.text, spec.text), "published_ports")
         if clashing:
             wanted[clashing[0]] = spec
             wanted = [p for i, p in enumerate(wanted) if i not in clashing[1:]]

@@ -28,7 +28,7 @@ def wanted_sets(policy):
         out["allow"] = policy.allowed_cidrs
     if policy.denied_cidrs:
         out["deny"] = policy.denied_cidrs
-    if policy.allowed_domains:
+    if policy.learns_names:
         out["dns"] = None     # filled by the resolver
     return out
 

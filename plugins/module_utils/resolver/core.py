@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - only the resolver needs it; res
 
 from ..model import addressing as A
 from ..model import domains
+from ..model import events
 from ..model import inputs
 from . import wire
 
@@ -84,6 +85,9 @@ def upstream_from_resolv_conf(text):
 # --------------------------------------------------------------------------
 # protocol numbers (RFC 1035, 3596, 6891), the same as dnslib's RCODE/QTYPE/CLASS
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+# the metrics' rcode label, by the four bits of a reply's header
+RCODE_NAMES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED") + tuple(
+    "RCODE%d" % n for n in range(6, 16))
 T_A, T_CNAME, T_SOA, T_TXT, T_AAAA, T_OPT = 1, 5, 6, 16, 28, 41
 CLASS_IN, CLASS_CH = 1, 3
 MAX_RECORD_TTL = 0x7FFFFFFF     # RFC 2181 8: a TTL with the top bit set counts as this
@@ -237,7 +241,7 @@ class VmPolicy(object):
     ``policy_key`` when its policy changes."""
 
     __slots__ = ("vm_id", "slot", "guest_ip", "netns", "mode", "matcher", "allowed_spans", "denied_spans",
-                 "identity", "policy_key", "allowed_domains", "_decisions")
+                 "identity", "policy_key", "allowed_domains", "audit", "version", "_decisions")
 
     def __init__(self, record):
         policy = record.policy
@@ -251,17 +255,23 @@ class VmPolicy(object):
         self.allowed_spans = _spans(policy.allowed_cidrs)
         self.denied_spans = _spans(policy.denied_cidrs)
         self.identity = (self.vm_id, self.slot, self.netns, record.created)
-        self.policy_key = (policy.mode, policy.allowed_domains, policy.allowed_cidrs, policy.denied_cidrs)
+        self.policy_key = (policy.mode, policy.allowed_domains, policy.allowed_cidrs, policy.denied_cidrs,
+                           policy.audit)
+        self.audit = policy.audit
+        self.version = events.policy_version(policy)
         self._decisions = {}
 
     @property
     def learns(self):
-        """Whether allowed answers are learned into the VM's ``dns`` set."""
-        return self.mode == "custom" and bool(self.matcher)
+        """Whether allowed answers are learned into the VM's ``dns`` set
+        (records.Policy.learns_names: in audit mode every name's are)."""
+        return self.mode == "custom" and (bool(self.matcher) or self.audit)
 
     def decide(self, q):
         """(action, pattern): REFUSE (deny-all, or a class other than IN),
-        DENY_NAME (custom, name not on the list: NXDOMAIN) or FORWARD."""
+        DENY_NAME (custom, name not on the list: NXDOMAIN) or FORWARD. In
+        audit mode a name off the list is FORWARD with pattern None: it
+        would be refused, and is answered (the caller logs it)."""
         if self.mode == "deny-all" or q.qclass != CLASS_IN:
             return REFUSE, None
         if self.mode == "allow-all":
@@ -274,7 +284,9 @@ class VmPolicy(object):
             if len(self._decisions) > 4096:
                 self._decisions.clear()
             self._decisions[q.name] = pattern
-        return (FORWARD, pattern) if pattern else (DENY_NAME, None)
+        if pattern:
+            return FORWARD, pattern
+        return (FORWARD, None) if self.audit else (DENY_NAME, None)
 
     def may_learn(self, value):
         """Learning an address (an integer) the firewall drops anyway opens

@@ -39,7 +39,9 @@ from ..kernel import netns as ns
 from ..kernel.ipset_wire import describe, is_missing_set
 from ..lifecycle.state import StateStore
 from ..model import addressing as A
+from ..model import events as E
 from ..model.errors import VmsanError
+from ..telemetry.metrics import Histogram
 from . import cache, core, limits
 from . import registry as reg
 from . import servers
@@ -83,8 +85,11 @@ class Resolver(object):
 
     def __init__(self, cfg, upstream, store=None, clock=time.monotonic, defaults=limits.DEFAULT_BUDGET,
                  pool=None, answer_bytes=cache.DEFAULT_ANSWER_BYTES, hot_bytes=cache.DEFAULT_HOT_BYTES,
-                 pins=None, journal=None):
+                 pins=None, journal=None, telemetry=None):
         self.cfg = cfg
+        # telemetry.service.Telemetry (or anything with its ``refusal``): where refusals are logged
+        self.telemetry = telemetry
+        self.latency = Histogram()      # upstream answers, for the metrics
         self.upstream_address = upstream
         self.clock = clock
         self.defaults = defaults
@@ -293,7 +298,22 @@ class Resolver(object):
         if meter.log.allow("over budget", now):
             log.warning("VM %s: more than %d queries a second: answering REFUSED beyond that, nothing beyond "
                         "twice that", meter.vm_id, meter.budget.queries_per_second)
-        return meter.refusals.take(now)
+        self.budget_refusal(meter, "more than %d queries a second" % meter.budget.queries_per_second, now)
+        if meter.refusals.take(now):
+            return True
+        meter.unanswered += 1
+        return False
+
+    def budget_refusal(self, meter, why, now):
+        """An event for a query refused beyond one of METER's budgets: at
+        most one a second per VM (a flood is not written down query by
+        query; the event log's summary counts what its own limit held back)."""
+        if self.telemetry is None or now < meter.event_due or meter is self.unknown:
+            return
+        meter.event_due = now + 1.0
+        state = self.registry.by_id.get(meter.vm_id)
+        self.telemetry.refusal(meter.vm_id, "dns_budget", detail=why,
+                               policy_version=state.policy.version if state is not None else None)
 
     def note_malformed(self, meter, why, now):
         meter.formerr += 1
@@ -308,6 +328,7 @@ class Resolver(object):
         else:
             self._vm_log(meter, "TCP refused", logging.WARNING,
                          "VM %s: %d TCP connections open (its limit): refusing more", meter.vm_id, limit)
+            self.budget_refusal(meter, "more than %d TCP connections" % limit, self.clock())
 
     def note_tcp_unread(self, meter, ip):
         self.stats["tcp_unread"] += 1
@@ -332,6 +353,8 @@ class Resolver(object):
             if tcp:
                 self.stats["queries"] += 1
         meter = state.meter if state is not None else self.unknown
+        if state is not None:
+            reply = _counting(reply, meter.rcodes)
         if not checked and not meter.bucket.take(now):
             if self.note_over_budget(meter, now) and len(data) >= 12 and not data[2] & 0x80:
                 reply(core.bare_reply((data[0] << 8) | data[1], (data[2] << 8) | data[3], core.REFUSED))
@@ -358,10 +381,12 @@ class Resolver(object):
             self.stats["hot"] += 1
             reply(data[:2] + hot.at(now))
             return True
-        action, _pattern = state.policy.decide(q)
+        action, pattern = state.policy.decide(q)
         if action != core.FORWARD:
             self._refuse(state, q, action, reply, now)
             return True
+        if pattern is None and state.policy.audit:
+            self._refusal(state, q, E.WOULD_REFUSE, "answered: audit mode")
         answer = self.upstream.answers.get(q.cache_key(), now)
         if answer is not None:
             self.stats["cached"] += 1
@@ -371,6 +396,7 @@ class Resolver(object):
             self._vm_log(meter, "upstream budget", logging.WARNING,
                          "VM %s: %d queries upstream at once (its limit): answering REFUSED beyond that",
                          meter.vm_id, meter.budget.upstream_queries)
+            self.budget_refusal(meter, "more than %d queries upstream at once" % meter.budget.upstream_queries, now)
             self.stats["over_budget"] += 1
             reply(core.short_reply(q, core.REFUSED))
             return True
@@ -380,7 +406,13 @@ class Resolver(object):
         meter.in_flight += 1
         return True
 
+    def _refusal(self, state, q, verdict, detail):
+        if self.telemetry is not None:
+            self.telemetry.refusal(state.policy.vm_id, "name", name=q.name or repr(b".".join(q.labels))[2:-1],
+                                   detail=detail, verdict=verdict, policy_version=state.policy.version)
+
     def _refuse(self, state, q, action, reply, now):
+        self._refusal(state, q, E.REFUSED, "REFUSED" if action == core.REFUSE else "NXDOMAIN")
         if action == core.REFUSE:
             reply(core.short_reply(q, core.REFUSED))
             return
@@ -525,12 +557,28 @@ class Resolver(object):
                 log.warning("unreadable upstream answer for %s: %s", pending.q.name, exc)
         if answer is not None:
             self.upstream.answers.put(pending.key, answer, now)
+            self.latency.observe(max(now - pending.sent, 0.0))
         for ip, q, tcp, reply_fn, meter in pending.waiters:
             meter.in_flight -= 1
             try:
                 self._answer_waiter(self.registry.get(ip), q, tcp, answer, reply_fn, now)
             except Exception as exc:       # one bad waiter must not starve the others
                 log.error("answering %s for %s failed: %s", q.name, ip, exc)
+
+    def metrics_snapshot(self):
+        """The resolver's counters for the metrics (telemetry.metrics.
+        VmsanCollector's ``dns`` source); read from the scrape's thread."""
+        rcodes, dropped = {}, {}
+        for meter in list(self.registry.meters.values()):
+            counts = rcodes.setdefault(meter.vm_id, {})
+            for code, name in enumerate(core.RCODE_NAMES):
+                if meter.rcodes[code]:
+                    counts[name] = counts.get(name, 0) + meter.rcodes[code]
+            dropped[meter.vm_id] = dropped.get(meter.vm_id, 0) + meter.unanswered
+        now = self.clock()
+        learned = {s.policy.vm_id: sum(1 for until in list(s.learned.values()) if until > now)
+                   for s in self.registry.states() if s.policy.learns}
+        return {"rcodes": rcodes, "dropped": dropped, "latency": self.latency, "learned": learned}
 
     def health_stats(self):
         stats = dict(self.stats)
@@ -647,6 +695,16 @@ class Resolver(object):
         self.loop.run()
 
 
+def _counting(reply, rcodes):
+    """REPLY, counting each reply it sends in RCODES by its rcode (the low
+    four bits of the fourth byte)."""
+    def counted(payload):
+        if len(payload) > 3:
+            rcodes[payload[3] & 0x0F] += 1
+        reply(payload)
+    return counted
+
+
 def _rss_kib():
     try:
         with open("/proc/self/statm") as handle:
@@ -678,7 +736,8 @@ def _raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, attach=None, name="vmsan-resolver"):
+def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, attach=None, name="vmsan-resolver",
+         telemetry=None):
     """Run the resolver in the foreground until SIGTERM or SIGINT; SIGHUP
     re-reads every state file. UPSTREAM, LISTEN: (ip, port), validated by
     model.inputs; BUDGET: the per-VM defaults (model.inputs.resolver_budget's
@@ -686,7 +745,9 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
     has read the state and restored its pins, before it serves (the host
     daemon starts the name guard there); what it returns, if anything, is
     called when the resolver stops, before its sockets close. NAME heads
-    every log line. Returns the exit status."""
+    every log line. TELEMETRY: a telemetry.service.Telemetry, started
+    before the resolver serves and stopped after it (the event log, the
+    drop reader, the metrics server). Returns the exit status."""
     if not core.HAS_DNSLIB:
         raise VmsanError("the resolver needs the Python library dnslib (%s); install the pinned requirements "
                          "(scripts/setup.sh, or pip install -r requirements.txt)" % core.DNSLIB_IMPORT_ERROR)
@@ -694,6 +755,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
     level = os.environ.get("VMSAN_RESOLVER_LOG", "INFO").upper()
     log.setLevel(level)
     logging.getLogger("vmsan").setLevel(level)      # the guard's and the commands' lines too
+    logging.getLogger("vmsan.events").setLevel(logging.INFO)     # each event, to the journal through the unit
     cfg = core.settings(ttl_floor, grace)
     budget = limits.budget_from_flags(budget) if isinstance(budget, dict) else budget or limits.DEFAULT_BUDGET
     address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
@@ -705,12 +767,19 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
     sys.setswitchinterval(SWITCH_INTERVAL)
     store = StateStore()
     resolver = Resolver(cfg, upstream, store=store, defaults=budget,
-                        journal=PinJournal(os.path.join(store.root, PINS_DIR)))
+                        journal=PinJournal(os.path.join(store.root, PINS_DIR)), telemetry=telemetry)
     try:
         resolver.open_sockets(address)
     except OSError as exc:
         resolver.close()
         raise VmsanError("cannot listen on %s:%d: %s" % (address[0], address[1], exc.strerror))
+    if telemetry is not None:
+        telemetry.dns_source(resolver.metrics_snapshot)
+        try:
+            telemetry.start()
+        except BaseException:
+            resolver.close()
+            raise
 
     def stop(signum, frame):
         raise servers.Stop()
@@ -739,6 +808,8 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
                 detach()
         finally:
             resolver.close()
+            if telemetry is not None:
+                telemetry.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 0

@@ -94,7 +94,7 @@ def relying_on_it(records):
     out = []
     for record in records:
         policy = getattr(record, "policy", None)
-        if policy is not None and policy.mode == "custom" and policy.allowed_domains:
+        if policy is not None and policy.learns_names:
             out.append(record.id)
     return out
 

@@ -7,7 +7,7 @@ in, verdicts out; the daemon keeps one ``Meter`` per VM).
   in flight, TCP connections), read from its state record by
   ``budget_from_record`` (the only code that knows where they live there)
   or the daemon-wide defaults (``vmsan resolver --vm-...`` flags);
-* ``LogBudget``: log lines per VM and window, with one summary line of what
+* ``LogBudget`` (telemetry.budget, shared with the event log): log lines per VM and window, with one summary line of what
   was held back.
 """
 
@@ -16,6 +16,8 @@ import dataclasses
 from collections import namedtuple
 
 from ..model.inputs import RESOLVER_BUDGETS
+# the log budget lives with the event log's; re-exported for the resolver
+from ..telemetry.budget import LogBudget, summary_text  # noqa: F401  pylint: disable=unused-import
 
 # Defaults (model.inputs.RESOLVER_BUDGETS): far above what a normal guest
 # asks (a busy build VM resolves a few hundred names a second at its peak, a
@@ -104,41 +106,3 @@ class TokenBucket(object):
         self.rate = float(rate)
         self.burst = float(burst if burst is not None else rate)
         self.tokens = min(self.tokens, self.burst)
-
-
-class LogBudget(object):
-    """At most LINES log lines per WINDOW seconds (for one VM); what is held
-    back is counted by kind, and ``summary(now)`` gives the counts once the
-    window it began in is over (one line, then a new window)."""
-
-    __slots__ = ("lines", "window", "started", "used", "held")
-
-    def __init__(self, lines=20, window=60.0):
-        self.lines, self.window = lines, window
-        self.started, self.used, self.held = None, 0, {}
-
-    def allow(self, kind, now):
-        if self.started is None or now - self.started >= self.window:
-            if self.held:           # the summary is due first: keep counting until it is taken
-                self.held[kind] = self.held.get(kind, 0) + 1
-                return False
-            self.started, self.used = now, 0
-        if self.used < self.lines:
-            self.used += 1
-            return True
-        self.held[kind] = self.held.get(kind, 0) + 1
-        return False
-
-    def summary(self, now):
-        """{kind: lines held back} when the window is over and something
-        was held back (then the next window starts), else None."""
-        if not self.held or self.started is None or now - self.started < self.window:
-            return None
-        held, self.held = self.held, {}
-        self.started, self.used = now, 0
-        return held
-
-
-def summary_text(held):
-    """'1200 refused, 34 malformed' of a LogBudget summary."""
-    return ", ".join("%d %s" % (count, kind) for kind, count in sorted(held.items(), key=lambda kv: (-kv[1], kv[0])))

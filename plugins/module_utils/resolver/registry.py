@@ -51,7 +51,7 @@ class Meter(object):
     connections, its learning jobs waiting, its log lines."""
 
     __slots__ = ("vm_id", "budget", "bucket", "refusals", "in_flight", "tcp", "learning", "log", "over_budget",
-                 "formerr", "problems")
+                 "formerr", "problems", "rcodes", "unanswered", "event_due")
 
     def __init__(self, vm_id, budget, now, log_lines=20, log_window=60.0):
         self.vm_id, self.budget = vm_id, budget
@@ -63,6 +63,10 @@ class Meter(object):
         self.log = limits.LogBudget(log_lines, log_window)
         self.over_budget = self.formerr = 0
         self.problems = ()
+        # for the metrics (telemetry): replies by rcode (the index), queries left unanswered
+        self.rcodes = [0] * 16
+        self.unanswered = 0
+        self.event_due = 0.0        # budget refusals go to the event log at most once a second
 
     def set_budget(self, budget):
         if budget != self.budget:

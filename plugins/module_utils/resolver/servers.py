@@ -297,12 +297,15 @@ class UdpServer(object):
                                 refused = over_budget(data)
                                 if refused is not None:
                                     queue(i, refused)
+                                    state.meter.rcodes[core.REFUSED] += 1
                             else:
                                 dropped += 1
                             continue
                         hot = state.hot.get(data[2:])
                         if hot is not None and now < hot.fresh_until:
-                            queue(i, data[:2] + hot.tail)
+                            tail = hot.tail
+                            queue(i, data[:2] + tail)
+                            state.meter.rcodes[tail[1] & 0x0F] += 1
                             hits += 1
                             continue
                     address = address_of(i)
@@ -341,6 +344,7 @@ class UdpServer(object):
                     refused = self.over_budget(data) if resolver.note_over_budget(state.meter, now) else None
                     if refused is not None:
                         _udp_reply(sendto, address)(refused)
+                        state.meter.rcodes[core.REFUSED] += 1
                     else:
                         dropped += 1
                     continue
@@ -349,6 +353,7 @@ class UdpServer(object):
                 if hot is not None and now < hot.fresh_until:
                     resolver.stats["hot"] += 1
                     _udp_reply(sendto, address)(data[:2] + hot.tail)
+                    state.meter.rcodes[hot.tail[1] & 0x0F] += 1
                     continue
             try:
                 resolver.handle(data, address[0], _udp_reply(sendto, address), False, state, state is not None)

@@ -85,6 +85,15 @@ def _params(**given):
     return params
 
 
+def test_audit_is_a_policy_option_of_the_vm_faces():
+    wanted = vmsan_vm.parse(_params(network_policy="custom", audit=True))
+    assert wanted["policy"].audit is True and wanted["policy"].mode == "custom"
+    assert vmsan_vm.parse(_params(allowed_cidrs=["192.0.2.0/24"]))["policy"].audit is False
+    with pytest.raises(InputError) as info:
+        vmsan_vm.parse(_params(network_policy="allow-all", audit=True))
+    assert face.error_message(info.value).startswith("audit: audit mode needs a custom policy")
+
+
 def test_options_left_out_are_kept_and_given_ones_parsed():
     wanted = vmsan_vm.parse(_params())
     assert all(wanted[k] is KEEP for k in ("policy", "ports", "bandwidth", "bandwidth_in", "tap_owner"))
@@ -129,7 +138,7 @@ def test_diff_shows_rules_only_when_they_change():
     assert [d["before_header"] for d in diffs] == ["web (facts)", "web (rules)"]
     rules_before, rules_after = diffs[1]["before"], diffs[1]["after"]
     assert "-A vmsan-web-out -m set --match-set vmsan-web-allow dst -j ACCEPT" in rules_before
-    assert "--match-set" not in rules_after and "-A vmsan-web-out -j DROP" in rules_after
+    assert "--match-set" not in rules_after and "-A vmsan-web-out -j VMSAN-DROP-POLICY" in rules_after
     assert "# ipset vmsan-web-allow: 192.0.2.0/24" in rules_before
     assert len(face.build_diff(RECORD, RECORD.but(bandwidth=Bandwidth()))) == 1
     created = face.build_diff(None, RECORD)

@@ -22,7 +22,7 @@ def test_vm_id_ok():
 
 @pytest.mark.parametrize("bad,words", [
     ("10.0.0.0/33", "prefix"), ("300.1.1.1/8", "IPv4 address"), ("10.0.0/8", "IPv4 address"),
-    ("10.0.0.1/8", "host bits"), ("abc", "IPv4 address"), ("2001:db8::/32", "IPv4 address"),
+    ("10.0.0.1/8", "host bits"), ("abc", "IPv4 address"), ("2001:db8::/32", "IPv6 is not supported"),
     ("10.0.0.0/-1", "prefix"), ("010.0.0.0/8", "IPv4 address"),
 ])
 def test_cidr_rejected(bad, words):

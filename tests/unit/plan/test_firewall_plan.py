@@ -13,17 +13,17 @@ def out_chain(policy, **kw):
 
 def test_allow_all_tail_and_baseline():
     rules = out_chain(inputs.policy())
-    assert rules[-2:] == [("-d", "169.254.0.0/16", "-j", "DROP"), ("-j", "ACCEPT")]
-    assert ("-d", "172.16.0.0/16", "-j", "DROP") in rules
-    assert ("-d", "169.254.64.0/18", "-j", "DROP") in rules
+    assert rules[-2:] == [("-d", "169.254.0.0/16", "-j", "VMSAN-DROP-ISOLATION"), ("-j", "ACCEPT")]
+    assert ("-d", "172.16.0.0/16", "-j", "VMSAN-DROP-ISOLATION") in rules
+    assert ("-d", "169.254.64.0/18", "-j", "VMSAN-DROP-ISOLATION") in rules
     # baseline drops come before anything that accepts new traffic
-    assert rules.index(("-d", "172.16.0.0/16", "-j", "DROP")) < rules.index(("-j", "ACCEPT"))
+    assert rules.index(("-d", "172.16.0.0/16", "-j", "VMSAN-DROP-ISOLATION")) < rules.index(("-j", "ACCEPT"))
 
 
 def test_deny_all_ends_in_drop_and_redirects_all_dns():
     plan = fp.vm_plan(VM, inputs.policy("deny-all"))
     rules = plan.owned[("filter", "vmsan-web1-out")]
-    assert rules[-1] == ("-j", "DROP")
+    assert rules[-1] == ("-j", "VMSAN-DROP-POLICY")
     accepts = [r for r in rules if r[-1] == "ACCEPT"]
     # only DNS to the host resolver and replies on connections opened from outside
     assert all("--ctstate" in r or r[:2] == ("-d", "169.254.64.1/32") and "53" in r for r in accepts)
@@ -39,24 +39,24 @@ def test_allow_all_redirects_only_gateway_dns():
 def test_custom_precedence_order():
     pol = inputs.policy(None, "a.example.com", "10.0.0.0/8", "10.1.0.0/16")
     rules = out_chain(pol)
-    deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
+    deny = rules.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "VMSAN-DROP-POLICY"))
     allow = rules.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
     learned = rules.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "vmsan-web1-guard"))
-    dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "DROP"))
-    link_local = rules.index(("-d", "169.254.0.0/16", "-j", "DROP"))
+    dot = rules.index(("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "VMSAN-DROP-DNS"))
+    link_local = rules.index(("-d", "169.254.0.0/16", "-j", "VMSAN-DROP-ISOLATION"))
     assert dot < deny < link_local < allow < learned
-    assert rules[-1] == ("-j", "DROP")
+    assert rules[-1] == ("-j", "VMSAN-DROP-POLICY")
 
 
 def test_custom_only_denied_leaves_rest_open_and_empty_custom_closes():
     assert out_chain(inputs.policy(None, None, None, "10.0.0.0/8"))[-1] == ("-j", "ACCEPT")
-    assert out_chain(inputs.policy("custom"))[-1] == ("-j", "DROP")
+    assert out_chain(inputs.policy("custom"))[-1] == ("-j", "VMSAN-DROP-POLICY")
 
 
 def test_anti_spoofing_and_namespace_policies():
     plan = fp.vm_plan(VM, inputs.policy())
     spoof = plan.owned[("raw", "vmsan-web1-spoof")]
-    assert ("!", "-s", "172.16.3.2/32", "-j", "DROP") in spoof
+    assert ("!", "-s", "172.16.3.2/32", "-j", "VMSAN-DROP-SPOOFED") in spoof
     assert any("--mac-source" in r and "06:00:AC:10:03:02" in r for r in spoof)
     assert plan.policies == {("filter", "FORWARD"): "DROP", ("filter", "INPUT"): "DROP"}
     assert fp.vm_plan(VM, inputs.policy(), in_host_namespace=True).policies == {}
@@ -183,11 +183,11 @@ def test_a_custom_policy_with_domains_sends_its_learned_set_through_the_guard(in
     # no rule of the VM accepts the learned set without the guard
     assert not [r for r in out if "vmsan-web1-dns" in r and r[-1] == "ACCEPT"]
     jump = out.index(("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "vmsan-web1-guard"))
-    deny = out.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "DROP"))
+    deny = out.index(("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "VMSAN-DROP-POLICY"))
     allow = out.index(("-m", "set", "--match-set", "vmsan-web1-allow", "dst", "-j", "ACCEPT"))
     resolver = out.index(("-d", "169.254.64.1/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"))
     # DNS to the resolver first, denied CIDRs win, allowed CIDRs are never held
-    assert resolver < deny < allow < jump < len(out) - 1 and out[-1] == ("-j", "DROP")
+    assert resolver < deny < allow < jump < len(out) - 1 and out[-1] == ("-j", "VMSAN-DROP-POLICY")
     guard = plan.owned[("filter", "vmsan-web1-guard")]
     queued = [r for r in guard if "NFQUEUE" in r]
     assert all("--queue-bypass" not in r for r in queued)          # fail closed without a reader
@@ -227,3 +227,20 @@ def test_a_merged_plan_never_deletes_a_chain_another_part_owns():
 
 def test_the_guard_chain_is_one_of_the_vms_chains():
     assert "vmsan-web1-guard" in fp.vm_chains("web1")
+
+
+def test_audit_mode_learns_every_name_unguarded_and_lets_the_refused_through_its_audit_chain():
+    pol = inputs.policy(None, "a.example.com", None, "10.1.0.0/16", audit=True)
+    plan = fp.vm_plan(VM, pol)
+    out = plan.owned[("filter", "vmsan-web1-out")]
+    assert ("filter", "vmsan-web1-guard") not in plan.owned
+    assert ("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT") in out
+    assert ("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "VMSAN-AUDIT-POLICY") in out
+    assert out[-1] == ("-j", "VMSAN-AUDIT-POLICY")
+    # DNS over TLS and the isolation baseline still drop
+    assert ("-p", "tcp", "-m", "tcp", "--dport", "853", "-j", "VMSAN-DROP-DNS") in out
+    assert ("-d", "172.16.0.0/16", "-j", "VMSAN-DROP-ISOLATION") in out
+    audit = plan.owned[("filter", "VMSAN-AUDIT-POLICY")]
+    assert audit[-1] == ("-j", "ACCEPT") and "NFLOG" in audit[0] and "NEW" in audit[0]
+    assert plan.owned[("filter", "VMSAN-DROP-ISOLATION")][-1] == ("-j", "DROP")
+    assert plan.owned[("raw", "VMSAN-DROP-SPOOFED")][-1] == ("-j", "DROP")

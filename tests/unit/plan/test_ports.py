@@ -169,7 +169,7 @@ def test_published_plan_without_ports_empties_the_vms_jumps():
 def test_no_netns_in_chain_accepts_only_replies_of_the_hosts_connections():
     ins = fp.vm_plan(VM, inputs.policy("deny-all"), specs("8080"), in_host_namespace=True).owned[
         ("filter", "vmsan-web1-in")]
-    assert ins[-1] == ("-j", "DROP")
+    assert ins[-1] == ("-j", "VMSAN-DROP-ISOLATION")
     assert ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT") in ins
     own_ns = fp.vm_plan(VM, inputs.policy("deny-all"), specs("8080")).owned[("filter", "vmsan-web1-in")]
     assert not any("REPLY" in r for r in own_ns)

@@ -1,0 +1,142 @@
+"""NFLOG copies of dropped packets, for the event log: one netlink socket per
+network namespace bound to the drop groups of ``plan.drops`` (a socket may
+be the listener of several groups; the kernel allows one listener per group
+and namespace, ``EBUSY``). The rules limit how many copies the kernel makes
+(plan/drops.py), so reading them costs the daemon at most that.
+
+The copies do not wait: the packet is dropped (or accepted, in audit mode)
+whether or not anyone reads. Without a bound socket the kernel makes no
+copy at all. Each message carries its group (nfgenmsg's resource id), the
+device it came in on and the first ``copy_range`` bytes of the IP packet.
+Built on the framing of ``kernel.nfqueue`` (its attribute reader), same
+rules: open inside the namespace, close before it goes; library and kernel
+errors become ``NfqueueError``.
+"""
+
+import errno
+import os
+import socket
+import struct
+from collections import namedtuple
+
+from .nfqueue import NETLINK_NETFILTER, NFNL_SUBSYS_ULOG, NFULA_PAYLOAD, NFULNL_CFG_CMD_BIND, \
+    NFULNL_COPY_PACKET, NFULNL_MSG_CONFIG, NFULNL_MSG_PACKET, NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_QTHRESH, \
+    NFULA_CFG_TIMEOUT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NfqueueError, attributes
+
+NFULA_IFINDEX_INDEV = 4
+COPY_RANGE = 96             # bytes of each packet: the IPv4 header (with options) and the ports
+RCVBUF = 1 << 20
+RECV_SIZE = 0x10000
+
+# group: the NFLOG group; indev: ifindex the packet came in on (0: none);
+# payload: the IP packet, up to the copy range
+LogCopy = namedtuple("LogCopy", "group indev payload")
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_NFGENMSG = struct.Struct("!BBH")
+_NLATTR = struct.Struct("=HH")
+_BE32 = struct.Struct("!I")
+_TYPE = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+
+
+def _attr(atype, payload):
+    return _NLATTR.pack(4 + len(payload), atype) + payload + b"\x00" * ((4 - len(payload) % 4) % 4)
+
+
+def _config(group, attrs, seq):
+    body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, group) + b"".join(attrs)
+    return _NLMSGHDR.pack(16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK,
+                          seq, 0) + body
+
+
+def parse(data, length=None):
+    """The LogCopys in one datagram DATA read from the socket."""
+    out = []
+    end = len(data) if length is None else length
+    pos = 0
+    while pos + 20 <= end:
+        mlen, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, pos)
+        if mlen < 16 or pos + mlen > end:
+            break
+        if mtype == _TYPE:
+            group = _NFGENMSG.unpack_from(data, pos + 16)[2]
+            attrs = attributes(data, pos + 20, pos + mlen)
+            indev = attrs.get(NFULA_IFINDEX_INDEV)
+            out.append(LogCopy(group, _BE32.unpack(indev)[0] if indev else 0, bytes(attrs.get(NFULA_PAYLOAD, b""))))
+        pos += (mlen + 3) & ~3
+    return out
+
+
+class LogSocket(object):
+    """The listener of NFLOG GROUPS in the calling thread's namespace.
+    Non-blocking: a loop polls ``fileno()`` and calls ``receive()``."""
+
+    def __init__(self, groups, copy_range=COPY_RANGE, rcvbuf=RCVBUF):
+        self.groups = tuple(groups)
+        self._buf = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self.overflows = 0
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        except OSError as exc:
+            raise NfqueueError("cannot open a netfilter netlink socket: %s" % exc, exc.errno)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.bind((0, 0))
+            self.sock.settimeout(5.0)
+            for seq, group in enumerate(self.groups, 1):
+                self._configure(group, seq, [_attr(NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND))])
+                self._configure(group, seq, [
+                    _attr(NFULA_CFG_MODE, struct.pack("!IBx", copy_range, NFULNL_COPY_PACKET)),
+                    _attr(NFULA_CFG_QTHRESH, _BE32.pack(1)),
+                    _attr(NFULA_CFG_TIMEOUT, _BE32.pack(0)),
+                ])
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _configure(self, group, seq, attrs):
+        what = "bind NFLOG group %d" % group
+        try:
+            self.sock.send(_config(group, attrs, seq))
+            while True:
+                n = self.sock.recv_into(self._buf)
+                pos = 0
+                while pos + 20 <= n:
+                    mlen, mtype, _flags, ack_seq, _pid = _NLMSGHDR.unpack_from(self._buf, pos)
+                    if mtype == NLMSG_ERROR and ack_seq == seq:
+                        err = -struct.unpack_from("=i", self._buf, pos + 16)[0]
+                        if err:
+                            why = "another socket holds it" if err == errno.EBUSY else os.strerror(err)
+                            raise NfqueueError("%s: %s" % (what, why), err)
+                        return
+                    pos += max((mlen + 3) & ~3, 16)
+        except OSError as exc:
+            raise NfqueueError("%s: %s" % (what, exc), exc.errno)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def receive(self, limit=64):
+        """The copies waiting, from at most LIMIT datagrams ([] if none). A
+        socket that overflowed (the kernel dropped copies: ENOBUFS) is
+        counted in ``overflows`` and read on."""
+        out = []
+        for _count in range(limit):
+            try:
+                n = self.sock.recv_into(self._buf)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.overflows += 1
+                    continue
+                if exc.errno == errno.EINTR:
+                    continue
+                raise NfqueueError("NFLOG: %s" % exc, exc.errno)
+            out.extend(parse(self._view, n))
+        return out
+
+    def close(self):
+        self.sock.close()
