@@ -26,6 +26,7 @@ requirements:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vmsan.network.vmsan
+  - vmsan.network.vmsan.policy
 attributes:
   check_mode:
     support: full
@@ -46,44 +47,6 @@ options:
       - Left out, the policy is V(custom) when a list is given; at least one of this option and the lists must
         be given.
       - V(deny-all) with a list is an error.
-    type: str
-  allowed_domains:
-    description:
-      - Names the guest may resolve and then reach (V(api.example.com) exact, V(*.example.com) any subdomain).
-    type: list
-    elements: str
-  allowed_cidrs:
-    description:
-      - IPv4 networks the guest may reach.
-    type: list
-    elements: str
-  denied_cidrs:
-    description:
-      - IPv4 networks the guest may never reach, whatever else allows them.
-    type: list
-    elements: str
-  audit:
-    description:
-      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
-        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
-        suggest) then prints the smallest lists that would have allowed it.
-      - Part of the policy. Left out while other policy options are given, it is V(false).
-    type: bool
-  limit_connections:
-    description:
-      - The VM's budget of tracked connections (see M(vmsan.network.vmsan_vm)); V(default) for the default.
-    type: str
-  limit_dns_queries_per_second:
-    description:
-      - The VM's DNS queries per second (see M(vmsan.network.vmsan_vm)).
-    type: str
-  limit_dns_upstream_queries:
-    description:
-      - The VM's DNS queries in flight upstream (see M(vmsan.network.vmsan_vm)).
-    type: str
-  limit_dns_tcp_connections:
-    description:
-      - The VM's DNS TCP connections at once (see M(vmsan.network.vmsan_vm)).
     type: str
 seealso:
   - module: vmsan.network.vmsan_vm

@@ -32,6 +32,7 @@ requirements:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vmsan.network.vmsan
+  - vmsan.network.vmsan.policy
 attributes:
   check_mode:
     support: full
@@ -75,28 +76,6 @@ options:
       - This option and the three lists describe the policy together; when none of them is given, an existing
         VM keeps its policy.
     type: str
-  allowed_domains:
-    description:
-      - Names the guest may resolve and then reach (V(api.example.com) exact, V(*.example.com) any subdomain).
-    type: list
-    elements: str
-  allowed_cidrs:
-    description:
-      - IPv4 networks the guest may reach (V(10.0.0.0/8), or a bare address for a /32).
-    type: list
-    elements: str
-  denied_cidrs:
-    description:
-      - IPv4 networks the guest may never reach, whatever else allows them.
-    type: list
-    elements: str
-  audit:
-    description:
-      - Audit mode, with a V(custom) policy only. The VM keeps the isolation baseline and anti-spoofing, but
-        what the lists would refuse passes and is logged as C(would refuse) in the event log; C(vmsan policy
-        suggest) then prints the smallest lists that would have allowed it.
-      - Part of the policy. Left out while other policy options are given, it is V(false).
-    type: bool
   published_ports:
     description:
       - Ports published to the host, each in the form C([host_ip:]host_port[:guest_port][/tcp|udp]) of
@@ -127,25 +106,6 @@ options:
   tap_owner:
     description:
       - A uid or user name that may open the TAP (a jailed, unprivileged VMM).
-    type: str
-  limit_connections:
-    description:
-      - Connections the guest may have tracked at once; beyond it a new TCP connection is reset and anything
-        else new is dropped. A whole number from 64 to 1048576, or V(default) (16384).
-      - Left out, an existing VM keeps its budget.
-    type: str
-  limit_dns_queries_per_second:
-    description:
-      - DNS queries per second the host resolver answers for this guest; beyond it the answer is REFUSED.
-        1 to 1000000, or V(default) (the resolver's C(--vm-queries-per-second)).
-    type: str
-  limit_dns_upstream_queries:
-    description:
-      - The guest's DNS queries in flight to the upstream at once. 1 to 4096, or V(default).
-    type: str
-  limit_dns_tcp_connections:
-    description:
-      - The guest's DNS connections over TCP at once. 1 to 1024, or V(default).
     type: str
 notes:
   - The VM's DNS goes to the host resolver (C(vmsan resolver), installed by the C(vmsan.network.vmsan_host)
