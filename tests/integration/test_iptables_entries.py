@@ -90,8 +90,9 @@ def test_a_hand_edited_rule_is_repaired(sandbox):
         table = apply.open_table("filter")
         try:
             have = E.read_chain(table, chain)
-            position = next(i for i, r in enumerate(have) if r.label == "DROP")
-            table.replace_entry(chain, apply.encode(("-d", "192.0.2.77/32", "-j", "DROP")).buf, position)
+            # the policy's drop (a jump to the counted drop chain of its reason)
+            position, drop = next((i, r.label) for i, r in enumerate(have) if r.label.startswith("VMSAN-DROP"))
+            table.replace_entry(chain, apply.encode(("-d", "192.0.2.77/32", "-j", drop)).buf, position)
             table.commit()
         finally:
             table.close()
