@@ -13,6 +13,8 @@ matter); this costs an encoding of a few microseconds.
 import socket
 import struct
 
+from .netlink_wire import attr as _attr
+
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_DELETE = 2
 NLM_F_REQUEST = 1
@@ -25,11 +27,6 @@ CTA_IP_V4_DST = 2
 CTA_PROTO_NUM = 1
 CTA_PROTO_SRC_PORT = 2
 CTA_PROTO_DST_PORT = 3
-
-
-def _attr(atype, payload):
-    pad = (4 - len(payload) % 4) % 4
-    return struct.pack("=HH", 4 + len(payload), atype) + payload + b"\x00" * pad
 
 
 def delete_message(proto, src, sport, dst, dport):

@@ -20,6 +20,7 @@ import struct
 
 from ..model.errors import KernelError
 from .netlink_wire import NETLINK_ROUTE, NLMSG_ERROR, NetlinkSocket, error_of
+from .netlink_wire import attr as _attr
 from .third_party import pyroute2_submodules
 
 try:
@@ -85,11 +86,6 @@ def device_conf(ifindex=NETCONFA_IFINDEX_ALL):
     reply = netconfmsg(message)
     reply.decode()
     return reply
-
-
-def _attr(kind, payload):
-    length = 4 + len(payload)
-    return struct.pack("HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
 def forwarding_af_spec(on=True, strict_source=False):

@@ -38,6 +38,13 @@ __all__ = ["DEFAULT_TIMEOUT", "NETLINK_NETFILTER", "NETLINK_ROUTE", "NLMSG_ERROR
 
 HEADER = struct.Struct("=IHHII")     # struct nlmsghdr: length, type, flags, seq, pid
 _ERRNO = struct.Struct("=i")         # struct nlmsgerr starts with the (negative) errno
+_NLATTR = struct.Struct("=HH")       # struct nlattr: length, type
+
+
+def attr(atype, payload):
+    """One netlink attribute (struct nlattr and PAYLOAD, padded to 4 bytes):
+    the framing every request this package builds by hand uses."""
+    return _NLATTR.pack(4 + len(payload), atype) + payload + b"\0" * (-len(payload) % 4)
 
 
 def messages(data):

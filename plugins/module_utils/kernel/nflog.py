@@ -14,14 +14,15 @@ errors become ``NfqueueError``.
 """
 
 import errno
-import os
 import socket
 import struct
 from collections import namedtuple
 
+from .netlink_wire import HEADER as _NLMSGHDR
+from .netlink_wire import attr as _attr
 from .nfqueue import NETLINK_NETFILTER, NFNL_SUBSYS_ULOG, NFULA_PAYLOAD, NFULNL_CFG_CMD_BIND, \
     NFULNL_COPY_PACKET, NFULNL_MSG_CONFIG, NFULNL_MSG_PACKET, NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_QTHRESH, \
-    NFULA_CFG_TIMEOUT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NfqueueError, attributes
+    NFULA_CFG_TIMEOUT, NfqueueError, attributes, configure
 
 NFULA_IFINDEX_INDEV = 4
 COPY_RANGE = 96             # bytes of each packet: the IPv4 header (with options) and the ports
@@ -32,21 +33,9 @@ RECV_SIZE = 0x10000
 # payload: the IP packet, up to the copy range
 LogCopy = namedtuple("LogCopy", "group indev payload")
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")
-_NLATTR = struct.Struct("=HH")
 _BE32 = struct.Struct("!I")
 _TYPE = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
-
-
-def _attr(atype, payload):
-    return _NLATTR.pack(4 + len(payload), atype) + payload + b"\x00" * ((4 - len(payload) % 4) % 4)
-
-
-def _config(group, attrs, seq):
-    body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, group) + b"".join(attrs)
-    return _NLMSGHDR.pack(16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK,
-                          seq, 0) + body
 
 
 def parse(data, length=None):
@@ -97,23 +86,8 @@ class LogSocket(object):
             raise
 
     def _configure(self, group, seq, attrs):
-        what = "bind NFLOG group %d" % group
-        try:
-            self.sock.send(_config(group, attrs, seq))
-            while True:
-                n = self.sock.recv_into(self._buf)
-                pos = 0
-                while pos + 20 <= n:
-                    mlen, mtype, _flags, ack_seq, _pid = _NLMSGHDR.unpack_from(self._buf, pos)
-                    if mtype == NLMSG_ERROR and ack_seq == seq:
-                        err = -struct.unpack_from("=i", self._buf, pos + 16)[0]
-                        if err:
-                            why = "another socket holds it" if err == errno.EBUSY else os.strerror(err)
-                            raise NfqueueError("%s: %s" % (what, why), err)
-                        return
-                    pos += max((mlen + 3) & ~3, 16)
-        except OSError as exc:
-            raise NfqueueError("%s: %s" % (what, exc), exc.errno)
+        configure(self.sock, self._buf, NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, group, attrs, seq,
+                  "bind NFLOG group %d" % group)
 
     def fileno(self):
         return self.sock.fileno()

@@ -36,6 +36,8 @@ import struct
 from collections import namedtuple
 
 from ..model.errors import VmsanError
+from .netlink_wire import HEADER as _NLMSGHDR
+from .netlink_wire import attr as _attr
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -86,7 +88,6 @@ LOGGED = "logged"
 # packet (bytes, up to the copy range)
 Message = namedtuple("Message", "kind packet_id mark payload")
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")           # header, nfgenmsg, NFQA_VERDICT_HDR
@@ -105,11 +106,6 @@ class NfqueueError(VmsanError):
     def __init__(self, message, err=None):
         VmsanError.__init__(self, message)
         self.errno = err
-
-
-def _attr(atype, payload):
-    pad = (4 - len(payload) % 4) % 4
-    return _NLATTR.pack(4 + len(payload), atype) + payload + b"\x00" * pad
 
 
 def _message(subsys, msg, res_id, attrs, flags=NLM_F_REQUEST, seq=0, family=socket.AF_UNSPEC):
@@ -156,6 +152,28 @@ def parse(data, length=None):
                                     bytes(attrs.get(NFULA_PAYLOAD, b""))))
         pos += (mlen + 3) & ~3
     return messages, acks
+
+
+def configure(sock, buf, subsys, msg, res_id, attrs, seq, what):
+    """Send one config request (ATTRS for queue or log group RES_ID) on SOCK
+    and wait for its ack, reading into BUF; NfqueueError naming WHAT if the
+    kernel refuses (EBUSY: another socket holds it) or the socket fails.
+    Both readers bind this way: QueueSocket here, kernel/nflog.LogSocket."""
+    sock.settimeout(5.0)
+    sock.send(_message(subsys, msg, res_id, attrs, NLM_F_REQUEST | NLM_F_ACK, seq))
+    view = memoryview(buf)
+    while True:
+        try:
+            n = sock.recv_into(buf)
+        except OSError as exc:
+            raise NfqueueError("%s: %s" % (what, exc), exc.errno)
+        _messages, acks = parse(view, n)
+        for err, ack_seq in acks:
+            if ack_seq == seq:
+                if err:
+                    why = "another socket holds it" if err == errno.EBUSY else os.strerror(err)
+                    raise NfqueueError("%s: %s" % (what, why), err)
+                return
 
 
 def verdict_bytes(queue_num, packet_id, verdict, mark=None):
@@ -224,21 +242,7 @@ class QueueSocket(object):
 
     def _configure(self, subsys, msg, res_id, attrs, what):
         self._seq += 1
-        seq = self._seq
-        self.sock.settimeout(5.0)
-        self.sock.send(_message(subsys, msg, res_id, attrs, NLM_F_REQUEST | NLM_F_ACK, seq))
-        while True:
-            try:
-                n = self.sock.recv_into(self._buf)
-            except OSError as exc:
-                raise NfqueueError("%s: %s" % (what, exc), exc.errno)
-            _messages, acks = parse(self._view, n)
-            for err, ack_seq in acks:
-                if ack_seq == seq:
-                    if err:
-                        why = "another socket holds it" if err == errno.EBUSY else os.strerror(err)
-                        raise NfqueueError("%s: %s" % (what, why), err)
-                    return
+        configure(self.sock, self._buf, subsys, msg, res_id, attrs, self._seq, what)
 
     def receive(self, limit=256, timeout=-1):
         """The messages waiting: waits up to TIMEOUT seconds (default the
