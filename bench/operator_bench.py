@@ -26,7 +26,8 @@ starts ``vmsan daemon`` afresh. Three phases, each off with 0 rounds:
    packets of each kind in ``--kinds`` (policy: to the denied CIDR;
    spoofed: a forged source; ipv6) spread over the measurement at a stated
    rate (PACKETS over the idle measurement's length, or ``--rate``); modes
-   alternate, one round each. Reported: the ratios against idle (the bar:
+   alternate, and each round ends with idle once more (its ratio to idle is
+   the noise floor of the comparison). Reported: the ratios against idle (the bar:
    within 10 %), the packets the kernel counted, and the event log's growth
    against its limit.
 
@@ -36,6 +37,8 @@ starts ``vmsan daemon`` afresh. Three phases, each off with 0 rounds:
    "bench"'s processes (its relay, the stand-in VMM, and its sender, the
    guest's CPU) held to ``--flood-cpu`` cores by a cgroup as a Firecracker
    jailer's per-VM cgroup would (made and removed here), with the same cap
+   and a bare ``-j DROP`` ahead of vmsan's rules (the flood meets none of
+   vmsan's drop path: its cost, inside the cap and outside), with the same cap
    and no packets at all, the sender only burning its CPU (the control for
    "two cores shared with a busy guest": what the capped flood costs beyond
    it is the drop path's work outside the VM's cgroup), and during the same
@@ -51,6 +54,7 @@ outstanding, SECONDS); throughput to the internet (iperf3, SECONDS).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -330,6 +334,7 @@ def issue_rounds(sb, probe, flooder, args):
     """The issue's case: PACKETS dropped packets of each kind at a stated rate."""
     out = {"idle": []}
     out.update({k: [] for k in args.kinds})
+    out["idle again"] = []
     rate = args.rate
     for round_no in range(args.issue_rounds):
         out["idle"].append(one_mode(sb, probe, flooder, "issue%d-idle" % round_no))
@@ -345,12 +350,37 @@ def issue_rounds(sb, probe, flooder, args):
             out[kind].append(result)
             common.progress("issue round %d %s: %s; sent %d in %.1f s (window %.1f s)" % (
                 round_no + 1, kind, brief(result), result["sent"], result["seconds"], result["window"]))
+        # idle once more, last: its ratio to idle is the noise floor of the comparison
+        out["idle again"].append(one_mode(sb, probe, flooder, "issue%d-idle-again" % round_no))
+        common.progress("issue round %d idle again: %s" % (round_no + 1, brief(out["idle again"][-1])))
     return out
 
 
 STRESS = (("idle", True, None, False), ("flood", True, "policy", False), ("flood_off", False, "policy", False),
-          ("flood_capped", True, "policy", True), ("spin_capped", True, "spin", True),
-          ("flood_allowed", True, "allowed", False))
+          ("flood_capped", True, "policy", True), ("plain_capped", True, "policy", True),
+          ("spin_capped", True, "spin", True), ("flood_allowed", True, "allowed", False))
+
+
+class PlainDrop(object):
+    """A bare ``-j DROP`` of the denied CIDR first in FORWARD of the flooding
+    VM's namespace (made by vmsan in this sandbox), so its flood skips
+    vmsan's rules: no policy chain, no counted jump, no limit, no NFLOG. The
+    baseline of "what vmsan's drop path costs"; removed on exit."""
+
+    def __init__(self, guest):
+        self.netns = guest.vm_netns_path
+        self.rule = ["FORWARD", "-i", guest.tap, "-d", "192.0.2.0/24", "-j", "DROP"]
+
+    def _iptables(self, *args):
+        subprocess.run(["nsenter", "--net=%s" % self.netns, "--", "iptables-legacy", "-w"] + list(args),
+                       check=True, capture_output=True)
+
+    def __enter__(self):
+        self._iptables("-I", *self.rule[:1] + ["1"] + self.rule[1:])
+        return self
+
+    def __exit__(self, *exc):
+        self._iptables("-D", *self.rule)
 
 
 def stress_rounds(sb, probe, flooder, args):
@@ -367,8 +397,10 @@ def stress_rounds(sb, probe, flooder, args):
             for mode, on, kind, capped in STRESS:
                 if capped and cap is None:
                     continue
-                result = one_mode(sb, probe, flooder, "stress%d-%s" % (round_no, mode), on=on, kind=kind,
-                                  cap=cap if capped else None)
+                plain = PlainDrop(flooder) if mode.startswith("plain") else contextlib.nullcontext()
+                with plain:
+                    result = one_mode(sb, probe, flooder, "stress%d-%s" % (round_no, mode), on=on, kind=kind,
+                                      cap=cap if capped else None)
                 out[mode].append(result)
                 common.progress("flood round %d %s: %s%s" % (round_no + 1, mode, brief(result),
                                                              "; sent %d" % result["sent"] if kind else ""))
@@ -443,10 +475,12 @@ def comparison_table(title, out, modes, labels):
 
 def report_issue(out, args):
     labels = {k: k for k in args.kinds}
+    labels["idle again"] = "idle again"
     comparison_table("the other guest while a guest sends %d dropped packets of a kind (%d rounds; latency at %s "
-                     "queries/s for %s s, pooled; q/s and Gbit/s medians; ratio outside the 10 %% bar: (out))"
+                     "queries/s for %s s, pooled; q/s and Gbit/s medians; ratio outside the 10 %% bar: (out); "
+                     "idle again, measured last in each round: the noise floor)"
                      % (args.packets, args.issue_rounds, args.latency_rate, args.latency_seconds),
-                     out, args.kinds, labels)
+                     out, list(args.kinds) + ["idle again"], labels)
     rows = []
     for kind in args.kinds:
         for r in out[kind]:
@@ -466,6 +500,7 @@ def report_issue(out, args):
 def report_stress(out, args):
     labels = {"flood": "flood", "flood_off": "flood, log+metrics off", "flood_capped":
               "flood, capped %.2g CPU" % args.flood_cpu, "spin_capped": "no packets, CPU burnt, capped",
+              "plain_capped": "flood, capped, a bare DROP",
               "flood_allowed": "flood to an allowed address"}
     comparison_table("the other guest while a guest floods as fast as it can (%d rounds)" % args.flood_rounds,
                      out, [m for m, _o, _k, _c in STRESS[1:]], labels)
