@@ -565,7 +565,7 @@ def main():
                         help="packets a second in phase 2 (default: PACKETS over an idle measurement)")
     parser.add_argument("--kinds", type=kinds, default=["policy", "spoofed", "ipv6"],
                         help="what phase 2's floods send: policy,spoofed,ipv6")
-    parser.add_argument("--latency-rate", type=int, default=50, help="DNS latency queries a second")
+    parser.add_argument("--latency-rate", type=int, default=200, help="DNS latency queries a second")
     parser.add_argument("--latency-seconds", type=int, default=3, help="length of a DNS latency run")
     parser.add_argument("--flood-rounds", type=int, default=3, help="rounds of phase 3 (the flood flat out)")
     parser.add_argument("--flood-cpu", type=float, default=0.5,
