@@ -31,7 +31,7 @@ declare -A ARGS=(
     [guard_bench.py]="--connections 20 --rate-seconds 1 --iperf-seconds 1 --repeat 1"
     [import_bench.py]="--runs 3"
     [tenancy_bench.py]="storm --seconds 5 --workers 4 --vms 3"
-    [operator_bench.py]="--rounds 1 --seconds 1 --flood-rounds 1"
+    [operator_bench.py]="--rounds 1 --seconds 1 --issue-rounds 1 --packets 2000 --latency-seconds 1 --flood-rounds 1"
     [metrics_plot.py]="--seconds 4 --out /tmp/vmsan-smoke-metrics.png"
 )
 # benchmarks that need longer: ansible_bench's four playbook runs cost ~20 s
