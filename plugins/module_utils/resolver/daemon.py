@@ -768,8 +768,12 @@ def take_priority(nice, tasks_dir="/proc/self/task"):
     for tid in tids:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
-        except OSError as exc:      # not root, or a thread that just ended
-            log.warning("cannot give the daemon nice %d (thread %d): %s", nice, tid, exc)
+        except ProcessLookupError:      # a thread that just ended
+            continue
+        except OSError as exc:          # no CAP_SYS_NICE: said once, the daemon runs on at its nice value
+            log.warning("cannot give the daemon nice %d: %s (set Nice= in its unit, or start it with nice)",
+                        nice, exc.strerror or exc)
+            break
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 

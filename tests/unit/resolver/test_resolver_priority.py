@@ -66,3 +66,14 @@ def test_a_priority_given_at_the_start_is_left_alone(monkeypatch, tmp_path, star
     table = Priorities(monkeypatch, tmp_path, [100, 101], nice=started)
     assert daemon.take_priority(wanted, str(table.tasks)) == started
     assert table.nice == {100: started, 101: started}
+
+
+def test_without_the_right_to_raise_its_priority_the_daemon_says_so_once(monkeypatch, tmp_path, caplog):
+    table = Priorities(monkeypatch, tmp_path, [100, 101, 102])
+
+    def refused(which, who, value):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "setpriority", refused)
+    assert daemon.take_priority(-10, str(table.tasks)) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot give the daemon nice -10: Permission denied (set Nice= in its unit, or start it with nice)"]
