@@ -38,9 +38,14 @@ attacker). Timings are printed, never asserted.
 
 The sandbox runs the attacker's guest and its VMM stand-in (the relay) as
 processes on the same cores as the resolver and the victim: a flood costs
-the host a core or two outside the resolver. ``--attacker-nice 19`` gives
-them only the CPU that is left, as a host that shares CPU out per VM would,
-so that what remains is what the resolver lets one guest do to another.
+the host a core or two outside the resolver. The resolver runs as the
+product runs it: at the priority of its systemd unit (Nice=-10, which the
+daemon takes itself when started at nice 0, as here; printed with the
+results); ``--daemon-nice 0`` runs it at the nice value it is started with
+(the configuration before, for comparison). ``--attacker-nice 19`` gives
+the attacker's relay and processes only the CPU that is left, as a host
+that shares CPU out per VM would, so that what remains is what the resolver
+lets one guest do to another.
 """
 
 import argparse
@@ -67,6 +72,8 @@ MEMORY_BOUND_MIB = 160      # what docs/domain-policies.md states for these atta
 FUZZ_BATCH = 1000
 PHASES = ("quiet", "fuzz", "flood", "tcp-stuck", "tcp-idle", "padded", "many", "after")
 TCP_PER_BATCH = 10
+UNIT = os.path.join(C.REPO, "roles", "vmsan_host", "files", "vmsan-resolver.service")
+DAEMON_ENV = {}             # --daemon-nice N: VMSAN_DAEMON_NICE for the resolvers started here
 
 
 class Sampler(object):
@@ -119,6 +126,21 @@ def cpu_seconds(pid):
         return None
 
 
+def nice_of(pid):
+    """The nice value of process PID's main thread (field 19 of its stat)."""
+    with open("/proc/%d/stat" % pid) as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[16])
+
+
+def unit_nice(path=UNIT):
+    """The Nice= of the daemon's systemd unit (None: it sets none)."""
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith("Nice="):
+                return int(line.split("=", 1)[1])
+    return None
+
+
 def log_lines(proc):
     with open(proc.log_path) as handle:
         return handle.read().splitlines()
@@ -126,7 +148,7 @@ def log_lines(proc):
 
 def start_resolver(sb, *flags, upstream=AUTH_DNS, name="resolver"):
     proc = sb.vmsan_spawn("resolver", "--upstream", upstream, "--ttl-floor", "60", "--grace", "60", *flags,
-                          log_name="%s.log" % name)
+                          log_name="%s.log" % name, env=DAEMON_ENV)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if "listening on" in open(proc.log_path).read():
@@ -264,6 +286,7 @@ def run(args):
 
         def attack(*words):
             return spawn_attack(attacker, *words, nice=args.attacker_nice)
+        out["nice"] = nice_of(resolver.pid)
         sampler = Sampler(resolver)
         victim = Victim(victim_guest, sb.home)
         victim.start()
@@ -385,6 +408,11 @@ def report(phases, victim, sampler, out, args):
                "yes" if out["alive"] else "NO", max(v for _t, v, _c in sampler.samples if v is not None),
                MEMORY_BOUND_MIB, out["log_total"], out["full_lines"], out["attacker_learned"],
                out["victim_learned"]))
+    C.note("resolver priority: nice %d (the unit %s says Nice=%s; the daemon takes that itself when started "
+           "at nice 0, as here%s); the attacker's relay and attack processes nice %d, the victim's 0" % (
+               out["nice"], os.path.relpath(UNIT, C.REPO), unit_nice(),
+               ", but VMSAN_DAEMON_NICE=%s was given (--daemon-nice)" % DAEMON_ENV["VMSAN_DAEMON_NICE"]
+               if DAEMON_ENV else "", args.attacker_nice))
     C.note("resolver counters: %s" % health.stats_text(out["counters"]))
     ports = out["ports"]
     C.note("upstream hygiene: %(answered)d of 200 lookups answered, the upstream saw %(queries)d queries from "
@@ -403,6 +431,10 @@ def main():
     parser.add_argument("--attacker-nice", type=int, default=0, metavar="N",
                         help="run the attacker's relay (its VMM) and attack processes at this nice value, as a host "
                              "that gives each VM its share of CPU would (default 0: the same as everyone)")
+    parser.add_argument("--daemon-nice", type=int, metavar="N",
+                        help="start the resolver with VMSAN_DAEMON_NICE=N (0: at the nice value it is started "
+                             "with, the configuration before the daemon took the unit's priority; default: as "
+                             "the product runs it)")
     parser.add_argument("--phases", default=",".join(PHASES), type=lambda text: text.split(","),
                         help="which phases, comma-separated (default: all; quiet comes first whatever is chosen)")
     args = parser.parse_args()
@@ -410,6 +442,8 @@ def main():
     unknown = [p for p in args.phases if p not in PHASES]
     if unknown:
         parser.error("unknown phases %s (choose from %s)" % (", ".join(unknown), ", ".join(PHASES)))
+    if args.daemon_nice is not None:
+        DAEMON_ENV["VMSAN_DAEMON_NICE"] = str(args.daemon_nice)
     run(args)
 
 

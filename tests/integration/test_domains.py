@@ -418,6 +418,23 @@ def test_ipset_wire_adds_with_timeout_and_comment_and_refreshes(sandbox, ipset_s
     assert set(_set_members(sandbox, "wire-ip")) == {"203.0.113.11"}
 
 
+def test_ipset_wire_templated_adds_reach_the_kernel_as_given(sandbox, ipset_socket):
+    """What the learning thread sends for answers of 64 addresses (16
+    learned each, one name per answer): all but the first two messages of
+    each name are written into a template (kernel/ipset_wire.Templates);
+    the set holds every address with its own timeout and name."""
+    sandbox.host.run(["ipset", "create", "wire-tpl", "hash:ip", "timeout", "0", "comment"], check=True)
+    entries = [("198.18.%d.%d" % (n, i), 600 + 60 * n + i, "m%d.many.test" % n) for n in range(4) for i in range(16)]
+    assert ipset_socket.add_many("wire-tpl", entries) == 64
+    assert ipset_socket.templates.patched == 63          # one pyroute2 encoding for every name of that length
+    members = _set_members(sandbox, "wire-tpl")
+    assert set(members) == {a for a, _t, _c in entries}
+    for address, timeout, name in entries:
+        assert timeout - 10 <= members[address][0] <= timeout and members[address][1] == name, address
+    ipset_socket.delete_many("wire-tpl", [a for a, _t, _c in entries[:32]])
+    assert set(_set_members(sandbox, "wire-tpl")) == {a for a, _t, _c in entries[32:]}
+
+
 def test_ipset_wire_adds_networks_to_a_hash_net_set(sandbox, ipset_socket):
     sandbox.host.run(["ipset", "create", "wire-net", "hash:net"], check=True)
     ipset_socket.add_many("wire-net", [("198.51.100.0/24", None, None), ("192.0.2.7/32", None, None),

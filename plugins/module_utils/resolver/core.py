@@ -367,11 +367,83 @@ def parse_reply(msg, question_size=None):
             questions = []
         else:
             questions = [DNSQuestion.parse(buffer) for _question in range(header.q)]
-        answers = [RR.parse(buffer) for _record in range(header.a)]
+        answers = _read_records(msg, buffer, header.a)
         authority = [RR.parse(buffer) for _record in range(header.auth)]
     except Exception as exc:      # DNSError, and whatever else garbage makes dnslib raise
         raise BadReply(str(exc) or type(exc).__name__)
     return DNSRecord(header, questions, answers, auth=authority)
+
+
+_RR_FIXED = struct.Struct("!HHIH")     # type, class, TTL, rdata length: after a record's owner name
+
+
+def _a_record_checked(owner, rclass, ttl, data):
+    return RR(owner, T_A, rclass, ttl, ARecord(data))
+
+
+def _a_record_direct(owner, rclass, ttl, data):
+    """RR(OWNER, A, RCLASS, TTL, A(DATA)) without the range checks of
+    dnslib's setters (3 us a record, most of what reading an answer of 64
+    addresses cost): the values come from fixed-size fields, always in
+    range. Used only if it builds what RR() builds (``_A_RECORD``)."""
+    rdata = object.__new__(ARecord)
+    rdata.__dict__["_data"] = data
+    record = object.__new__(RR)
+    record.__dict__.update(_rname=owner, _rtype=T_A, _rclass=rclass, _ttl=ttl, rdata=rdata)
+    return record
+
+
+def _pick_a_record():
+    if not HAS_DNSLIB:
+        return _a_record_checked
+    try:
+        owner = DNSLabel((b"a", b"test"))
+        direct, checked = _a_record_direct(owner, 1, 60, (192, 0, 2, 1)), _a_record_checked(owner, 1, 60, (192, 0, 2, 1))
+        packed = []
+        for record in (direct, checked):
+            buffer = DNSBuffer()
+            record.pack(buffer)
+            packed.append(bytes(buffer.data))
+        if direct.__dict__.keys() == checked.__dict__.keys() and direct.rdata.__dict__ == checked.rdata.__dict__ \
+                and packed[0] == packed[1]:
+            return _a_record_direct
+    except Exception:       # another dnslib: its own constructor, checks and all
+        pass
+    return _a_record_checked
+
+
+_a_record = _pick_a_record()
+
+
+def _read_records(msg, buffer, count):
+    """COUNT records of MSG from BUFFER's offset on, as dnslib's RR.parse
+    reads them (the same RRs): an A record is read here (its owner name by
+    ``wire.read_name``, each name read once per reply: an answer of 64
+    addresses names its owner 64 times), at a sixth of dnslib's cost; any
+    other record by dnslib, from where it starts."""
+    records, owners = [], {}       # owner names by their pointer (two bytes), or by their labels
+    for _record in range(count):
+        start = buffer.offset
+        pointer = msg[start:start + 2]
+        owner = owners.get(pointer) if pointer and pointer[0] >= 0xC0 else None
+        if owner is None:
+            labels, pos = wire.read_name(msg, start)
+        else:
+            pos = start + 2
+        rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(msg, pos)
+        if rtype == T_A and rdlength == 4 and pos + 14 <= len(msg):
+            if owner is None:
+                owner = owners.get(labels)
+                if owner is None:
+                    owner = owners[labels] = DNSLabel(labels)
+                if pos == start + 2:
+                    owners[pointer] = owner
+            records.append(_a_record(owner, rclass, ttl, tuple(msg[pos + 10:pos + 14])))
+            buffer.offset = pos + 14
+        else:
+            buffer.offset = start
+            records.append(RR.parse(buffer))
+    return records
 
 
 class Answer(object):
@@ -383,7 +455,8 @@ class Answer(object):
 
     def __init__(self, rcode, answers, authority, fetched, ttl):
         self.rcode, self.answers, self.authority = rcode, answers, authority
-        self.owners = [_key(r.rname) for r in answers]
+        keys = {}       # by the owner's DNSLabel: the records of one owner share it (_read_records)
+        self.owners = [keys.get(id(r.rname)) or keys.setdefault(id(r.rname), _key(r.rname)) for r in answers]
         self.fetched, self.expires = fetched, fetched + ttl
 
 
@@ -473,9 +546,10 @@ def guest_view(answer, q, vm, rebinding, age=0):
     """What the guest VM sees of ANSWER to its question Q, AGE seconds after
     it was fetched: AAAA records go; under ``custom``, records off the CNAME
     chain go, and so do A records that point into the rebinding ranges, and
-    A records beyond the first MAX_LEARN_PER_ANSWER (a VM learns at most
+    A records once MAX_LEARN_PER_ANSWER were kept (a VM learns at most
     that many addresses per answer, and is never shown one it did not
-    learn); the remaining A addresses are to be learned. TTLs are aged;
+    learn; the ones beyond are left out unread: ``capped``); the remaining
+    A addresses are to be learned. TTLs are aged;
     records owned by the asked name carry the guest's spelling of it (so
     they compress against the question)."""
     if answer.rcode not in (NOERROR, NXDOMAIN):
@@ -489,17 +563,19 @@ def guest_view(answer, q, vm, rebinding, age=0):
             continue
         if custom and owner not in chain:
             continue            # not part of what was asked: never learned, never shown
-        ttl = max(r.ttl - age, 0)
         if custom and r.rtype == T_A and r.rclass == CLASS_IN and isinstance(r.rdata, ARecord):
+            if len(learn) >= MAX_LEARN_PER_ANSWER:
+                capped += 1         # left out unread (an answer of 64 addresses: 48 of them)
+                continue
+            ttl = max(r.ttl - age, 0)
             text, value = _address(r.rdata)
             if rebinding.blocked(value, vm):
                 removed.append(text)
                 continue
             if vm.may_learn(value):
-                if len(learn) >= MAX_LEARN_PER_ANSWER:
-                    capped += 1
-                    continue
                 learn.append((text, ttl))
+        else:
+            ttl = max(r.ttl - age, 0)
         answers.append(_shown(r, qname if owner == qkey else r.rname, ttl))
     authority = [_shown(r, r.rname, max(r.ttl - age, 0)) for r in answer.authority]
     return GuestView(answer.rcode, answers, authority, learn, removed, capped)

@@ -60,6 +60,13 @@ RECORDS_PER_TOKEN = 4       # an answer of N records costs its VM N // 4 queries
 SWITCH_INTERVAL = 0.0005    # the GIL: the loop waits at most this for the learning thread's encoding
 GC_FULL = 600.0             # seconds between full collections (see Resolver._freeze_survivors)
 PINS_DIR = "pins"           # under the state directory: one journal of pins per VM (pin_journal.py)
+# The daemon's CPU priority over the guests' VMMs (docs/domain-policies.md,
+# "Priority"): the Nice= of roles/vmsan_host/files/vmsan-resolver.service (a
+# unit test keeps the two equal), taken by the daemon itself when it was
+# started at the default nice of 0 by anything else; VMSAN_DAEMON_NICE
+# overrides it (0: leave the priority as it is).
+DAEMON_NICE = -10
+NICE_ENV = "VMSAN_DAEMON_NICE"
 
 # kept under these names for the code and tests that know them
 UPSTREAM_RETRY, UPSTREAM_GIVE_UP = up.UPSTREAM_RETRY, up.UPSTREAM_GIVE_UP
@@ -727,6 +734,49 @@ def default_upstream(path="/etc/resolv.conf"):
     return (found, 53)
 
 
+def daemon_nice(env=None):
+    """The nice value the daemon takes when started at nice 0: DAEMON_NICE,
+    or the integer (-20..19) in $VMSAN_DAEMON_NICE. Raises VmsanError for
+    anything else there."""
+    text = (os.environ if env is None else env).get(NICE_ENV)
+    if text is None or text.strip() == "":
+        return DAEMON_NICE
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or not -20 <= value <= 19:
+        raise VmsanError("%s=%r: give a whole number from -20 to 19 (the daemon's nice value; 0 leaves it as "
+                         "started)" % (NICE_ENV, text))
+    return value
+
+
+def take_priority(nice, tasks_dir="/proc/self/task"):
+    """Give every thread of this process the nice value NICE, if the
+    process runs at the default 0 (a unit's Nice=, or an operator's
+    ``nice``, is left alone). Linux keeps a nice value per thread and a new
+    thread inherits its creator's: the threads started before this (the
+    command server's) get it too. Returns the nice value the main thread
+    has afterwards."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current != 0 or nice == 0:
+        return current
+    try:
+        tids = [int(tid) for tid in os.listdir(tasks_dir)]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except ProcessLookupError:      # a thread that just ended
+            continue
+        except OSError as exc:          # no CAP_SYS_NICE: said once, the daemon runs on at its nice value
+            log.warning("cannot give the daemon nice %d: %s (set Nice= in its unit, or start it with nice)",
+                        nice, exc.strerror or exc)
+            break
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def _raise_fd_limit():
     # One socket per upstream query in flight, one netlink socket per VM that
     # learns addresses, plus TCP clients.
@@ -757,6 +807,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
     logging.getLogger("vmsan").setLevel(level)      # the guard's and the commands' lines too
     logging.getLogger("vmsan.events").setLevel(logging.INFO)     # each event, to the journal through the unit
     cfg = core.settings(ttl_floor, grace)
+    wanted_nice = daemon_nice()
     budget = limits.budget_from_flags(budget) if isinstance(budget, dict) else budget or limits.DEFAULT_BUDGET
     address = tuple(listen) if listen else (A.RESOLVER_IP, A.RESOLVER_PORT)
     ns.guard_sandbox()
@@ -764,6 +815,7 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
     if upstream == address:
         raise VmsanError("the upstream %s:%d is the resolver's own address" % upstream)
     _raise_fd_limit()
+    nice = take_priority(wanted_nice)
     sys.setswitchinterval(SWITCH_INTERVAL)
     store = StateStore()
     resolver = Resolver(cfg, upstream, store=store, defaults=budget,
@@ -796,9 +848,10 @@ def main(upstream=None, listen=None, ttl_floor=None, grace=None, budget=None, at
         gc.freeze()         # what is loaded at start lives as long as the process
         resolver.start_threads()
         log.info("listening on %s:%d (UDP, TCP); upstream %s:%d; %d VMs; learned addresses stay "
-                 "max(TTL, %d s) + %d s; per VM: %d queries/s, %d upstream queries at once, %d TCP connections",
+                 "max(TTL, %d s) + %d s; per VM: %d queries/s, %d upstream queries at once, %d TCP connections; "
+                 "nice %d",
                  address[0], address[1], upstream[0], upstream[1], len(resolver.vms), cfg.ttl_floor, cfg.grace,
-                 budget.queries_per_second, budget.upstream_queries, budget.tcp_connections)
+                 budget.queries_per_second, budget.upstream_queries, budget.tcp_connections, nice)
         resolver.serve()
     except servers.Stop:
         log.info("stopping")

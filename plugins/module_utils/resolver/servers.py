@@ -39,7 +39,7 @@ TICK = 0.05                 # timers: retries, deadlines, state checks
 UDP_QUEUES = 256            # UDP sockets, datagrams dealt out by source address
 UDP_RCVBUF = 1 << 20        # per socket (the kernel doubles it)
 UDP_BATCHES_PER_WAKE = 2    # of 64 datagrams, then the other sockets get their turn
-UDP_PAUSE = 0.02            # a socket whose last batch was all dropped (beyond budgets) rests this long
+UDP_PAUSE = 0.02            # a socket that gave a datagram beyond twice its VM's budget rests this long
 TCP_MAX_CONNECTIONS = 1024  # host-wide
 TCP_UNKNOWN_CONNECTIONS = 16     # from addresses of no VM (the host itself), together
 TCP_MESSAGE_TIMEOUT = 3.0   # a message, from its first byte to its last
@@ -235,9 +235,10 @@ class UdpServer(object):
             loop.add(sock.fileno(), _EPOLLIN, handler)
 
     def pause(self, sock):
-        """SOCK's datagrams were all beyond their VM's budgets: leave its
-        queue to the kernel for UDP_PAUSE (what does not fit is dropped there,
-        at no cost to this loop) instead of reading a flood to drop it."""
+        """SOCK's datagrams were beyond their VM's budgets (not even
+        REFUSED): leave its queue to the kernel for UDP_PAUSE (what does not
+        fit is dropped there, at no cost to this loop) instead of reading a
+        flood to drop it."""
         fd = sock.fileno()
         if fd in self.paused:
             return
@@ -273,6 +274,11 @@ class UdpServer(object):
                                                                 batch.queue, batch.flush, batch.address)
         handle, clock, registry, stats = resolver.handle, resolver.clock, resolver.registry, resolver.stats
         note_over_budget, sendto, size = resolver.note_over_budget, sock.sendto, batch.batch
+        # With a queue per VM (udp_queues), a datagram dropped for being beyond twice
+        # its VM's budget says that the queue holds a flood: it rests at once (what
+        # it holds would be REFUSED no faster after the pause: that bucket fills at
+        # the same rate meanwhile). One queue for all rests only when all it gave was.
+        queues_per_vm = len(self.socks) > 1
 
         def on_readable(_events):
             use(sock)
@@ -316,7 +322,7 @@ class UdpServer(object):
                 flush()
                 stats["hot"] += hits
                 stats["queries"] += count
-                if dropped == count:
+                if dropped == count or (dropped and queues_per_vm):
                     self.pause(sock)
                     return
                 if count < size:

@@ -155,6 +155,43 @@ def read_query(data):
     return q
 
 
+MAX_POINTERS = 32           # compression pointers followed in one name of an upstream reply
+
+
+def read_name(data, pos):
+    """(labels as sent, the position after the name) of the name at POS of
+    DATA, an upstream reply (which, unlike a query, compresses its names):
+    a pointer is followed only backwards (to a name before the one being
+    read: no loop), at most MAX_POINTERS of them, the name at most
+    MAX_NAME bytes; anything else raises ValueError. Linear in the name."""
+    labels, size, end, limit, jumps = [], 1, None, pos, 0
+    length_of = len(data)
+    while True:
+        if pos >= length_of:
+            raise ValueError("name cut short")
+        length = data[pos]
+        if length == 0:
+            return tuple(labels), (pos + 1 if end is None else end)
+        if length >= 0xC0:
+            if pos + 2 > length_of:
+                raise ValueError("pointer cut short")
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target >= limit or jumps >= MAX_POINTERS:
+                raise ValueError("compression pointer forwards or in a loop")
+            if end is None:
+                end = pos + 2
+            jumps += 1
+            pos = limit = target
+            continue
+        if length > MAX_LABEL:
+            raise ValueError("label type 0x%02x" % length)
+        size += length + 1
+        if size > MAX_NAME or pos + 1 + length > length_of:
+            raise ValueError("name too long or cut short")
+        labels.append(data[pos + 1:pos + 1 + length])
+        pos += 1 + length
+
+
 def reply_matches(wire, qid, question):
     """Whether WIRE (an upstream reply) is a response with id QID whose one
     question is byte for byte QUESTION (the question section we sent: name
