@@ -123,11 +123,15 @@ class FlowTable(object):
         flow.held.append(packet_id)
         if flow.held_since is None:
             flow.held_since = now
-        if offset < STREAM_CAP:
-            conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
-            if conflict:
-                return self._finish(key, flow, rule.refuse("retransmitted bytes differ", code=reasons.STREAM), now)
-        prefix = self._prefix(flow)
+        if offset == 0 and not flow.chunks:
+            # the common case, a flow's first segment in order: it is the prefix
+            prefix = flow.chunks[0] = payload[:STREAM_CAP]
+        else:
+            if offset < STREAM_CAP:
+                conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
+                if conflict:
+                    return self._finish(key, flow, rule.refuse("retransmitted bytes differ", code=reasons.STREAM), now)
+            prefix = self._prefix(flow)
         verdict = self.decide(key, prefix) if prefix else None
         if verdict is None:
             if len(prefix) >= STREAM_CAP:

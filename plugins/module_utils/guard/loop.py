@@ -239,8 +239,12 @@ class NamespaceGuard(object):
         return self._verdicts([(msg.packet_id, action)])
 
     def expire(self):
+        """Verdicts for flows held too long, after the SYN-ACK copies that
+        waited in the log socket (read on this timer too, so that copies of
+        flows that send nothing do not fill it)."""
+        out = self.handle(self.sock.logged()) if self.sock is not None else []
         self._now = self.clock()
-        return self._verdicts(self.flows.expire(self._now))
+        return out + self._verdicts(self.flows.expire(self._now))
 
     def _verdicts(self, actions):
         out = []
