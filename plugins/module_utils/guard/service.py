@@ -44,8 +44,9 @@ log = logging.getLogger("vmsan.guard")
 HOUSEKEEPING = 0.25
 PR_SET_NAME = 15
 
-# netns: the namespace that holds the VM's TAP (None: the daemon's own, for --no-netns)
-GuardedVm = namedtuple("GuardedVm", "vm_id guest_ip netns allowed_domains")
+# netns: the namespace that holds the VM's TAP (None: the daemon's own, for --no-netns);
+# audit: its policy is in audit mode (the guard lets through what it would refuse)
+GuardedVm = namedtuple("GuardedVm", "vm_id guest_ip netns allowed_domains audit", defaults=(False,))
 
 
 def open_queue(netns):
@@ -196,7 +197,7 @@ class GuardService(object):
             if entry is not None and entry.inode != inode:
                 self._drop(netns, "its namespace is gone" if inode is None else "its namespace was replaced")
                 entry = None
-            views = [VmView(vm.vm_id, vm.guest_ip, vm.allowed_domains) for vm in vms]
+            views = [VmView(vm.vm_id, vm.guest_ip, vm.allowed_domains, vm.audit) for vm in vms]
             if entry is None:
                 if inode is not None:
                     self._open(netns, inode, vms, views)
@@ -255,7 +256,8 @@ class GuardService(object):
         for guard in guards:
             for name, value in guard.counters.as_dict().items():
                 totals[name] = totals.get(name, 0) + value
-        out = {"guard_" + name: totals.get(name, 0) for name in ("accepted", "refused", "cut", "messages", "faults")}
+        out = {"guard_" + name: totals.get(name, 0)
+               for name in ("accepted", "refused", "would_refuse", "cut", "messages", "faults")}
         out["guard_queues"] = len(guards)
         out["guard_cpu_us"] = int(self.loop.cpu_seconds * 1e6)
         out["guard_system_us"] = int(self.loop.system_seconds * 1e6)
