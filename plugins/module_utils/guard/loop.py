@@ -135,6 +135,11 @@ class NamespaceGuard(object):
         self.vms = {vm.guest_ip: vm for vm in vms}
         changed = {ip for ip, vm in old.items() if ip in self.vms and self.vms[ip].vm_id == vm.vm_id
                    and (self.vms[ip].policy.entries != vm.policy.entries or self.vms[ip].audit != vm.audit)}
+        for ip in sorted(changed):
+            # the line a live change is seen by (it comes after the resolver dropped the names' pins)
+            vm = self.vms[ip]
+            log.info("VM %s: the guard's allowlist is now %s%s", vm.vm_id, ",".join(vm.policy.entries),
+                     " (audit mode)" if vm.audit else "")
         still = {vm.vm_id for vm in self.vms.values()}
         doomed, forgotten = [], []
         for key, (vm_id, code, name, let_through) in self.accepted.items():
