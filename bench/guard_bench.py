@@ -59,6 +59,14 @@ def decision_cpu(hello, rounds=20000):
     return (time.process_time() - began) / rounds
 
 
+def host_cpu():
+    """CPU seconds the whole machine has spent busy (every core: user, system,
+    softirq...; not idle or iowait), from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def json_run(endpoint, argv, timeout):
     done = endpoint.run([sys.executable, PEERS] + argv, timeout=timeout)
     if done.returncode != 0:
@@ -107,12 +115,16 @@ def main(argv=None):
         # -- connection rate, alternating paths ---------------------------------------
         rates = {PINNED: [], CIDR: []}
         failed = {PINNED: 0, CIDR: 0}
+        busy = {PINNED: 0.0, CIDR: 0.0}     # the machine's CPU seconds during each path's runs
+        made = {PINNED: 0, CIDR: 0}
         guard_cpu = guard_sys = decisions = 0.0
         for _ in range(args.repeat):
             for ip in (PINNED, CIDR):
-                (cpu0, sys0), dec0 = daemon.guard_cpu(), decided()
+                (cpu0, sys0), dec0, host0 = daemon.guard_cpu(), decided(), host_cpu()
                 out = json_run(guest, ["rate", hello_file, ip, str(args.rate_seconds), str(args.concurrency)],
                                timeout=args.rate_seconds + 60)
+                busy[ip] += host_cpu() - host0
+                made[ip] += out["done"]
                 rates[ip].append(out["done"] / out["seconds"])
                 failed[ip] += out["failed"]
                 if ip == PINNED:
@@ -157,6 +169,10 @@ def main(argv=None):
                 % (rate_ratio, "/".join("%.2f" % r for r in rate_pairs)))
     common.note("throughput ratio guarded/CIDR: %.3f (target >= 0.95); per back-to-back pair: %s"
                 % (bulk_ratio, "/".join("%.3f" % r for r in pairs)))
+    per_conn = {ip: busy[ip] / made[ip] * 1e6 if made[ip] else float("nan") for ip in busy}
+    common.note("the machine's CPU per cheap connection (all cores, %d of them, rate runs, the starts of the "
+                "processes included): guarded %.1f us, CIDR %.1f us, added %.1f us"
+                % (os.cpu_count(), per_conn[PINNED], per_conn[CIDR], per_conn[PINNED] - per_conn[CIDR]))
     per = guard_cpu / decisions * 1e6 if decisions else float("nan")
     per_sys = guard_sys / decisions * 1e6 if decisions else float("nan")
     common.note("guard CPU per decision (its thread, rate runs): %.1f us, of which %.1f us in the kernel, over %d "

@@ -426,7 +426,8 @@ def test_a_live_change_cuts_the_flows_whose_name_left_and_drops_its_pins(sandbox
         assert not for_a.works(b"two")
         assert for_b.works(b"two")
         sandbox.vmsan("network", vm.id, "--allowed-domain", "a.test,b.test")
-        time.sleep(0.3)                               # the daemon reads the state within its tick
+        # the guard has the new list (and the resolver, before it, dropped the pins of the names that left)
+        assert daemon.wait_for("VM %s: the guard's allowlist is now a.test,b.test" % vm.id)
         rc, _, _ = curl(vm, site, "a.test", x)
         assert rc in (35, 56)                        # a.test's pin went with the name
         assert vm.resolve("a.test") == x

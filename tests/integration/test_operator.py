@@ -303,6 +303,49 @@ def test_a_fronting_attempt_is_an_event_and_a_guard_decision_in_the_metrics(sand
     assert sandbox.vmsan("show", vm_id).out["counters"]["dropped"]["guard"] >= 1
 
 
+def test_audit_mode_lets_a_fronting_attempt_through_and_logs_it_as_would_refuse(sandbox, daemon):
+    """Audit mode with the name guard on (issue 17): what the guard would
+    refuse completes, and is an event "would refuse" with the VM and the
+    name, a guard decision ``would_refuse`` in the metrics, and what
+    ``policy suggest`` reads."""
+    from sandbox.tls import OTHER, PORT, SHARED, TlsSite
+    site = TlsSite.start(sandbox.internet)
+    vm, guest = custom_vm(sandbox, "afront", "--allowed-domain", "a.test,d.test", "--audit")
+    vm_id = vm["id"]
+    # the audit guard chain (its queue's --queue-bypass) reads back from the kernel as planned
+    assert sandbox.vmsan("network", vm_id, "--allowed-domain", "a.test,d.test", "--audit").out["changes"] == []
+    assert guest.dig("a.test", guest.dns_server)[:2] == ("NOERROR", [SHARED])
+    assert guest.dig("d.test", guest.dns_server)[:2] == ("NOERROR", [OTHER])
+
+    def curl(name, address=SHARED):
+        done = guest.run(["curl", "-sS", "--max-time", "3", "--cacert", site.ca_file, "--resolve",
+                          "%s:%d:%s" % (name, PORT, address), "https://%s:%d/" % (name, PORT)], timeout=10)
+        return done.returncode, done.stdout
+    assert curl("a.test") == (0, "tls a.test %s\n" % SHARED)
+    # c.test (not on the list) fronted by a.test's address, and d.test (on the list) at an address not
+    # learned for it: both complete in audit mode
+    assert curl("c.test") == (0, "tls c.test %s\n" % SHARED)
+    assert curl("d.test") == (0, "tls d.test %s\n" % SHARED)
+
+    def guard_event(name):
+        return wait_event(sandbox, vm_id, lambda e: e["kind"] == "guard" and e.get("name") == name)
+    for name, reason in (("c.test", "not_allowed"), ("d.test", "not_pinned")):
+        seen = guard_event(name)
+        assert seen is not None, events(sandbox, vm_id)
+        assert (seen["vm"], seen["verdict"], seen["destination"], seen["port"], seen["detail"]) == \
+            (vm_id, "would refuse", SHARED, PORT, reason)
+    assert guard_event("a.test") is None            # allowed and pinned: no event
+    served = scrape(sandbox)
+    assert sample(served, "vmsan_guard_decisions_total", vm=vm_id, decision="would_refuse", reason="not_allowed") \
+        == 1, served
+    assert sample(served, "vmsan_guard_decisions_total", vm=vm_id, decision="would_refuse", reason="not_pinned") \
+        == 1, served
+    assert not sample(served, "vmsan_guard_decisions_total", vm=vm_id, decision="refuse")
+    suggestion = sandbox.vmsan("policy", "suggest", vm_id).out
+    assert sorted(suggestion["allowed_domains"]) == ["a.test", "c.test", "d.test"]
+    assert any("d.test was asked for at %s" % SHARED in note for note in suggestion["notes"]), suggestion
+
+
 def test_a_published_port_on_an_address_the_host_lacks_is_refused_and_changes_nothing(sandbox):
     vm_id = sandbox.unique_id("noaddr")
     done = sandbox.vmsan("create", "--id", vm_id, "--publish-port", "192.0.2.99:8080:80", check=False)

@@ -27,6 +27,7 @@ import logging
 
 from ..guard.loop import LogRefusals
 from ..guard.service import GuardedVm, GuardService
+from ..plan import name_guard
 from ..resolver import daemon as resolver_daemon
 from ..telemetry.service import Telemetry
 
@@ -56,13 +57,16 @@ class Daemon(object):
         return self.guard.close
 
     def guarded_vms_changed(self, states):
-        """The resolver's VMs after a change: those whose policy learns
-        (``custom`` with allowed domains, not in audit mode) are the guarded ones. Made so on
-        the resolver's thread before it answers again (``GuardService.sync``:
-        opening a new namespace's queue socket takes a millisecond or two),
-        so a guest's first flow after its first answer finds its queue bound."""
-        self.guard.want([GuardedVm(s.policy.vm_id, s.policy.guest_ip, s.policy.netns, s.policy.allowed_domains)
-                         for s in states if s.policy.learns and not s.policy.audit])
+        """The resolver's VMs after a change: those whose policy the guard is
+        on (``custom`` with allowed domains, plan/name_guard.guards; in audit
+        mode too, where it lets through what it would refuse) are the guarded
+        ones. Made so on the resolver's thread before it answers again
+        (``GuardService.sync``: opening a new namespace's queue socket takes a
+        millisecond or two), so a guest's first flow after its first answer
+        finds its queue bound."""
+        self.guard.want([GuardedVm(s.policy.vm_id, s.policy.guest_ip, s.policy.netns, s.policy.allowed_domains,
+                                   s.policy.audit)
+                         for s in states if s.policy.learns and name_guard.guards(s.policy)])
         self.guard.sync()
 
     def guard_decisions(self):
@@ -75,8 +79,9 @@ class Daemon(object):
 
 
 def refusals_to(telemetry, versions):
-    """An ``on_refusal`` that logs each refused flow of the name guard as an
-    event of kind ``guard`` (the event log's rate limits apply); VERSIONS():
+    """An ``on_refusal`` that logs each refused flow of the name guard (and,
+    in audit mode, each it let through: verdict "would refuse") as an event
+    of kind ``guard`` (the event log's rate limits apply); VERSIONS():
     {vm id: policy version}. The guard's own log line (LogRefusals) stays."""
     log_line = LogRefusals()
 
@@ -84,7 +89,7 @@ def refusals_to(telemetry, versions):
         log_line(refusal)
         telemetry.refusal(refusal.vm_id, "guard", destination=refusal.dst, port=refusal.dport,
                           protocol=refusal.proto, name=refusal.name, detail=refusal.code,
-                          policy_version=versions().get(refusal.vm_id))
+                          verdict=refusal.verdict, policy_version=versions().get(refusal.vm_id))
     return on_refusal
 
 

@@ -73,12 +73,15 @@ class FlowTable(object):
 
     ``decide(key, prefix) -> rule.Verdict or None`` is called with the
     contiguous bytes from the start of the client's stream. ``on_verdict(key,
-    verdict)`` (optional) is told every decision, for the log."""
+    verdict)`` (optional) is told every decision, for the log.
+    ``lets_through(key)`` (optional): whether a refusal of KEY's flow is
+    only told, and the flow accepted (audit mode)."""
 
     def __init__(self, decide, on_verdict=None, hold=HOLD, syn_ttl=SYN_TTL, linger=LINGER,
-                 max_flows=MAX_FLOWS):
+                 max_flows=MAX_FLOWS, lets_through=None):
         self.decide = decide
         self.on_verdict = on_verdict
+        self.lets_through = lets_through
         self.hold, self.syn_ttl, self.linger, self.max_flows = hold, syn_ttl, linger, max_flows
         self.flows = collections.OrderedDict()      # key -> _Flow, oldest first
         self.decided = collections.OrderedDict()    # key -> (action, until)
@@ -123,11 +126,15 @@ class FlowTable(object):
         flow.held.append(packet_id)
         if flow.held_since is None:
             flow.held_since = now
-        if offset < STREAM_CAP:
-            conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
-            if conflict:
-                return self._finish(key, flow, rule.refuse("retransmitted bytes differ", code=reasons.STREAM), now)
-        prefix = self._prefix(flow)
+        if offset == 0 and not flow.chunks:
+            # the common case, a flow's first segment in order: it is the prefix
+            prefix = flow.chunks[0] = payload[:STREAM_CAP]
+        else:
+            if offset < STREAM_CAP:
+                conflict = self._place(flow, offset, payload[:STREAM_CAP - offset])
+                if conflict:
+                    return self._finish(key, flow, rule.refuse("retransmitted bytes differ", code=reasons.STREAM), now)
+            prefix = self._prefix(flow)
         verdict = self.decide(key, prefix) if prefix else None
         if verdict is None:
             if len(prefix) >= STREAM_CAP:
@@ -214,7 +221,10 @@ class FlowTable(object):
     def _finish(self, key, flow, verdict, now, extra=()):
         self.flows.pop(key, None)
         held = flow.held + list(extra)
-        action = ACCEPT if verdict.action == rule.ACCEPT else REFUSE
+        if verdict.action == rule.ACCEPT or (self.lets_through is not None and self.lets_through(key)):
+            action = ACCEPT
+        else:
+            action = REFUSE
         self.decided[key] = (action, now + self.linger)
         self.decided.move_to_end(key)
         if len(self.decided) > 4 * self.max_flows:

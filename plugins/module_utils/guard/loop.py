@@ -23,9 +23,12 @@ has is dropped; so is a packet whose handling failed (a fault in the guard
 refuses, it never passes).
 
 A refused flow is reset (TCP), and told to ``on_refusal(Refusal)``, the one
-place refusals leave the guard (``LogRefusals``, the default, logs it with
-the VM, the destination, the port and the name seen; the operator view
-adds its events and metrics there). It runs on the loop's thread: it must
+place refusals leave the guard. A VM in audit mode (``VmView.audit``) has
+what the guard would refuse accepted instead, and told the same way with
+``verdict`` "would refuse" (counted as decision ``would_refuse``); a policy
+change that ends audit mode cuts those flows. ``LogRefusals``, the default
+``on_refusal``, logs each with the VM, the destination, the port and the
+name seen; the operator view adds its events and metrics there. It runs on the loop's thread: it must
 not block.
 """
 
@@ -40,6 +43,7 @@ from collections import namedtuple
 
 from ..kernel import conntrack_wire
 from ..kernel import nfqueue as nq
+from ..model import events as E
 from ..plan import name_guard as layout
 from ..resolver.core import RefusalLog
 from . import decide, flows, packet, reasons, rule
@@ -52,10 +56,13 @@ SYN_ACK = packet.SYN | packet.ACK
 ACCEPTED_PER_VM = 4096      # accepted flows whose name is remembered, per VM of a namespace (oldest forgotten)
 PROTOCOL_NAMES = {packet.TCP: "tcp", packet.UDP: "udp"}
 
+WOULD_REFUSE = "would_refuse"   # the decision label of a refusal let through (audit mode)
+
 # One refused flow, as on_refusal is told it: proto "tcp" or "udp"; name: the
 # name the flow asked for (SNI, Host, or None); reason: words; code: the
-# reason's label (guard/reasons.py).
-Refusal = namedtuple("Refusal", "vm_id proto src sport dst dport name reason code")
+# reason's label (guard/reasons.py); verdict: model.events.REFUSED, or
+# WOULD_REFUSE in audit mode (the flow was let through).
+Refusal = namedtuple("Refusal", "vm_id proto src sport dst dport name reason code verdict", defaults=(E.REFUSED,))
 
 
 class LogRefusals(object):
@@ -69,27 +76,31 @@ class LogRefusals(object):
     def __call__(self, event):
         held = self.limit.note(event.vm_id, (event.dst, event.name), self.clock())
         if held is not None:
-            log.info("VM %s: refused %s %s:%d -> %s:%d (name %s): %s%s", event.vm_id, event.proto, event.src,
-                     event.sport, event.dst, event.dport, event.name or "none", event.reason,
-                     " (and %d more)" % held if held else "")
+            log.info("VM %s: %s %s %s:%d -> %s:%d (name %s): %s%s", event.vm_id,
+                     "refused" if event.verdict == E.REFUSED else "would refuse (audit mode, let through)",
+                     event.proto, event.src, event.sport, event.dst, event.dport, event.name or "none",
+                     event.reason, " (and %d more)" % held if held else "")
 
 
 class VmView(object):
-    """What the guard needs of one VM."""
+    """What the guard needs of one VM. AUDIT: its policy is in audit mode
+    (what the guard would refuse is let through, and told)."""
 
-    __slots__ = ("vm_id", "guest_ip", "policy")
+    __slots__ = ("vm_id", "guest_ip", "policy", "audit")
 
-    def __init__(self, vm_id, guest_ip, allowed_domains):
+    def __init__(self, vm_id, guest_ip, allowed_domains, audit=False):
         self.vm_id, self.guest_ip = vm_id, guest_ip
         self.policy = rule.GuardPolicy(allowed_domains)
+        self.audit = bool(audit)
 
 
 class Counters(object):
-    __slots__ = ("accepted", "refused", "passed", "dropped", "messages", "logged", "late", "cut", "faults")
+    __slots__ = ("accepted", "refused", "would_refuse", "passed", "dropped", "messages", "logged", "late", "cut",
+                 "faults")
 
     def __init__(self):
         self.accepted = self.refused = self.passed = self.dropped = self.messages = self.logged = self.late = 0
-        self.cut = self.faults = 0
+        self.cut = self.faults = self.would_refuse = 0
 
     def as_dict(self):
         return {name: getattr(self, name) for name in self.__slots__}
@@ -99,13 +110,14 @@ class NamespaceGuard(object):
     def __init__(self, name, sock, vms, pins, clock=time.monotonic, on_refusal=None):
         self.name, self.sock, self.pins, self.clock = name, sock, pins, clock
         self.vms = {vm.guest_ip: vm for vm in vms}
-        self.flows = flows.FlowTable(self._decide_tcp, on_verdict=self._tell)
+        self.flows = flows.FlowTable(self._decide_tcp, on_verdict=self._tell, lets_through=self._lets_through)
         self.marks = {}             # held packet id -> its mark
         self.cut = []               # ctnetlink deletes of refused or cut flows, sent after the verdicts
         self.counters = Counters()
         self.decisions = {}         # vm id -> {(decision, reason): count}
-        # (proto, src, sport, dst, dport) -> (vm id, reason code, name): the
-        # flows accepted by this guard, newest last, for a policy change
+        # (proto, src, sport, dst, dport) -> (vm id, reason code, name, let
+        # through): the flows accepted by this guard (or let through in audit
+        # mode), newest last, for a policy change
         self.accepted = collections.OrderedDict()
         self.on_refusal = on_refusal or LogRefusals(clock=clock)
         self._now = clock()
@@ -122,14 +134,20 @@ class NamespaceGuard(object):
         old = self.vms
         self.vms = {vm.guest_ip: vm for vm in vms}
         changed = {ip for ip, vm in old.items() if ip in self.vms and self.vms[ip].vm_id == vm.vm_id
-                   and self.vms[ip].policy.entries != vm.policy.entries}
+                   and (self.vms[ip].policy.entries != vm.policy.entries or self.vms[ip].audit != vm.audit)}
+        for ip in sorted(changed):
+            # the line a live change is seen by (it comes after the resolver dropped the names' pins)
+            vm = self.vms[ip]
+            log.info("VM %s: the guard's allowlist is now %s%s", vm.vm_id, ",".join(vm.policy.entries),
+                     " (audit mode)" if vm.audit else "")
         still = {vm.vm_id for vm in self.vms.values()}
         doomed, forgotten = [], []
-        for key, (vm_id, code, name) in self.accepted.items():
+        for key, (vm_id, code, name, let_through) in self.accepted.items():
             vm = self.vms.get(key[1])
             if vm is None or vm.vm_id != vm_id:
                 forgotten.append(key)
-            elif key[1] in changed and not vm.policy.still_allows(code, name, PROTOCOL_NAMES.get(key[0]), key[4]):
+            elif key[1] in changed and not (vm.audit if let_through else
+                                            vm.policy.still_allows(code, name, PROTOCOL_NAMES.get(key[0]), key[4])):
                 doomed.append(key)
         for key in forgotten:
             del self.accepted[key]
@@ -166,16 +184,30 @@ class NamespaceGuard(object):
         key = (decision, code)
         by[key] = by.get(key, 0) + 1
 
+    def _lets_through(self, key):
+        """Whether a refusal of KEY's flow is let through (its VM audits)."""
+        vm = self.vms.get(key[0])
+        return vm is not None and vm.audit
+
     def _tell(self, key, verdict, proto=packet.TCP):
         vm = self.vms.get(key[0])
         vm_id = vm.vm_id if vm is not None else None
-        if vm_id is not None:
-            self._count(vm_id, verdict.action, verdict.code)
         if verdict.action == rule.ACCEPT:
             self.counters.accepted += 1
             if vm_id is not None:
+                self._count(vm_id, verdict.action, verdict.code)
                 self._remember(vm_id, (proto,) + key, verdict)
             return
+        if vm is not None and vm.audit:
+            # audit mode: accepted, and told as what it would have been
+            self.counters.would_refuse += 1
+            self._count(vm_id, WOULD_REFUSE, verdict.code)
+            self._remember(vm_id, (proto,) + key, verdict, let_through=True)
+            self.on_refusal(Refusal(vm_id, PROTOCOL_NAMES.get(proto, str(proto)), key[0], key[1], key[2], key[3],
+                                    verdict.name, verdict.reason, verdict.code, E.WOULD_REFUSE))
+            return
+        if vm_id is not None:
+            self._count(vm_id, verdict.action, verdict.code)
         self.counters.refused += 1
         self.accepted.pop((proto,) + key, None)      # a new connection on the ports of an accepted one
         if proto == packet.TCP:
@@ -184,9 +216,9 @@ class NamespaceGuard(object):
         self.on_refusal(Refusal(vm_id or "?", PROTOCOL_NAMES.get(proto, str(proto)), key[0], key[1], key[2],
                                 key[3], verdict.name, verdict.reason, verdict.code))
 
-    def _remember(self, vm_id, key, verdict):
+    def _remember(self, vm_id, key, verdict, let_through=False):
         accepted = self.accepted
-        accepted[key] = (vm_id, verdict.code, verdict.name)
+        accepted[key] = (vm_id, verdict.code, verdict.name, let_through)
         accepted.move_to_end(key)
         if len(accepted) > ACCEPTED_PER_VM * max(1, len(self.vms)):
             # forgotten: a later policy change judges that flow by its
@@ -235,12 +267,16 @@ class NamespaceGuard(object):
         else:
             verdict = decide.udp(vm.policy, self.pins.names(vm.vm_id, pkt.dst, now), pkt.dport)
         self._tell((pkt.src, pkt.sport, pkt.dst, pkt.dport), verdict, packet.UDP)
-        action = flows.ACCEPT if verdict.action == rule.ACCEPT else flows.REFUSE
+        action = flows.ACCEPT if verdict.action == rule.ACCEPT or (vm is not None and vm.audit) else flows.REFUSE
         return self._verdicts([(msg.packet_id, action)])
 
     def expire(self):
+        """Verdicts for flows held too long, after the SYN-ACK copies that
+        waited in the log socket (read on this timer too, so that copies of
+        flows that send nothing do not fill it)."""
+        out = self.handle(self.sock.logged()) if self.sock is not None else []
         self._now = self.clock()
-        return self._verdicts(self.flows.expire(self._now))
+        return out + self._verdicts(self.flows.expire(self._now))
 
     def _verdicts(self, actions):
         out = []

@@ -17,6 +17,20 @@ _IP = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBB")
 
+# dotted text of the addresses seen lately: a guard sees few (its guests and
+# the addresses they were let reach), and every packet needs two
+_DOTTED = {}
+_DOTTED_MAX = 8192
+
+
+def _dotted(raw):
+    text = _DOTTED.get(raw)
+    if text is None:
+        if len(_DOTTED) >= _DOTTED_MAX:
+            _DOTTED.clear()
+        text = _DOTTED[raw] = socket.inet_ntoa(raw)
+    return text
+
 
 def read(data):
     """The Packet in DATA (an IPv4 packet as the queue copied it), or None
@@ -35,12 +49,11 @@ def read(data):
         start = ihl + (off >> 4) * 4
         if (off >> 4) < 5 or start > end:
             return None
-        return Packet(TCP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, seq, ack, flags,
+        return Packet(TCP, _dotted(src), sport, _dotted(dst), dport, seq, ack, flags,
                       bytes(data[start:end]))
     if proto == UDP:
         if end < ihl + 8:
             return None
         sport, dport = _PORTS.unpack_from(data, ihl)
-        return Packet(UDP, socket.inet_ntoa(src), sport, socket.inet_ntoa(dst), dport, None, None, 0,
-                      bytes(data[ihl + 8:end]))
+        return Packet(UDP, _dotted(src), sport, _dotted(dst), dport, None, None, 0, bytes(data[ihl + 8:end]))
     return None

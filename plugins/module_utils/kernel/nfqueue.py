@@ -14,13 +14,25 @@ classes. It binds
   packets are dropped: the guard fails closed. Packets are copied up to
   ``copy_range`` bytes (the whole IP packet of a first segment);
 * optionally NFLOG group ``log_group`` (``nfnetlink_log``), flushed per
-  packet: copies that do not wait (the guard reads the SYNs' sequence
-  numbers this way, and the SYN goes on at once).
+  packet, on a second socket of its own: copies that do not wait (the guard
+  reads the servers' SYN-ACKs this way, and the SYN-ACK goes on at once).
 
-Both arrive on the same socket, so a flow's logged SYN is always read before
-its first held packet. Verdicts are sent many per ``send()``; each names one
-packet (``NFQNL_MSG_VERDICT``: a batch verdict would cover every older packet
-of the queue, other flows' included).
+Verdicts are sent many per ``send()``; each names one packet
+(``NFQNL_MSG_VERDICT``: a batch verdict would cover every older packet of
+the queue, other flows' included).
+
+Why two sockets: the copies need no answer, so they should not wake the
+reader. The log socket is not polled; ``receive()`` reads it *after* it has
+read the queue, and returns its copies first. A flow's SYN-ACK is copied
+(synchronously, as it passes the rule) before the client can send the
+payload that its rule queues, so every copy that came before a queued packet
+is in the log socket when that packet has been read from the queue: the
+reader sees a flow's SYN-ACK before its first held packet, as it would on
+one socket, with one wake-up per connection instead of two. (A copy that
+came after a queued packet of the same batch is read before it: a newer
+start record, which is what the server acknowledged last.) ``logged()``
+reads the copies waiting without the queue (a reader calls it on a timer so
+that copies of flows that send nothing do not fill the socket).
 
 A socket belongs to the namespace of the thread that opened it: open it
 inside the namespace (``netns.entered``), close it before the namespace goes.
@@ -125,31 +137,46 @@ def attributes(data, start, end):
     return out
 
 
+_QUEUE_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_LOG_PACKET = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+
+
 def parse(data, length=None):
     """The messages in one datagram DATA (a bytes-like object) read from the
     socket: [Message], plus [(errno, seq)] for error acks (errno 0: an ack)."""
     messages, acks = [], []
     end = len(data) if length is None else length
     pos = 0
+    header, nlattr, be32 = _NLMSGHDR.unpack_from, _NLATTR.unpack_from, _BE32.unpack_from
     while pos + 16 <= end:
-        mlen, mtype, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, pos)
+        mlen, mtype, _flags, seq, _pid = header(data, pos)
         if mlen < 16 or pos + mlen > end:
             break
-        if mtype == NLMSG_ERROR:
+        if mtype == _QUEUE_PACKET or mtype == _LOG_PACKET:
+            # the three attributes we read, by hand: this runs for every
+            # queued packet and every copy (a dict of all of them costs more)
+            queued = mtype == _QUEUE_PACKET
+            want_mark, want_payload = (NFQA_MARK, NFQA_PAYLOAD) if queued else (NFULA_MARK, NFULA_PAYLOAD)
+            packet_id, mark, payload = None, 0, b""
+            at, stop = pos + 20, pos + mlen
+            while at + 4 <= stop:
+                alen, atype = nlattr(data, at)
+                if alen < 4:
+                    break
+                atype &= 0x3FFF
+                if atype == want_payload:
+                    payload = bytes(data[at + 4:at + alen])
+                elif atype == want_mark:
+                    mark = be32(data, at + 4)[0]
+                elif queued and atype == NFQA_PACKET_HDR:
+                    packet_id = be32(data, at + 4)[0]
+                at += (alen + 3) & ~3
+            if not queued:
+                messages.append(Message(LOGGED, None, mark, payload))
+            elif packet_id is not None:
+                messages.append(Message(QUEUED, packet_id, mark, payload))
+        elif mtype == NLMSG_ERROR:
             acks.append((-struct.unpack_from("=i", data, pos + 16)[0], seq))
-        elif mtype == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
-            attrs = attributes(data, pos + 20, pos + mlen)
-            hdr = attrs.get(NFQA_PACKET_HDR)
-            if hdr is not None:
-                mark = attrs.get(NFQA_MARK)
-                messages.append(Message(QUEUED, _BE32.unpack_from(hdr)[0],
-                                        _BE32.unpack(mark)[0] if mark else 0,
-                                        bytes(attrs.get(NFQA_PAYLOAD, b""))))
-        elif mtype == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            attrs = attributes(data, pos + 20, pos + mlen)
-            mark = attrs.get(NFULA_MARK)
-            messages.append(Message(LOGGED, None, _BE32.unpack(mark)[0] if mark else 0,
-                                    bytes(attrs.get(NFULA_PAYLOAD, b""))))
         pos += (mlen + 3) & ~3
     return messages, acks
 
@@ -189,6 +216,25 @@ def verdict_bytes(queue_num, packet_id, verdict, mark=None):
                               8, NFQA_MARK, socket.htonl(mark))
 
 
+def _netfilter_socket():
+    """A bound NETLINK_NETFILTER socket with a large receive buffer."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    except OSError as exc:
+        raise NfqueueError("cannot open a netfilter netlink socket: %s" % exc, exc.errno)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)     # SO_RCVBUFFORCE (root)
+        except OSError:
+            pass
+        sock.bind((0, 0))
+    except OSError as exc:
+        sock.close()
+        raise NfqueueError("cannot bind a netfilter netlink socket: %s" % exc, exc.errno)
+    return sock
+
+
 class QueueSocket(object):
     """Queue QUEUE_NUM (and NFLOG group LOG_GROUP) of the calling thread's
     network namespace. ``timeout``: seconds ``receive`` waits for a first
@@ -203,69 +249,87 @@ class QueueSocket(object):
         self._seq = 0
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
+        self.log_sock = None
+        self.log_overflows = 0
+        self.sock = _netfilter_socket()
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        except OSError as exc:
-            raise NfqueueError("cannot open a netfilter netlink socket: %s" % exc, exc.errno)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)     # SO_RCVBUFFORCE (root)
-            except OSError:
-                pass
-            self.sock.bind((0, 0))
-            self._configure(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue_num, [
+            self._configure(self.sock, NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue_num, [
                 _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0)),
             ], "bind queue %d" % queue_num)
-            self._configure(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue_num, [
+            self._configure(self.sock, NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue_num, [
                 _attr(NFQA_CFG_PARAMS, struct.pack("!IB", copy_range, NFQNL_COPY_PACKET)),
                 _attr(NFQA_CFG_QUEUE_MAXLEN, _BE32.pack(maxlen)),
             ], "configure queue %d" % queue_num)
             if log_group is not None:
-                self._configure(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, log_group, [
+                self.log_sock = _netfilter_socket()
+                self._configure(self.log_sock, NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, log_group, [
                     _attr(NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND)),
                 ], "bind log group %d" % log_group)
-                self._configure(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, log_group, [
+                self._configure(self.log_sock, NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, log_group, [
                     _attr(NFULA_CFG_MODE, struct.pack("!IBx", log_copy, NFULNL_COPY_PACKET)),
                     _attr(NFULA_CFG_QTHRESH, _BE32.pack(1)),
                     _attr(NFULA_CFG_TIMEOUT, _BE32.pack(0)),
                 ], "configure log group %d" % log_group)
+                self.log_sock.setblocking(False)
             self.sock.setblocking(False)
             self._poll = select.poll()
             self._poll.register(self.sock.fileno(), select.POLLIN)
         except BaseException:
-            self.sock.close()
+            self.close()
             raise
 
     def fileno(self):
         return self.sock.fileno()
 
-    def _configure(self, subsys, msg, res_id, attrs, what):
+    def _configure(self, sock, subsys, msg, res_id, attrs, what):
         self._seq += 1
-        configure(self.sock, self._buf, subsys, msg, res_id, attrs, self._seq, what)
+        configure(sock, self._buf, subsys, msg, res_id, attrs, self._seq, what)
 
     def receive(self, limit=256, timeout=-1):
         """The messages waiting: waits up to TIMEOUT seconds (default the
-        socket's; 0: not at all) for the first datagram, then takes what is
-        already there, up to LIMIT datagrams. [] when nothing came. Error
-        acks (none expected after setup) are ignored; ``ENOBUFS`` (the socket
-        overflowed: the kernel dropped copies or queued packets) raises
-        NfqueueError with that errno."""
+        socket's; 0: not at all) for the first datagram of the queue, then
+        takes what is already there, up to LIMIT datagrams, and the log
+        group's copies waiting after that (first in the list). [] when
+        nothing came. Error acks (none expected after setup) are ignored;
+        ``ENOBUFS`` (the socket overflowed: the kernel dropped queued
+        packets) raises NfqueueError with that errno."""
         timeout = self.timeout if timeout == -1 else timeout
         if timeout != 0 and not self._poll.poll(None if timeout is None else int(timeout * 1000)):
             return []
+        out = self._read(self.sock, limit, "queue %d" % self.queue_num)
+        if out and self.log_sock is not None:
+            logged = self.logged()
+            if logged:
+                logged.extend(out)
+                return logged
+        return out
+
+    def logged(self, limit=1024):
+        """The log group's copies waiting now ([] without a log group). An
+        overflow of the log socket (the kernel dropped copies: their flows
+        will be refused, never passed) is counted in ``log_overflows`` and
+        read on, so that the queued packets read with it still get their
+        verdicts."""
+        if self.log_sock is None:
+            return []
+        return self._read(self.log_sock, limit, "log group %d" % self.log_group, overflow_ok=True)
+
+    def _read(self, sock, limit, what, overflow_ok=False):
         out = []
+        buf, view, recv_into = self._buf, self._view, sock.recv_into
         for _count in range(limit):
             try:
-                n = self.sock.recv_into(self._buf)
+                n = recv_into(buf)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
-                raise NfqueueError("queue %d: %s" % (self.queue_num, exc), exc.errno)
-            messages, _acks = parse(self._view, n)
-            out.extend(messages)
+                if overflow_ok and exc.errno == errno.ENOBUFS:
+                    self.log_overflows += 1
+                    continue
+                raise NfqueueError("%s: %s" % (what, exc), exc.errno)
+            out.extend(parse(view, n)[0])
         return out
 
     def verdicts(self, items, then=()):
@@ -288,6 +352,8 @@ class QueueSocket(object):
         """Unbinding drops what the queue still holds (the kernel does it
         when the socket goes)."""
         self.sock.close()
+        if self.log_sock is not None:
+            self.log_sock.close()
 
     def __enter__(self):
         return self

@@ -29,7 +29,10 @@ which the kernel refuses.
 Audit mode (a custom policy with ``audit``): what the lists would drop
 jumps to ``VMSAN-AUDIT-POLICY`` instead, which copies the first packet of
 each connection (conntrack NEW, same limit) to the audit group and accepts
-it.
+it; what the name guard's chain would drop without asking the guard (UDP
+to a port no ``/udp`` entry names, other protocols) jumps to
+``VMSAN-AUDIT-GUARD`` the same way (the guard's own verdicts in audit mode
+are its "would refuse" decisions, plan/name_guard.py).
 
 IPv6 has no rule: the kernel drops it on the TAP before netfilter sees it
 (IPv6 is off there); its count is the TAP's Ip6InDiscards and its copies
@@ -49,7 +52,7 @@ DROP_CHAINS = {
     "dns_elsewhere": "VMSAN-DROP-DNS",
     "guard": "VMSAN-DROP-GUARD",
 }
-AUDIT_CHAINS = {"policy": "VMSAN-AUDIT-POLICY"}
+AUDIT_CHAINS = {"policy": "VMSAN-AUDIT-POLICY", "guard": "VMSAN-AUDIT-GUARD"}
 # the table each chain lives in: anti-spoofing runs in raw, the rest in filter
 _RAW_REASONS = ("spoofed",)
 _REASON_OF_CHAIN = {chain: (reason, events.REFUSED) for reason, chain in DROP_CHAINS.items()}
@@ -57,7 +60,8 @@ _REASON_OF_CHAIN.update({chain: (reason, events.WOULD_REFUSE) for reason, chain 
 # NFLOG groups of the copies, the same in every namespace: (reason, verdict) -> group
 GROUPS = {("policy", events.REFUSED): 3017, ("isolation", events.REFUSED): 3018,
           ("spoofed", events.REFUSED): 3019, ("dns_elsewhere", events.REFUSED): 3020,
-          ("guard", events.REFUSED): 3021, ("policy", events.WOULD_REFUSE): 3022}
+          ("guard", events.REFUSED): 3021, ("policy", events.WOULD_REFUSE): 3022,
+          ("guard", events.WOULD_REFUSE): 3023}
 _OF_GROUP = {group: key for key, group in GROUPS.items()}
 
 

@@ -123,7 +123,8 @@ def _policy_rules(vm_id, policy):
         # is held at its first payload until the name guard has read its name
         rules.append(name_guard.out_rule(vm_id))
     elif policy.learns_names:
-        # audit mode: what the lists would refuse passes anyway, unguarded
+        # audit mode with no allowed domain: every name is off the list (the
+        # resolver logged each one as "would refuse"); its addresses pass, unguarded
         rules.append(("-m", "set", "--match-set", set_name(vm_id, "dns"), "dst", "-j", "ACCEPT"))
     only_denied = policy.denied_cidrs and not (policy.allowed_cidrs or policy.allowed_domains)
     rules.append(("-j", "ACCEPT") if only_denied else refuse)
@@ -194,7 +195,7 @@ def vm_plan(vm, policy, published=(), in_host_namespace=False):
     owned[("filter", c("to"))] = to
     absent = set()
     if name_guard.guards(policy):
-        owned.update(name_guard.owned_chains(vm_id, policy.allowed_domains))
+        owned.update(name_guard.owned_chains(vm_id, policy.allowed_domains, policy.audit))
         # the server's SYN-ACK of a guarded flow, copied to the guard first
         owned[("filter", c("to"))] = [name_guard.syn_ack_rule(vm_id)] + to
     else:

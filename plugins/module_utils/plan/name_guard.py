@@ -37,6 +37,7 @@ software survive; that software must leave these two bits alone.
 """
 
 from ..model import domains
+from . import drops
 from .names import chain_name, set_name
 
 QUEUE_NUM = 3013            # NFQUEUE queue of every namespace with guarded VMs
@@ -53,11 +54,12 @@ MULTIPORT_MAX = 15          # ports per -m multiport match
 
 
 def guards(policy):
-    """Whether POLICY (a model Policy) puts the name guard on its learned
-    set's path: ``custom`` with allowed domains, not in audit mode (which
-    lets through what the guard would refuse: its learned set is a plain
-    ACCEPT)."""
-    return policy.mode == "custom" and bool(policy.allowed_domains) and not policy.audit
+    """Whether POLICY (a model Policy, or anything with its ``mode``,
+    ``allowed_domains`` and ``audit``) puts the name guard on its learned
+    set's path: ``custom`` with allowed domains. In audit mode too: there
+    the guard lets through what it would refuse, and logs it as "would
+    refuse" (``chain_rules(audit=True)``; guard/loop.py)."""
+    return policy.mode == "custom" and bool(policy.allowed_domains)
 
 
 def udp_ports(allowed_domains):
@@ -108,11 +110,17 @@ def empty_tcp_rules():
     return rules
 
 
-def chain_rules(udp_ports=()):
+def chain_rules(udp_ports=(), audit=False):
     """The rules of a VM's ``guard`` chain; UDP_PORTS: the ports of its
-    ``name:port/udp`` entries."""
+    ``name:port/udp`` entries. AUDIT (audit mode): the guard accepts what
+    it would refuse (and logs it), so what the chain drops without it goes
+    to the guard's audit chain instead (a logged copy, then ACCEPT), and the
+    queue is bypassed while no guard reads it: audit mode lets through
+    what it cannot judge, as it did before the guard was on its path."""
     accepted, refused = _mark(MARK_ACCEPTED), _mark(MARK_REFUSED)
     queue = ("-j", "NFQUEUE", "--queue-num", str(QUEUE_NUM))
+    if audit:
+        queue += ("--queue-bypass",)
     rules = [
         ("-m", "mark", "!", "--mark", "0x0/%s" % _hex(MARK_MASK),
          "-j", "CONNMARK", "--save-mark", "--nfmask", _hex(MARK_MASK), "--ctmask", _hex(MARK_MASK)),
@@ -126,15 +134,15 @@ def chain_rules(udp_ports=()):
     for start in range(0, len(ports), MULTIPORT_MAX):
         chunk = ",".join(str(p) for p in ports[start:start + MULTIPORT_MAX])
         rules.append(("-p", "udp", "-m", "multiport", "--dports", chunk) + queue)
-    rules.append(("-j", "DROP"))
+    rules.append(drops.let_through("guard") if audit else ("-j", "DROP"))
     return rules
 
 
-def owned_chains(vm_id, allowed_domains):
+def owned_chains(vm_id, allowed_domains, audit=False):
     """{(table, chain): rules} the guard adds to a VM's plan: its ``guard``
     chain and the namespace's ``VMSAN-GUARD-EMPTY`` (the same content from
     every VM of a namespace). The learned set's jump (``out_rule``) and the
     SYN-ACK copy (``syn_ack_rule``) go into the VM's ``out`` and ``to``
     chains (plan/firewall.py)."""
-    return {("filter", chain_name(vm_id, "guard")): chain_rules(udp_ports(allowed_domains)),
+    return {("filter", chain_name(vm_id, "guard")): chain_rules(udp_ports(allowed_domains), audit),
             ("filter", EMPTY_CHAIN): empty_tcp_rules()}

@@ -7,6 +7,11 @@ mode"). Pure: events and the VM's policy in, lists out.
   wildcard ``*.parent`` takes the place of WILDCARD_AT or more names right
   below one parent (never below a top-level domain), and the suggestion says
   which names it stands for.
+* Names the name guard read (kind ``guard``, TLS SNI or HTTP Host) that
+  the list would refuse (reason ``not_allowed``), the same way. A name that
+  is on the list but was asked for at an address not learned for it
+  (``not_pinned``: domain fronting, or a name the guest did not resolve) is
+  named in the notes: no entry lets that through.
 * Addresses: every destination the firewall refused or would have refused
   (kind ``policy``), as a /32. (In audit mode the addresses of names the
   resolver answered are learned and pass without an event: they come as
@@ -26,6 +31,10 @@ from ..model import inputs
 from ..model.errors import InputError
 
 WILDCARD_AT = 3         # names below one parent that make a wildcard
+# the name guard's reasons (guard/reasons.py) that the suggestion reads from
+# its events' detail (the guard is a layer above: its labels, not its code)
+NOT_ALLOWED = "not_allowed"
+NOT_PINNED = "not_pinned"
 
 Suggestion = namedtuple("Suggestion", "allowed_domains allowed_cidrs denied_cidrs notes names addresses events")
 # allowed_domains, allowed_cidrs: the lists to give; denied_cidrs: the VM's, kept;
@@ -66,16 +75,20 @@ def _grouped(names):
 def suggest(policy, events):
     """The Suggestion for a VM with POLICY (records.Policy) whose log holds
     EVENTS (model.events.Event, the VM's)."""
-    names, addresses, denied_hits = [], [], []
+    names, addresses, denied_hits, fronted = [], [], [], []
     count = 0
     for event in events:
         count += 1
         if event.verdict not in E.VERDICTS:
             continue
-        if event.kind == "name" and event.name:
+        if (event.kind == "name" or (event.kind == "guard" and event.detail == NOT_ALLOWED)) and event.name:
             name = _valid_name(event.name)
             if name and name not in names and not domains.allowed(name, policy.allowed_domains):
                 names.append(name)
+        elif event.kind == "guard" and event.detail == NOT_PINNED and event.name:
+            seen = (event.name, event.destination)
+            if seen not in fronted:
+                fronted.append(seen)
         elif event.kind == "policy" and event.destination:
             try:
                 ipaddress.IPv4Address(event.destination)
@@ -93,6 +106,9 @@ def suggest(policy, events):
     allowed_cidrs = tuple(dict.fromkeys(list(policy.allowed_cidrs) + ["%s/32" % a for a in addresses]))
     for address in denied_hits:
         notes.append("%s is inside a denied CIDR, which wins over any allow: left out" % address)
+    for name, address in fronted:
+        notes.append("%s was asked for at %s, an address not learned for it (domain fronting, or the name was "
+                     "not resolved first): no list entry lets that through" % (name, address))
     return Suggestion(allowed_domains, allowed_cidrs, tuple(policy.denied_cidrs), tuple(notes), tuple(names),
                       tuple(addresses), count)
 

@@ -86,3 +86,38 @@ def test_udp_needs_an_entry_for_its_port():
     assert ng.handle([queued(1, udp(123))]) == [(1, nq.NF_REPEAT, layout.MARK_ACCEPTED)]
     assert ng.handle([queued(2, udp(443))]) == [(2, nq.NF_REPEAT, layout.MARK_REFUSED)]
     assert ng.cut == []             # a refused UDP flow keeps its entry: its mark drops the rest
+
+
+def audit_guard(domains=("a.test",)):
+    pins = PinTable()
+    pins.pin("web", X, ["a.test"], 1e12)
+    told = []
+    ng = loop.NamespaceGuard("ns", None, [loop.VmView("web", GUEST, domains, audit=True)], pins,
+                             on_refusal=told.append)
+    return ng, told
+
+
+def test_in_audit_mode_what_would_be_refused_is_accepted_and_told_as_would_refuse():
+    ng, told = audit_guard()
+    out = ng.handle([syn_ack(101), queued(1, tcp(101, built_hello("c.test")), mark=0x5)])
+    assert out == [(1, nq.NF_REPEAT, 0x5 | layout.MARK_ACCEPTED)]
+    assert ng.cut == [] and ng.counters.refused == 0 and ng.counters.would_refuse == 1
+    assert [(r.vm_id, r.name, r.dst, r.code, r.verdict) for r in told] == [("web", "c.test", X, "not_allowed",
+                                                                           "would refuse")]
+    assert ng.decisions["web"] == {("would_refuse", "not_allowed"): 1}
+    # what the flow table refuses by itself (no SYN-ACK seen) is let through too; UDP as well
+    assert ng.handle([queued(2, tcp(7, b"x", sport=40001))]) == [(2, nq.NF_REPEAT, layout.MARK_ACCEPTED)]
+    assert ng.handle([queued(3, udp(443))]) == [(3, nq.NF_REPEAT, layout.MARK_ACCEPTED)]
+    assert [r.code for r in told[1:]] == ["stream", "udp_port"]
+    # an allowed, pinned name is an ordinary accept, told to no one
+    ng.handle([syn_ack(101, sport=40002), queued(4, tcp(101, built_hello("a.test"), sport=40002))])
+    assert len(told) == 3 and ng.decisions["web"][("accept", "name")] == 1
+
+
+def test_ending_audit_mode_cuts_the_flows_it_let_through_and_keeps_the_allowed():
+    ng, _told = audit_guard()
+    ng.handle([syn_ack(101), queued(1, tcp(101, built_hello("c.test")))])
+    ng.handle([syn_ack(101, sport=40002), queued(2, tcp(101, built_hello("a.test"), sport=40002))])
+    assert ng.set_vms([loop.VmView("web", GUEST, ("a.test",), audit=True)]) == 0       # still auditing: kept
+    assert ng.set_vms([loop.VmView("web", GUEST, ("a.test",))]) == 1                   # enforcing now
+    assert ng.counters.cut == 1 and len(ng.cut) == 1      # the conntrack delete of the c.test flow, to be sent

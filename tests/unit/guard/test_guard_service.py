@@ -43,3 +43,22 @@ def test_a_namespace_made_after_the_reload_is_bound_before_its_vms_answer(monkey
         assert guard.ensure("vmsan-other") is False and opener.opened == ["vmsan-web"]  # not guarded
     finally:
         guard.close()
+
+
+def test_the_loop_thread_runs_at_the_guests_nice_not_the_daemons():
+    """service._at_least_nice: a thread at the daemon's -10 goes to GUARD_NICE
+    (0); one an operator set higher keeps its value."""
+    import os
+    import threading
+    seen = {}
+
+    def thread(start):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, start)
+        guard_service._at_least_nice(guard_service.GUARD_NICE)
+        seen[start] = os.getpriority(os.PRIO_PROCESS, tid)
+    for start in (-10, 5):
+        t = threading.Thread(target=thread, args=(start,))
+        t.start()
+        t.join()
+    assert seen == {-10: 0, 5: 5}

@@ -229,12 +229,29 @@ def test_the_guard_chain_is_one_of_the_vms_chains():
     assert "vmsan-web1-guard" in fp.vm_chains("web1")
 
 
-def test_audit_mode_learns_every_name_unguarded_and_lets_the_refused_through_its_audit_chain():
-    pol = inputs.policy(None, "a.example.com", None, "10.1.0.0/16", audit=True)
+def test_audit_mode_without_domains_learns_every_name_unguarded():
+    pol = inputs.policy("custom", None, None, "10.1.0.0/16", audit=True)
     plan = fp.vm_plan(VM, pol)
     out = plan.owned[("filter", "vmsan-web1-out")]
     assert ("filter", "vmsan-web1-guard") not in plan.owned
     assert ("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "ACCEPT") in out
+
+
+def test_audit_mode_with_domains_guards_the_learned_set_and_lets_the_refused_through_its_audit_chains():
+    pol = inputs.policy(None, "a.example.com", None, "10.1.0.0/16", audit=True)
+    plan = fp.vm_plan(VM, pol)
+    out = plan.owned[("filter", "vmsan-web1-out")]
+    assert ("-m", "set", "--match-set", "vmsan-web1-dns", "dst", "-j", "vmsan-web1-guard") in out
+    guard = plan.owned[("filter", "vmsan-web1-guard")]
+    # the queue lets packets through while no guard reads it; what the chain drops by itself is let through, logged
+    assert ("-p", "tcp", "-j", "NFQUEUE", "--queue-num", "3013", "--queue-bypass") in guard
+    assert guard[-1] == ("-j", "VMSAN-AUDIT-GUARD")
+    audit_guard = plan.owned[("filter", "VMSAN-AUDIT-GUARD")]
+    assert audit_guard[-1] == ("-j", "ACCEPT") and "NFLOG" in audit_guard[0] and "3023" in audit_guard[0]
+    # enforcing, the same list has no bypass and drops
+    enforced = fp.vm_plan(VM, inputs.policy(None, "a.example.com", None, "10.1.0.0/16")).owned
+    assert ("-p", "tcp", "-j", "NFQUEUE", "--queue-num", "3013") in enforced[("filter", "vmsan-web1-guard")]
+    assert enforced[("filter", "vmsan-web1-guard")][-1] == ("-j", "DROP")
     assert ("-m", "set", "--match-set", "vmsan-web1-deny", "dst", "-j", "VMSAN-AUDIT-POLICY") in out
     assert out[-1] == ("-j", "VMSAN-AUDIT-POLICY")
     # DNS over TLS and the isolation baseline still drop

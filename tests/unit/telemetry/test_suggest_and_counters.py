@@ -37,6 +37,21 @@ def test_suggest_keeps_what_the_policy_allows_and_leaves_denied_destinations_out
     assert found.denied_cidrs == ("192.0.2.0/24",) and "192.0.2.10 is inside a denied CIDR" in found.notes[0]
 
 
+def test_suggest_reads_the_guards_names_and_notes_the_fronted_ones():
+    pol = inputs.policy(None, "a.test,d.test", audit=True)
+    evs = [E.Event(0.0, "web", "guard", E.WOULD_REFUSE, destination="203.0.113.10", port=443, name="c.test",
+                   detail="not_allowed"),
+           E.Event(0.0, "web", "guard", E.WOULD_REFUSE, destination="203.0.113.10", port=443, name="d.test",
+                   detail="not_pinned"),
+           E.Event(0.0, "web", "guard", E.WOULD_REFUSE, destination="203.0.113.10", port=22, detail="protocol")]
+    found = suggest.suggest(pol, evs)
+    assert found.allowed_domains == ("a.test", "d.test", "c.test") and found.allowed_cidrs == ()
+    assert found.notes == ("d.test was asked for at 203.0.113.10, an address not learned for it (domain fronting, "
+                           "or the name was not resolved first): no list entry lets that through",)
+    assert drops.reason_of("VMSAN-AUDIT-GUARD") == ("guard", E.WOULD_REFUSE)
+    assert drops.of_group(drops.GROUPS[("guard", E.WOULD_REFUSE)]) == ("guard", E.WOULD_REFUSE)
+
+
 def test_each_drop_reason_has_a_counted_chain_with_a_limited_copy():
     owned = drops.with_chains({("filter", "vmsan-web-out"): [("-d", "10.0.0.0/8") + drops.drop("policy")]})
     chain = owned[("filter", "VMSAN-DROP-POLICY")]
