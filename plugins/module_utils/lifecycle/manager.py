@@ -35,6 +35,17 @@ def require_root():
         raise NotRootError("vmsan must run as root: it changes network namespaces, links and firewall rules")
 
 
+def creation_stamp(clock=time.time_ns):
+    """The ``created`` of a new record: UTC to the microsecond. The resolver
+    and the pin journal tell a VM recreated under the same id, slot and
+    namespace name by it (resolver/core.VmPolicy.identity), so it must
+    differ between a remove and the next create: a stamp to the second made
+    a VM recreated within the same second look like the old one, whose
+    learned addresses the resolver then thought still in the new, empty set."""
+    seconds, nanoseconds = divmod(clock(), 10 ** 9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%06dZ" % (nanoseconds // 1000)
+
+
 class Result(object):
     """What an operation did: its Changes and warnings, and the VM before and
     after (VmRecords; None where there is none)."""
@@ -155,7 +166,7 @@ class Manager(object):
 
     @staticmethod
     def _stamped(record, slot):
-        return record.but(slot=slot, status="creating", created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return record.but(slot=slot, status="creating", created=creation_stamp())
 
     def _plan_new(self, wanted, slot):
         """Check mode, new VM: what a create would do, with nothing reserved."""
