@@ -13,7 +13,6 @@ rules: open inside the namespace, close before it goes; library and kernel
 errors become ``NfqueueError``.
 """
 
-import errno
 import socket
 import struct
 from collections import namedtuple
@@ -22,7 +21,7 @@ from .netlink_wire import HEADER as _NLMSGHDR
 from .netlink_wire import attr as _attr
 from .nfqueue import NETLINK_NETFILTER, NFNL_SUBSYS_ULOG, NFULA_PAYLOAD, NFULNL_CFG_CMD_BIND, \
     NFULNL_COPY_PACKET, NFULNL_MSG_CONFIG, NFULNL_MSG_PACKET, NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_QTHRESH, \
-    NFULA_CFG_TIMEOUT, NfqueueError, attributes, configure
+    NFULA_CFG_TIMEOUT, NfqueueError, attributes, configure, read_datagrams
 
 NFULA_IFINDEX_INDEV = 4
 COPY_RANGE = 96             # bytes of each packet: the IPv4 header (with options) and the ports
@@ -96,21 +95,9 @@ class LogSocket(object):
         """The copies waiting, from at most LIMIT datagrams ([] if none). A
         socket that overflowed (the kernel dropped copies: ENOBUFS) is
         counted in ``overflows`` and read on."""
-        out = []
-        for _count in range(limit):
-            try:
-                n = self.sock.recv_into(self._buf)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.overflows += 1
-                    continue
-                if exc.errno == errno.EINTR:
-                    continue
-                raise NfqueueError("NFLOG: %s" % exc, exc.errno)
-            out.extend(parse(self._view, n))
-        return out
+        def overflowed():
+            self.overflows += 1
+        return read_datagrams(self.sock, self._buf, self._view, parse, limit, "NFLOG", overflowed)
 
     def close(self):
         self.sock.close()

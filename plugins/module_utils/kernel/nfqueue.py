@@ -216,6 +216,32 @@ def verdict_bytes(queue_num, packet_id, verdict, mark=None):
                               8, NFQA_MARK, socket.htonl(mark))
 
 
+def read_datagrams(sock, buf, view, parse_one, limit, what, on_overflow=None):
+    """What PARSE_ONE(VIEW, n) makes of each datagram waiting on SOCK (a
+    non-blocking netfilter socket read into BUF, VIEW its memoryview), up to
+    LIMIT datagrams, as one list. ENOBUFS (the socket overflowed: the kernel
+    dropped messages) calls ON_OVERFLOW and reads on, or without one raises
+    NfqueueError naming WHAT, as any other error does (EINTR: read again).
+    The one receive loop of the queue, its log group and the NFLOG drop
+    reader (nflog.LogSocket)."""
+    out = []
+    recv_into = sock.recv_into
+    for _count in range(limit):
+        try:
+            n = recv_into(buf)
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            if on_overflow is not None and exc.errno == errno.ENOBUFS:
+                on_overflow()
+                continue
+            raise NfqueueError("%s: %s" % (what, exc), exc.errno)
+        out.extend(parse_one(view, n))
+    return out
+
+
 def _netfilter_socket():
     """A bound NETLINK_NETFILTER socket with a large receive buffer."""
     try:
@@ -315,22 +341,10 @@ class QueueSocket(object):
         return self._read(self.log_sock, limit, "log group %d" % self.log_group, overflow_ok=True)
 
     def _read(self, sock, limit, what, overflow_ok=False):
-        out = []
-        buf, view, recv_into = self._buf, self._view, sock.recv_into
-        for _count in range(limit):
-            try:
-                n = recv_into(buf)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                if overflow_ok and exc.errno == errno.ENOBUFS:
-                    self.log_overflows += 1
-                    continue
-                raise NfqueueError("%s: %s" % (what, exc), exc.errno)
-            out.extend(parse(view, n)[0])
-        return out
+        def overflowed():
+            self.log_overflows += 1
+        return read_datagrams(sock, self._buf, self._view, lambda view, n: parse(view, n)[0], limit, what,
+                              overflowed if overflow_ok else None)
 
     def verdicts(self, items, then=()):
         """Send verdicts, many per system call: ITEMS are
