@@ -42,6 +42,7 @@ from sandbox.tls import client_hello, make_certificate  # noqa: E402
 from integration.host_daemon import Daemon  # noqa: E402
 
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, rule  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import fastpath  # noqa: E402
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_peers.py")
 PINNED = "203.0.113.10"     # a.test: learned, pinned, held at the first payload
@@ -83,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
     common.note("load average at start: %s" % common.load_average())
+    common.note("the guard reads packets in %s (VMSAN_FASTPATH=0: in Python; native/vmsan_fastpath.c)"
+                % ("C" if fastpath.native else "Python"))
     hello = client_hello("a.test")
     with common.Sandbox() as sb, tempfile.TemporaryDirectory(prefix="vst-guard-bench-") as tmp:
         cert, key = make_certificate(tmp, "a.test")

@@ -23,6 +23,8 @@ import heapq
 import threading
 
 
+_NONE = frozenset()
+
 class PinTable(object):
     def __init__(self):
         self._vms = {}          # vm -> {address: {name: expires}}
@@ -67,10 +69,11 @@ class PinTable(object):
     def names(self, vm, address, now):
         """The names ADDRESS is pinned to for VM at time NOW (a frozenset)."""
         with self._lock:
-            by_name = self._vms.get(vm, {}).get(address)
+            table = self._vms.get(vm)
+            by_name = table.get(address) if table is not None else None
             if not by_name:
-                return frozenset()
-            return frozenset(name for name, until in by_name.items() if until > now)
+                return _NONE
+            return frozenset([name for name, until in by_name.items() if until > now])
 
     def addresses(self, vm):
         """{address: {name: expires}} of VM (a copy), for a dump or a test."""
