@@ -9,6 +9,8 @@
  *
  *   parse(buffer, length)   kernel/nfqueue.py  _parse: the messages of one
  *                           netfilter netlink datagram -> (messages, acks)
+ *   receive(fd, buf, limit) kernel/nfqueue.py  read_datagrams with _parse: the
+ *                           same, with the system calls made here
  *   read_packet(data)       guard/packet.py    _read: the IPv4 packet's few
  *                           fields -> Packet or None
  *   hello_name(data)        guard/tls.py       the common case of read():
@@ -30,8 +32,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 static PyObject *message_type, *packet_type, *kind_queued, *kind_logged;
 static PyObject *dotted_cache;          /* 4-byte address (bytes) -> dotted str */
@@ -116,21 +121,12 @@ static int configured(PyObject *type, const char *how)
     return 1;
 }
 
-/* parse(buffer, length): as kernel/nfqueue._parse. */
-static PyObject *parse(PyObject *self, PyObject *args)
+/* The messages of the datagram DATA[0:END] appended to MESSAGES, its
+ * error acks to ACKS (NULL: not kept), as kernel/nfqueue._parse reads them;
+ * -1 with an exception set when Python runs out of memory. */
+static int parse_into(const unsigned char *data, Py_ssize_t end, PyObject *messages, PyObject *acks)
 {
-    Py_buffer view;
-    Py_ssize_t length = -1;
-    PyObject *messages = NULL, *acks = NULL, *out = NULL;
-    if (!configured(message_type, "configure_messages") || !PyArg_ParseTuple(args, "y*|n", &view, &length))
-        return NULL;
-    const unsigned char *data = view.buf;
-    Py_ssize_t end = (length < 0 || length > view.len) ? view.len : length;
     Py_ssize_t pos = 0;
-    messages = PyList_New(0);
-    acks = PyList_New(0);
-    if (messages == NULL || acks == NULL)
-        goto fail;
     while (pos + 16 <= end) {
         uint32_t mlen, seq;
         uint16_t mtype;
@@ -173,33 +169,85 @@ static PyObject *parse(PyObject *self, PyObject *args)
                 PyObject *msg;
                 if (payload == NULL || pid == NULL || pmark == NULL) {
                     Py_XDECREF(payload); Py_XDECREF(pid); Py_XDECREF(pmark);
-                    goto fail;
+                    return -1;
                 }
-                Py_INCREF(kind);
                 msg = make(message_type, PyTuple_Pack(4, kind, pid, pmark, payload));
-                Py_DECREF(kind); Py_DECREF(pid); Py_DECREF(pmark); Py_DECREF(payload);
+                Py_DECREF(pid); Py_DECREF(pmark); Py_DECREF(payload);
                 if (msg == NULL || PyList_Append(messages, msg) < 0) {
                     Py_XDECREF(msg);
-                    goto fail;
+                    return -1;
                 }
                 Py_DECREF(msg);
             }
-        } else if (mtype == NLMSG_ERROR && mlen >= 20) {
+        } else if (mtype == NLMSG_ERROR && mlen >= 20 && acks != NULL) {
             int32_t err;
             memcpy(&err, data + pos + 16, 4);
             PyObject *ack = Py_BuildValue("(lk)", -(long)err, (unsigned long)seq);
             if (ack == NULL || PyList_Append(acks, ack) < 0) {
                 Py_XDECREF(ack);
-                goto fail;
+                return -1;
             }
             Py_DECREF(ack);
         }
         pos += (mlen + 3) & ~3u;
     }
-    out = PyTuple_Pack(2, messages, acks);
-fail:
+    return 0;
+}
+
+/* parse(buffer, length): as kernel/nfqueue._parse. */
+static PyObject *parse(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t length = -1;
+    PyObject *messages = NULL, *acks = NULL, *out = NULL;
+    if (!configured(message_type, "configure_messages") || !PyArg_ParseTuple(args, "y*|n", &view, &length))
+        return NULL;
+    Py_ssize_t end = (length < 0 || length > view.len) ? view.len : length;
+    messages = PyList_New(0);
+    acks = PyList_New(0);
+    if (messages != NULL && acks != NULL && parse_into(view.buf, end, messages, acks) == 0)
+        out = PyTuple_Pack(2, messages, acks);
     Py_XDECREF(messages);
     Py_XDECREF(acks);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/*
+ * receive(fd, buffer, limit): the messages of the datagrams waiting on the
+ * non-blocking netfilter socket FD, read into BUFFER (writable), at most
+ * LIMIT datagrams, as kernel/nfqueue.read_datagrams reads them with _parse
+ * (error acks are not kept): (messages, errno), errno 0 when the socket had
+ * no more (or LIMIT was reached), else the error that stopped the reading
+ * (ENOBUFS: the socket overflowed; the caller decides). EINTR reads again.
+ */
+static PyObject *receive(PyObject *self, PyObject *args)
+{
+    int fd, limit, count, err = 0;
+    Py_buffer view;
+    PyObject *messages, *out = NULL;
+    if (!configured(message_type, "configure_messages") || !PyArg_ParseTuple(args, "iw*i", &fd, &view, &limit))
+        return NULL;
+    messages = PyList_New(0);
+    if (messages == NULL)
+        goto done;
+    for (count = 0; count < limit; count++) {
+        ssize_t n = recv(fd, view.buf, (size_t)view.len, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) {
+                count--;
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                err = errno;
+            break;
+        }
+        if (parse_into(view.buf, n, messages, NULL) < 0)
+            goto done;
+    }
+    out = Py_BuildValue("(Oi)", messages, err);
+done:
+    Py_XDECREF(messages);
     PyBuffer_Release(&view);
     return out;
 }
@@ -389,6 +437,8 @@ static PyMethodDef methods[] = {
     {"configure_messages", configure_messages, METH_VARARGS, "configure_messages(Message, QUEUED, LOGGED)"},
     {"configure_packets", configure_packets, METH_VARARGS, "configure_packets(Packet)"},
     {"parse", parse, METH_VARARGS, "parse(buffer, length=-1) -> (messages, acks), as kernel/nfqueue._parse"},
+    {"receive", receive, METH_VARARGS,
+     "receive(fd, buffer, limit) -> (messages, errno), as kernel/nfqueue.read_datagrams with _parse"},
     {"read_packet", read_packet, METH_VARARGS, "read_packet(data) -> Packet or None, as guard/packet._read"},
     {"hello_name", hello_name, METH_VARARGS,
      "hello_name(data) -> (name bytes, ech) for a one-record ClientHello, or None"},

@@ -352,10 +352,26 @@ class QueueSocket(object):
         return self._read(self.log_sock, limit, "log group %d" % self.log_group, overflow_ok=True)
 
     def _read(self, sock, limit, what, overflow_ok=False):
+        if _native is not None:
+            return self._read_native(sock, limit, what, overflow_ok)
+
         def overflowed():
             self.log_overflows += 1
         return read_datagrams(sock, self._buf, self._view, lambda view, n: parse(view, n)[0], limit, what,
                               overflowed if overflow_ok else None)
+
+    def _read_native(self, sock, limit, what, overflow_ok):
+        """``_read`` with the receive loop in C (kernel/fastpath.py): the
+        same messages and the same errors."""
+        fd = sock.fileno()
+        out, err = _native.receive(fd, self._buf, limit)
+        while err == errno.ENOBUFS and overflow_ok:
+            self.log_overflows += 1
+            more, err = _native.receive(fd, self._buf, limit)
+            out.extend(more)
+        if err:
+            raise NfqueueError("%s: %s" % (what, os.strerror(err)), err)
+        return out
 
     def verdicts(self, items, then=()):
         """Send verdicts, many per system call: ITEMS are

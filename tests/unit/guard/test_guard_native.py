@@ -164,3 +164,31 @@ def test_the_c_reader_reads_the_common_case():
     for refused in (built_hello("a.test", "b.test"), built_hello(), real_hello(None),
                     built_hello("a.test", extra=[sni_ext(b"b.test")]), HELLOS[-1], b"", b"\x16\x03\x01"):
         assert hello_name(refused) is None
+
+
+# -- the receive loop -----------------------------------------------------------------
+
+def test_receive_reads_what_read_datagrams_reads():
+    """The C receive loop on a datagram socket (a socketpair stands in for
+    the netfilter socket: recv is the same call) gives the messages the
+    Python loop gives with the Python parser, then 0 when nothing waits."""
+    rnd = random.Random(1304)
+    sent = [datagram()] + [bytes(d) for d in list(mutations(datagram(), rnd, 200))[::7]]
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        b.setblocking(False)
+        buf = bytearray(nq.RECV_SIZE)
+        for data in sent:
+            a.send(data)
+        got, err = fastpath.native.receive(b.fileno(), buf, 1000)
+        assert err == 0
+        for data in sent:
+            a.send(data)
+        want = nq.read_datagrams(b, buf, memoryview(buf), lambda view, n: nq._parse(view, n)[0], 1000, "test")
+        assert got == want and len(got) > len(sent)
+        assert fastpath.native.receive(b.fileno(), buf, 1000) == ([], 0)
+        for data in sent[:5]:
+            a.send(data)
+        first, err = fastpath.native.receive(b.fileno(), buf, 2)        # LIMIT datagrams at most
+        assert err == 0 and first == nq._parse(sent[0])[0] + nq._parse(sent[1])[0]
+    assert fastpath.native.receive(b.fileno(), buf, 1)[1] != 0          # a closed socket: its errno
