@@ -332,6 +332,7 @@ class GuardLoop(object):
         self._posted = collections.deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, select.EPOLLIN)
+        self.wakeups = 0            # epoll wake-ups with packets to read (decisions per wake-up: the batching)
         self.cpu_seconds = 0.0      # the loop thread's CPU time: user + system
         self.system_seconds = 0.0   # of which in the kernel (system calls, the packets' way on after a verdict)
 
@@ -388,6 +389,7 @@ class GuardLoop(object):
                     guard = self._guards.get(fd)
                     if guard is None:
                         continue
+                    self.wakeups += 1
                     try:
                         guard.pump()
                     except nq.NfqueueError as exc:

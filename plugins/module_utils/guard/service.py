@@ -284,6 +284,7 @@ class GuardService(object):
         out = {"guard_" + name: totals.get(name, 0)
                for name in ("accepted", "refused", "would_refuse", "cut", "messages", "faults")}
         out["guard_queues"] = len(guards)
+        out["guard_wakeups"] = self.loop.wakeups
         out["guard_cpu_us"] = int(self.loop.cpu_seconds * 1e6)
         out["guard_system_us"] = int(self.loop.system_seconds * 1e6)
         return out
