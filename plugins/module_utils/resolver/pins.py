@@ -22,8 +22,8 @@ a restart is the resolver's journal (resolver/pin_journal.py).
 import heapq
 import threading
 
+_NONE = frozenset()      # the names of an address with no pins
 
-_NONE = frozenset()
 
 class PinTable(object):
     def __init__(self):
