@@ -42,6 +42,7 @@ from sandbox.tls import client_hello, make_certificate  # noqa: E402
 from integration.host_daemon import Daemon  # noqa: E402
 
 from ansible_collections.vmsan.network.plugins.module_utils.guard import decide, rule  # noqa: E402
+from ansible_collections.vmsan.network.plugins.module_utils.kernel import fastpath  # noqa: E402
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_peers.py")
 PINNED = "203.0.113.10"     # a.test: learned, pinned, held at the first payload
@@ -83,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
     common.note("load average at start: %s" % common.load_average())
+    common.note("the guard reads packets in %s (VMSAN_FASTPATH=0: in Python; native/vmsan_fastpath.c)"
+                % ("C" if fastpath.native else "Python"))
     hello = client_hello("a.test")
     with common.Sandbox() as sb, tempfile.TemporaryDirectory(prefix="vst-guard-bench-") as tmp:
         cert, key = make_certificate(tmp, "a.test")
@@ -140,7 +143,9 @@ def main(argv=None):
             for ip in (PINNED, CIDR):
                 bulk[ip].append(guest.iperf3(ip, seconds=args.iperf_seconds))
         counters = daemon.stats()
-        refusals = [line for line in daemon.log().splitlines() if ": refused " in line]
+        log_lines = daemon.log().splitlines()
+        refusals = [line for line in log_lines if ": refused " in line]
+        faults = [line for line in log_lines if "cannot handle a packet" in line or "Error" in line]
         pure = decision_cpu(hello)
 
     lat_rows = []
@@ -178,13 +183,16 @@ def main(argv=None):
     common.note("guard CPU per decision (its thread, rate runs): %.1f us, of which %.1f us in the kernel, over %d "
                 "decisions (target <= 100 us); the pure decision alone: %.1f us"
                 % (per, per_sys, decisions, pure * 1e6))
-    common.note("guard counters (the daemon's health answer): accepted %d, refused %d, messages %d, faults %d; "
-                "its own count of its thread's CPU per decision: %.1f us"
+    common.note("guard counters (the daemon's health answer): accepted %d, refused %d, messages %d, faults %d, "
+                "wake-ups %d (%.1f messages each); its own count of its thread's CPU per decision: %.1f us"
                 % (counters["guard_accepted"], counters["guard_refused"], counters["guard_messages"],
-                   counters["guard_faults"], counters["guard_cpu_us"] / max(1, counters["guard_accepted"]
-                                                                           + counters["guard_refused"])))
+                   counters["guard_faults"], counters["guard_wakeups"],
+                   counters["guard_messages"] / max(1, counters["guard_wakeups"]),
+                   counters["guard_cpu_us"] / max(1, counters["guard_accepted"] + counters["guard_refused"])))
     for line in refusals[:5]:
         common.note("refused: %s" % line)
+    for line in faults[:5]:
+        common.note("fault: %s" % line)
     common.note("load average at end: %s" % common.load_average())
 
 

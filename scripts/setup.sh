@@ -12,7 +12,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(iptables ipset iproute2 conntrack iperf3 dnsutils curl dnsperf dnsmasq-base
-          containernetworking-plugins qemu-system-x86 busybox-static cpio python3-venv prometheus)
+          containernetworking-plugins qemu-system-x86 busybox-static cpio python3-venv prometheus
+          gcc libc6-dev python3-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +38,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -r requirements-test.txt
+
+# The name guard's per-packet reading in C (native/vmsan_fastpath.c; without
+# it the guard reads in Python, slower: docs/domain-policies.md).
+./scripts/build-native.sh .venv/bin/python >/dev/null
 
 # The repository is the collection vmsan.network: link it into the venv's
 # ansible_collections namespace so both Ansible and the vmsan command import

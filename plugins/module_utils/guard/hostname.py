@@ -26,10 +26,26 @@ def normal(text):
     return name
 
 
+# the answers for the names seen lately, by their bytes: a guard reads the
+# same few names over and over (a guest's connections to its allowed names);
+# a guest that sends many names only makes the cache start again
+_SEEN = {}
+_SEEN_MAX = 4096
+
+
 def from_bytes(raw):
     """The same for bytes off the wire: non-ASCII is no name."""
     try:
-        text = raw.decode("ascii")
+        return _SEEN[raw]
+    except KeyError:
+        pass
+    except TypeError:           # a bytearray or memoryview: not a key
+        raw = bytes(raw)
+    try:
+        name = normal(raw.decode("ascii"))
     except UnicodeDecodeError:
-        return None
-    return normal(text)
+        name = None
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[raw] = name
+    return name

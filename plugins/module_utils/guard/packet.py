@@ -4,6 +4,8 @@ import socket
 import struct
 from collections import namedtuple
 
+from ..kernel.fastpath import native as _native
+
 TCP = 6
 UDP = 17
 SYN = 0x02
@@ -32,9 +34,10 @@ def _dotted(raw):
     return text
 
 
-def read(data):
+def _read(data):
     """The Packet in DATA (an IPv4 packet as the queue copied it), or None
-    for anything else (IPv6, another protocol, a header cut short)."""
+    for anything else (IPv6, another protocol, a header cut short). ``read``
+    is this, or its C twin (kernel/fastpath.py)."""
     if len(data) < 20:
         return None
     vihl, _tos, total, _id, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(data)
@@ -57,3 +60,10 @@ def read(data):
         sport, dport = _PORTS.unpack_from(data, ihl)
         return Packet(UDP, _dotted(src), sport, _dotted(dst), dport, None, None, 0, bytes(data[ihl + 8:end]))
     return None
+
+
+if _native is not None:
+    _native.configure_packets(Packet)
+    read = _native.read_packet
+else:
+    read = _read

@@ -78,7 +78,7 @@ def decide_port(policy, pinned, proto, port):
     """ACCEPT if a ``name:port[/udp]`` entry for PROTO and PORT matches a
     name the address is PINNED to (a set of names); else None (for TCP: read
     the flow), or REFUSE for UDP, which has nothing else to go by."""
-    matcher = policy.ports.get((proto, port))
+    matcher = policy.ports.get((proto, port)) if policy.ports else None
     if matcher is not None:
         for name in sorted(pinned):
             if matcher.allowed(name):
@@ -93,7 +93,7 @@ def decide_port(policy, pinned, proto, port):
 def decide_name(policy, pinned, name):
     """The verdict for a flow that asked for NAME at an address pinned to the
     names PINNED."""
-    if not policy.names.allowed(name):
+    if not policy.names.allowed_normal(name):
         return refuse("%s is not in the allowed domains" % name, name, reasons.NOT_ALLOWED)
     if name not in pinned:
         return refuse("address not pinned to %s" % name, name, reasons.NOT_PINNED)

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import namedtuple
 
+from ..kernel import fastpath
 from ..kernel import netns as ns
 from ..kernel import nfqueue as nq
 from ..model.errors import VmsanError
@@ -157,6 +158,9 @@ class GuardService(object):
 
     # -- threads -------------------------------------------------------------------
     def start(self):
+        # which reader runs is what a decision costs (docs/domain-policies.md)
+        log.info("guard: packets and ClientHellos are read in %s%s", "C" if fastpath.native else "Python",
+                 "" if fastpath.native else " (native/vmsan_fastpath.c is not built: scripts/build-native.sh)")
         for target, name in ((self._serve, "vmsan-guard"), (self._control, "guard-control")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -280,6 +284,7 @@ class GuardService(object):
         out = {"guard_" + name: totals.get(name, 0)
                for name in ("accepted", "refused", "would_refuse", "cut", "messages", "faults")}
         out["guard_queues"] = len(guards)
+        out["guard_wakeups"] = self.loop.wakeups
         out["guard_cpu_us"] = int(self.loop.cpu_seconds * 1e6)
         out["guard_system_us"] = int(self.loop.system_seconds * 1e6)
         return out

@@ -22,6 +22,7 @@ left over, or holds two extensions of one type is refused, not guessed at.
 
 import struct
 
+from ..kernel.fastpath import native as _native
 from . import hostname
 from . import reasons
 from .reading import MORE, named, refused
@@ -52,6 +53,31 @@ def _be16(data, pos):
 
 def read(data):
     """A Reading of the ClientHello at the start of DATA (bytes)."""
+    if _native_name is not None:
+        # the common case in C (kernel/fastpath.py): a name, or None for
+        # anything else, which the reader below reads again and says why
+        found = _native_name(data)
+        if found is not None:
+            name = hostname.from_bytes(found[0])
+            if name is not None:
+                return named(KIND, name, found[1])
+    return _read(data)
+
+
+_native_name = _native.hello_name if _native is not None else None
+
+
+def _read(data):
+    """``read`` in Python: the definition of what the C reader returns for
+    the common case, and the reader of every other case."""
+    # the common case first, the whole hello in one record (what every
+    # client sends but the largest hellos): the same checks as below, in the
+    # order below, without the record loop's bookkeeping
+    if len(data) >= 9 and data[0] == CONTENT_HANDSHAKE and data[1] == 3 and data[2] <= 4 and data[5] == 1:
+        length = (data[3] << 8) | data[4]
+        size = (data[6] << 16) | (data[7] << 8) | data[8]
+        if 0 < length <= MAX_RECORD and size + 4 == length and len(data) >= 5 + length:
+            return _hello(data[9:5 + length])
     handshake = b""
     pos = 0
     records = 0

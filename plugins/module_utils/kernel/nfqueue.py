@@ -48,6 +48,7 @@ import struct
 from collections import namedtuple
 
 from ..model.errors import VmsanError
+from .fastpath import native as _native
 from .netlink_wire import HEADER as _NLMSGHDR
 from .netlink_wire import attr as _attr
 
@@ -141,11 +142,14 @@ _QUEUE_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _LOG_PACKET = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
 
 
-def parse(data, length=None):
+def _parse(data, length=None):
     """The messages in one datagram DATA (a bytes-like object) read from the
-    socket: [Message], plus [(errno, seq)] for error acks (errno 0: an ack)."""
+    socket: [Message], plus [(errno, seq)] for error acks (errno 0: an ack).
+    An attribute that does not fit in its message ends the message's reading;
+    a mark or packet header shorter than its 4 bytes is not read. ``parse``
+    is this, or its C twin (kernel/fastpath.py)."""
     messages, acks = [], []
-    end = len(data) if length is None else length
+    end = len(data) if length is None else min(length, len(data))
     pos = 0
     header, nlattr, be32 = _NLMSGHDR.unpack_from, _NLATTR.unpack_from, _BE32.unpack_from
     while pos + 16 <= end:
@@ -161,24 +165,31 @@ def parse(data, length=None):
             at, stop = pos + 20, pos + mlen
             while at + 4 <= stop:
                 alen, atype = nlattr(data, at)
-                if alen < 4:
+                if alen < 4 or at + alen > stop:
                     break
                 atype &= 0x3FFF
                 if atype == want_payload:
                     payload = bytes(data[at + 4:at + alen])
-                elif atype == want_mark:
+                elif atype == want_mark and alen >= 8:
                     mark = be32(data, at + 4)[0]
-                elif queued and atype == NFQA_PACKET_HDR:
+                elif queued and atype == NFQA_PACKET_HDR and alen >= 8:
                     packet_id = be32(data, at + 4)[0]
                 at += (alen + 3) & ~3
             if not queued:
                 messages.append(Message(LOGGED, None, mark, payload))
             elif packet_id is not None:
                 messages.append(Message(QUEUED, packet_id, mark, payload))
-        elif mtype == NLMSG_ERROR:
+        elif mtype == NLMSG_ERROR and mlen >= 20:
             acks.append((-struct.unpack_from("=i", data, pos + 16)[0], seq))
         pos += (mlen + 3) & ~3
     return messages, acks
+
+
+if _native is not None:
+    _native.configure_messages(Message, QUEUED, LOGGED)
+    parse = _native.parse
+else:
+    parse = _parse
 
 
 def configure(sock, buf, subsys, msg, res_id, attrs, seq, what):
@@ -341,10 +352,26 @@ class QueueSocket(object):
         return self._read(self.log_sock, limit, "log group %d" % self.log_group, overflow_ok=True)
 
     def _read(self, sock, limit, what, overflow_ok=False):
+        if _native is not None:
+            return self._read_native(sock, limit, what, overflow_ok)
+
         def overflowed():
             self.log_overflows += 1
         return read_datagrams(sock, self._buf, self._view, lambda view, n: parse(view, n)[0], limit, what,
                               overflowed if overflow_ok else None)
+
+    def _read_native(self, sock, limit, what, overflow_ok):
+        """``_read`` with the receive loop in C (kernel/fastpath.py): the
+        same messages and the same errors."""
+        fd = sock.fileno()
+        out, err = _native.receive(fd, self._buf, limit)
+        while err == errno.ENOBUFS and overflow_ok:
+            self.log_overflows += 1
+            more, err = _native.receive(fd, self._buf, limit)
+            out.extend(more)
+        if err:
+            raise NfqueueError("%s: %s" % (what, os.strerror(err)), err)
+        return out
 
     def verdicts(self, items, then=()):
         """Send verdicts, many per system call: ITEMS are

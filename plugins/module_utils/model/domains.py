@@ -62,7 +62,11 @@ class Matcher(object):
     def allowed(self, name):
         """The pattern that allows NAME (an exact entry before a wildcard),
         or None."""
-        name = normalise(name)
+        return self.allowed_normal(normalise(name))
+
+    def allowed_normal(self, name):
+        """``allowed`` for a NAME already in lower case without a trailing
+        dot (the guard's names are: guard/hostname.py)."""
         if name in self.exact:
             return name
         if self.bases:

@@ -22,6 +22,8 @@ a restart is the resolver's journal (resolver/pin_journal.py).
 import heapq
 import threading
 
+_NONE = frozenset()      # the names of an address with no pins
+
 
 class PinTable(object):
     def __init__(self):
@@ -67,10 +69,11 @@ class PinTable(object):
     def names(self, vm, address, now):
         """The names ADDRESS is pinned to for VM at time NOW (a frozenset)."""
         with self._lock:
-            by_name = self._vms.get(vm, {}).get(address)
+            table = self._vms.get(vm)
+            by_name = table.get(address) if table is not None else None
             if not by_name:
-                return frozenset()
-            return frozenset(name for name, until in by_name.items() if until > now)
+                return _NONE
+            return frozenset([name for name, until in by_name.items() if until > now])
 
     def addresses(self, vm):
         """{address: {name: expires}} of VM (a copy), for a dump or a test."""

@@ -1,0 +1,27 @@
+"""The optional C twin of the name guard's per-packet reading
+(native/vmsan_fastpath.c, built by scripts/build-native.sh).
+
+``native`` is the module, or None when it is not built, is of another
+version, or ``VMSAN_FASTPATH=0`` is set (the benchmarks compare both). The
+Python functions it mirrors stay the definition and the fallback:
+``kernel.nfqueue._parse``, ``guard.packet._read`` and the common case of
+``guard.tls.read``; their users pick the C one at import when there is one.
+docs/domain-policies.md, "The guard's reading in C".
+"""
+
+import os
+
+VERSION = 1
+
+try:
+    import vmsan_fastpath as native
+except ImportError:
+    native = None
+
+if native is not None and (os.environ.get("VMSAN_FASTPATH", "1") == "0" or getattr(native, "VERSION", None) != VERSION):
+    native = None
+
+
+def describe():
+    """A word for the health answer and the bench: which reader runs."""
+    return "c" if native is not None else "python"
