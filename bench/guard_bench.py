@@ -85,7 +85,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     common.note("load average at start: %s" % common.load_average())
     common.note("the guard reads packets in %s (VMSAN_FASTPATH=0: in Python; native/vmsan_fastpath.c)"
-                % ("C" if fastpath.native else "Python"))
+                % fastpath.describe())
     hello = client_hello("a.test")
     with common.Sandbox() as sb, tempfile.TemporaryDirectory(prefix="vst-guard-bench-") as tmp:
         cert, key = make_certificate(tmp, "a.test")

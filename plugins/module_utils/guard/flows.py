@@ -146,13 +146,6 @@ class FlowTable(object):
                 return []
         return self._finish(key, flow, verdict, now)
 
-    def decided_first(self, key, flow, verdict, packet_id, now):
-        """``packet`` for KEY's first segment, in order, with nothing held
-        before it (FLOW, from its start record), which gave VERDICT (what
-        ``decide`` gave for its payload): the guard's shortcut for the
-        common case, the same actions and records as ``packet``."""
-        return self._finish(key, flow, verdict, now, extra=[packet_id])
-
     def expire(self, now):
         """Verdicts for flows held too long; forgets stale records."""
         out = []
@@ -227,17 +220,15 @@ class FlowTable(object):
 
     def _finish(self, key, flow, verdict, now, extra=()):
         self.flows.pop(key, None)
-        held = flow.held + list(extra) if extra else flow.held
+        held = flow.held + list(extra)
         if verdict.action == rule.ACCEPT or (self.lets_through is not None and self.lets_through(key)):
             action = ACCEPT
         else:
             action = REFUSE
-        decided = self.decided
-        if key in decided:
-            decided.move_to_end(key)
-        decided[key] = (action, now + self.linger)
-        if len(decided) > 4 * self.max_flows:
-            decided.popitem(last=False)
+        self.decided[key] = (action, now + self.linger)
+        self.decided.move_to_end(key)
+        if len(self.decided) > 4 * self.max_flows:
+            self.decided.popitem(last=False)
         if self.on_verdict is not None:
             self.on_verdict(key, verdict)
         if not held:

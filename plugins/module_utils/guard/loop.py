@@ -257,21 +257,10 @@ class NamespaceGuard(object):
             return self._verdicts([(msg.packet_id, flows.DROP)])
         if pkt.proto == packet.TCP:
             key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-            table = self.flows
-            if key in table.decided:
+            if key in self.flows.decided:
                 self.counters.late += 1
-            else:
-                # the common case: a flow's first segment, in order, decides
-                # it (what FlowTable.packet does for it, without placing the
-                # bytes); anything else, and a hello that needs more, below
-                flow = table.flows.get(key)
-                if (flow is not None and not flow.held and pkt.payload and pkt.seq == flow.isn
-                        and not pkt.flags & packet.SYN):
-                    verdict = self._decide_tcp(key, pkt.payload[:flows.STREAM_CAP])
-                    if verdict is not None:
-                        return self._verdicts(table.decided_first(key, flow, verdict, msg.packet_id, now))
-            return self._verdicts(table.packet(key, pkt.seq, bool(pkt.flags & packet.SYN), pkt.payload,
-                                               msg.packet_id, now))
+            return self._verdicts(self.flows.packet(key, pkt.seq, bool(pkt.flags & packet.SYN), pkt.payload,
+                                                    msg.packet_id, now))
         vm = self.vms.get(pkt.src)
         if vm is None:
             verdict = rule.refuse("no guarded VM has the address %s" % pkt.src, code=reasons.UNKNOWN_VM)

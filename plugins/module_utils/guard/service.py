@@ -159,7 +159,7 @@ class GuardService(object):
     # -- threads -------------------------------------------------------------------
     def start(self):
         # which reader runs is what a decision costs (docs/domain-policies.md)
-        log.info("guard: packets and ClientHellos are read in %s%s", "C" if fastpath.native else "Python",
+        log.info("guard: packets and ClientHellos are read in %s%s", fastpath.describe(),
                  "" if fastpath.native else " (native/vmsan_fastpath.c is not built: scripts/build-native.sh)")
         for target, name in ((self._serve, "vmsan-guard"), (self._control, "guard-control")):
             thread = threading.Thread(target=target, name=name, daemon=True)

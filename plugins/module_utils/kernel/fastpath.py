@@ -23,5 +23,6 @@ if native is not None and (os.environ.get("VMSAN_FASTPATH", "1") == "0" or getat
 
 
 def describe():
-    """A word for the health answer and the bench: which reader runs."""
-    return "c" if native is not None else "python"
+    """Which reader runs, "C" or "Python": the guard's start line in the
+    daemon's log and the guard bench's first line say it."""
+    return "C" if native is not None else "Python"

@@ -234,7 +234,8 @@ def read_datagrams(sock, buf, view, parse_one, limit, what, on_overflow=None):
     dropped messages) calls ON_OVERFLOW and reads on, or without one raises
     NfqueueError naming WHAT, as any other error does (EINTR: read again).
     The one receive loop of the queue, its log group and the NFLOG drop
-    reader (nflog.LogSocket)."""
+    reader (nflog.LogSocket); the queue's sockets use its C twin
+    (``QueueSocket._read_native``) where it is built."""
     out = []
     recv_into = sock.recv_into
     for _count in range(limit):

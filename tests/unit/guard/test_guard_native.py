@@ -29,7 +29,7 @@ ROUNDS = 4000
 
 def test_the_c_reader_is_built_and_used():
     assert fastpath.native is not None, "native/vmsan_fastpath.c is not built: run scripts/build-native.sh"
-    assert fastpath.describe() == "c"
+    assert fastpath.describe() == "C"
     assert nq.parse is fastpath.native.parse and packet.read is fastpath.native.read_packet
 
 
