@@ -263,7 +263,7 @@ class Registry(object):
     """VMs by guest address (``vms``: text, ``vms_raw``: the packed address),
     re-read from the state directory when it changes. ``on_new_policy`` is
     called with each VM whose policy is new or changed and learns (to prune
-    its set); ``on_reloaded`` with every VM (its VmStates) after each
+    its set), once its record is past "creating"; ``on_reloaded`` with every VM (its VmStates) after each
     re-read that changed something (pins, the name guard)."""
 
     def __init__(self, store, defaults=limits.DEFAULT_BUDGET, clock=time.monotonic, shared_hot=None,
@@ -359,7 +359,10 @@ class Registry(object):
             else:
                 log.info("VM %s (%s): policy now %s%s", vm_id, policy.guest_ip, policy.mode,
                          "" if old.policy.identity == policy.identity else " (VM recreated)")
-            if policy.learns:
+            # a record still "creating" is written before its kernel steps
+            # (lifecycle/manager._create): its set may not be there yet, and
+            # a VM being made has nothing learned under another policy
+            if policy.learns and record.status != "creating":
                 changed.append(state)
         identities = {s.policy.identity for s in by_id.values()}
         gone = [i for i in self.learners if i not in identities]

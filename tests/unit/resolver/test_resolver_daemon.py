@@ -87,11 +87,11 @@ class LimitedRecord(VmRecord):
     dns_limits: object = None
 
 
-def save_vm(store, resolver, vm_id, slot, policy, dns_limits=None):
+def save_vm(store, resolver, vm_id, slot, policy, dns_limits=None, status="ready"):
     base = {"mode": "allow-all", "allowed_domains": [], "allowed_cidrs": [], "denied_cidrs": []}
     base.update(policy)
     store.save(decode({"schema": 1, "id": vm_id, "slot": slot, "netns": "vmsan-" + vm_id, "policy": base,
-                       "created": "t"}))
+                       "created": "t", "status": status}))
     store.limits[vm_id] = dns_limits
     resolver.check_state(force=True)
     return "172.16.%d.2" % slot
@@ -220,6 +220,20 @@ def test_policy_change_on_disk_applies_to_the_next_query(env):
     save_vm(env.store, env.resolver, "c", 2, {"mode": "custom", "allowed_domains": ["b.example.test"]})
     assert ask(env, ip, "a.example.test")[0].header.rcode == RCODE.NXDOMAIN
     assert env.pruned == ["c", "c"]       # at first sight and after the change
+
+
+def test_a_vm_being_created_is_not_pruned(env):
+    """Its record is written before its kernel steps (its set may not be
+    there yet) and nothing was learned under another policy: no prune, not
+    when it is seen creating nor when it becomes ready; a later policy
+    change prunes."""
+    policy = {"mode": "custom", "allowed_domains": ["a.example.test"]}
+    save_vm(env.store, env.resolver, "n", 3, policy, status="creating")
+    assert env.resolver.registry.get("172.16.3.2") is not None        # served while it is made
+    save_vm(env.store, env.resolver, "n", 3, policy)
+    assert env.pruned == []
+    save_vm(env.store, env.resolver, "n", 3, {"mode": "custom", "allowed_domains": ["b.example.test"]})
+    assert env.pruned == ["n"]
 
 
 def test_state_change_is_seen_without_a_forced_reload(env):
