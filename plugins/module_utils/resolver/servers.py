@@ -12,7 +12,8 @@ UDP (``UdpServer``): many datagrams per system call (recvmmsg, udp_batch).
 For each: the VM by its source address (a dictionary lookup on the packed
 address), its query bucket (beyond its budget: a header-only REFUSED, before
 the query is read), then its cache of finished replies by the exact query
-bytes; everything else goes to ``Resolver.handle``.
+bytes; everything else goes to ``Resolver.handle``, at most
+UDP_COSTLY_PER_TURN of one queue a turn (the rest waits in its line).
 
 TCP (``TcpServer``): connections counted per VM (``Meter.tcp``) and in
 total; a message must arrive whole within ``TCP_MESSAGE_TIMEOUT`` of its
@@ -40,6 +41,7 @@ UDP_QUEUES = 256            # UDP sockets, datagrams dealt out by source address
 UDP_RCVBUF = 1 << 20        # per socket (the kernel doubles it)
 UDP_BATCHES_PER_WAKE = 2    # of 64 datagrams, then the other sockets get their turn
 UDP_PAUSE = 0.02            # a socket that gave a datagram beyond twice its VM's budget rests this long
+UDP_COSTLY_PER_TURN = 8     # queries of one queue read and decided (not a cached reply, not REFUSED) per turn
 TCP_MAX_CONNECTIONS = 1024  # host-wide
 TCP_UNKNOWN_CONNECTIONS = 16     # from addresses of no VM (the host itself), together
 TCP_MESSAGE_TIMEOUT = 3.0   # a message, from its first byte to its last
@@ -53,6 +55,9 @@ TCP_READ = 16384
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 _EPOLLERR = select.EPOLLERR | select.EPOLLHUP
 _LEN = struct.Struct("!H")
+
+
+COSTLY, DROPPED = object(), object()     # UdpServer: what a datagram needs beyond its bucket and cache
 
 
 class Stop(BaseException):
@@ -267,21 +272,87 @@ class UdpServer(object):
     def batched_reader(self, sock):
         """The epoll handler of SOCK: up to UDP_BATCHES_PER_WAKE recvmmsg
         batches, each datagram looked at in turn, the replies of a batch
-        sent with one sendmmsg. (A closure with every name it uses bound
-        once: with one query at a time, what a wake-up costs is latency.)"""
-        batch, resolver, over_budget = self.batch, self.resolver, self.over_budget
+        sent with one sendmmsg. At most UDP_COSTLY_PER_TURN of them go on to
+        ``Resolver.handle`` (read, decided, sent upstream) in one turn; the
+        rest of the batch waits in SOCK's own line for its next turn, after
+        the other queues' (deficit round robin with a quantum of that many
+        queries: a cheap answer costs next to nothing, a handled query ten
+        times more). (A closure with every name it uses bound once: with one
+        query at a time, what a wake-up costs is latency.)"""
+        batch, resolver, over_budget, loop = self.batch, self.resolver, self.over_budget, self.loop
         use, recv, data_of, key_of, queue, flush, address_of = (batch.use, batch.recv, batch.data, batch.key,
                                                                 batch.queue, batch.flush, batch.address)
         handle, clock, registry, stats = resolver.handle, resolver.clock, resolver.registry, resolver.stats
         note_over_budget, sendto, size = resolver.note_over_budget, sock.sendto, batch.batch
+        refused_code = core.REFUSED
         # With a queue per VM (udp_queues), a datagram dropped for being beyond twice
         # its VM's budget says that the queue holds a flood: it rests at once (what
         # it holds would be REFUSED no faster after the pause: that bucket fills at
         # the same rate meanwhile). One queue for all rests only when all it gave was.
         queues_per_vm = len(self.socks) > 1
+        # (vm key, data, (ip, port)) received in a turn that had used its quantum:
+        # copied out of the shared batch buffers, answered with sendto
+        line = collections.deque()
+
+        def cheap(state, data, now):
+            """The reply to DATA of STATE's VM when no more than its bucket and
+            its cache of finished replies are needed: bytes; DROPPED (beyond
+            twice its budget: no reply); COSTLY (for ``handle``)."""
+            meter = state.meter
+            if not meter.bucket.take(now):
+                if note_over_budget(meter, now):
+                    refused = over_budget(data)
+                    if refused is not None:
+                        meter.rcodes[refused_code] += 1
+                        return refused
+                return DROPPED
+            hot = state.hot.get(data[2:])
+            if hot is not None and now < hot.fresh_until:
+                tail = hot.tail
+                meter.rcodes[tail[1] & 0x0F] += 1
+                stats["hot"] += 1
+                return data[:2] + tail
+            return COSTLY
+
+        def costly(data, address, state):
+            try:
+                handle(data, address[0], _udp_reply(sendto, address), False, state, state is not None)
+            except Exception as exc:
+                log.exception("query from %s failed: %s", address[0], exc)
+
+        def serve_line():
+            """SOCK's next turn at the datagrams of its line."""
+            now = clock()
+            if now >= resolver.next_check:
+                resolver.maybe_check_state(now)
+            vms, handled = registry.vms_raw, 0
+            while line:
+                key, data, address = line[0]
+                state = vms.get(key)
+                if state is not None:
+                    answer = cheap(state, data, now)
+                    if answer is not COSTLY:
+                        line.popleft()
+                        if answer is not DROPPED:
+                            _udp_reply(sendto, address)(answer)
+                        continue
+                if handled == UDP_COSTLY_PER_TURN:
+                    loop.soon(serve_line)       # after the next wake-up's handlers: the others' turn first
+                    return
+                line.popleft()
+                handled += 1
+                costly(data, address, state)
+
+        def next_turn():
+            # queued from this wake-up's handlers, soon calls run in this wake-up: one
+            # step more makes the line's turn come after the next poll's handlers
+            loop.soon(serve_line)
 
         def on_readable(_events):
+            if line:
+                return              # this turn goes to serve_line (queued with loop.soon)
             use(sock)
+            handled = 0
             for _round in range(UDP_BATCHES_PER_WAKE):
                 try:
                     count = recv()
@@ -293,37 +364,32 @@ class UdpServer(object):
                 if now >= resolver.next_check:
                     resolver.maybe_check_state(now)
                 vms = registry.vms_raw
-                hits = dropped = 0
+                dropped = 0
                 for i in range(count):
-                    state = vms.get(key_of(i))
+                    key = key_of(i)
+                    state = vms.get(key)
                     data = data_of(i)
                     if state is not None:
-                        if not state.meter.bucket.take(now):
-                            if note_over_budget(state.meter, now):
-                                refused = over_budget(data)
-                                if refused is not None:
-                                    queue(i, refused)
-                                    state.meter.rcodes[core.REFUSED] += 1
-                            else:
-                                dropped += 1
+                        answer = cheap(state, data, now)
+                        if answer is DROPPED:
+                            dropped += 1
                             continue
-                        hot = state.hot.get(data[2:])
-                        if hot is not None and now < hot.fresh_until:
-                            tail = hot.tail
-                            queue(i, data[:2] + tail)
-                            state.meter.rcodes[tail[1] & 0x0F] += 1
-                            hits += 1
+                        if answer is not COSTLY:
+                            queue(i, answer)
                             continue
-                    address = address_of(i)
-                    try:
-                        handle(data, address[0], _udp_reply(sendto, address), False, state, state is not None)
-                    except Exception as exc:
-                        log.exception("query from %s failed: %s", address[0], exc)
+                    if handled == UDP_COSTLY_PER_TURN:
+                        line.append((key, data, address_of(i)))
+                        continue
+                    handled += 1
+                    costly(data, address_of(i), state)
                 flush()
-                stats["hot"] += hits
                 stats["queries"] += count
-                if dropped == count or (dropped and queues_per_vm):
+                rest = dropped == count or (dropped and queues_per_vm)
+                if line:
+                    loop.soon(next_turn)
+                if rest:
                     self.pause(sock)
+                if line or rest:
                     return
                 if count < size:
                     return          # drained (most likely): epoll says when more comes, no recvmmsg to find out

@@ -43,6 +43,8 @@ UPSTREAM_RETRY = 1.0        # resend a query upstream once after this long
 UPSTREAM_GIVE_UP = 3.0      # then answer SERVFAIL
 MAX_WAITERS = 256           # guests waiting for one upstream query
 MAX_PENDING = 4096          # upstream queries in flight, all VMs together (one socket each)
+# what ask() did with a query (falsy: nothing)
+NOT_ASKED, JOINED, SENT = "", "joined", "sent"
 POOL_SIZE = 64              # sockets opened ahead of need
 TCP_FALLBACKS = 16
 CASE_FAILURES = 8           # answers in a row that differ only in case: the upstream does not keep it
@@ -139,22 +141,23 @@ class Upstream(object):
         return len(self.by_fd)
 
     def ask(self, q, waiter, now):
-        """Send Q upstream (or join the query for it in flight) for WAITER.
-        False when no more can be in flight (the caller answers SERVFAIL)."""
+        """Send Q upstream (or join the query for it in flight) for WAITER:
+        SENT or JOINED; NOT_ASKED when no more can be in flight (the caller
+        answers SERVFAIL)."""
         key = q.cache_key()
         pending = self.pending_by_key.get(key)
         if pending is not None:
             if len(pending.waiters) >= MAX_WAITERS:
-                return False
+                return NOT_ASKED
             pending.waiters.append(waiter)
-            return True
+            return JOINED
         if len(self.by_fd) >= MAX_PENDING:
-            return False
+            return NOT_ASKED
         try:
             sock = self.pool.take()
         except OSError as exc:
             self._warn("socket", "cannot open a socket for an upstream query: %s" % exc, now)
-            return False
+            return NOT_ASKED
         spelling = secrets.token_bytes(len(q.question_wire) - 4) if self.case_randomisation else None
         qid = secrets.randbits(16)
         pending = Pending(key, q, qid, core.upstream_query(qid, q, spelling), sock, now)
@@ -164,7 +167,7 @@ class Upstream(object):
         self.loop.add(pending.fd, select.EPOLLIN, lambda _events, p=pending: self._readable(p))
         self._send(pending)
         self.stats["upstream"] += 1
-        return True
+        return SENT
 
     def _send(self, pending):
         try:

@@ -418,12 +418,30 @@ def test_beyond_its_queries_per_second_a_vm_gets_refused_and_others_do_not(env):
         answered.append(got[0].header.rcode if got else None)
     # 20 within the budget (upstream), 20 REFUSED (as many again), 60 dropped
     assert answered.count(RCODE.REFUSED) == 20 and answered.count(None) == 80
-    assert len(env.upstream.drain()) == 1            # the 20 in the budget share one upstream query
-    assert env.resolver.registry.get(noisy).meter.over_budget == 80
+    assert len(env.upstream.drain()) == 1            # those in the budget share one upstream query
+    # the first of them went upstream: it cost UPSTREAM_TOKENS of the 20, those that joined it one each
+    in_budget = 20 - (daemon.UPSTREAM_TOKENS - 1)
+    assert env.resolver.registry.get(noisy).meter.over_budget == 100 - in_budget
     assert ask(env, quiet, "a.example.test")[0].header.rcode == RCODE.REFUSED      # its own, by policy
     assert env.resolver.registry.get(quiet).meter.over_budget == 0
     env.clock.now += 1.0
     assert env.resolver.registry.get(noisy).meter.bucket.take(env.clock.now)       # a second later: again
+
+
+def test_a_query_sent_upstream_costs_more_of_the_budget_than_one_answered_from_the_cache(env):
+    ip = save_vm(env.store, env.resolver, "n", 5, {}, dns_limits={"queries_per_second": 20})
+    meter = env.resolver.registry.get(ip).meter
+    for i in range(20):                               # only new names: each one goes upstream
+        ask(env, ip, "new%d.deny.example.test" % i, qid=i)
+    sent = len(env.upstream.drain())
+    assert daemon.UPSTREAM_TOKENS > 1 and sent == 20 // daemon.UPSTREAM_TOKENS
+    assert meter.over_budget == 20 - sent
+    env.clock.now += 1.0                              # the bucket full again
+    for i in range(20):                               # the same name over and over: one upstream query
+        ask(env, ip, "same.deny.example.test", qid=100 + i)
+    asked = [str(m.q.qname).lower() for m in env.upstream.drain()]   # (and retries of the first five)
+    assert asked.count("same.deny.example.test.") == 1
+    assert meter.over_budget == 20 - sent + (daemon.UPSTREAM_TOKENS - 1)
 
 
 def test_beyond_its_upstream_queries_in_flight_a_vm_gets_refused(env):

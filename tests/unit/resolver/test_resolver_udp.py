@@ -1,6 +1,8 @@
 """Batched UDP receive/send (recvmmsg/sendmmsg) over 127.0.0.1."""
 
+import collections
 import socket
+import time
 
 import pytest
 
@@ -85,4 +87,72 @@ def test_udp_queues_deal_datagrams_out_by_source_address():
         assert len({resolver_udp.queue_of("127.0.%d.2" % s, 16) for s in range(16)}) == 16     # slots apart
     finally:
         for sock in socks:
+            sock.close()
+
+
+class _Bucket(object):
+    def take(self, _now):
+        return True
+
+
+class _Vm(object):
+    """What UdpServer reads of a VM: its bucket (always room), its cache (empty)."""
+
+    def __init__(self):
+        self.meter = type("Meter", (), {"bucket": _Bucket(), "rcodes": collections.Counter()})()
+        self.hot = {}
+
+
+class _Resolver(object):
+    """What UdpServer asks of the resolver; ``handle`` notes who was served."""
+
+    def __init__(self, vms):
+        self.registry = type("Registry", (), {"vms_raw": {socket.inet_aton(ip): vm for ip, vm in vms.items()}})()
+        self.stats, self.next_check, self.clock, self.served = collections.Counter(), float("inf"), time.monotonic, []
+
+    def handle(self, data, ip, _reply, _tcp, _state, _checked):
+        self.served.append(ip)
+
+    def maybe_check_state(self, _now):
+        pass
+
+    def note_over_budget(self, _meter, _now):
+        raise AssertionError("no query here is beyond its budget")
+
+
+def test_a_queue_full_of_queries_to_decide_gets_one_quantum_per_turn():
+    """Deficit round robin: of a queue that holds 40 queries needing more
+    than a cached reply, one turn of the loop handles UDP_COSTLY_PER_TURN;
+    another queue's queries that arrive meanwhile are handled in the next
+    turn, not after the 40 (they were, before the quantum)."""
+    from ansible_collections.vmsan.network.plugins.module_utils.resolver import servers
+    flooder, other = "127.0.0.2", "127.0.0.3"
+    resolver = _Resolver({flooder: _Vm(), other: _Vm()})
+    loop = servers.Loop(time.monotonic)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _queue in range(2)]
+    senders = []
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        server = servers.UdpServer(socks, loop, resolver)
+        for source, sock, count in ((flooder, socks[0], 40), (other, socks[1], 3)):
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            senders.append(sender)
+            sender.bind((source, 0))
+            if source == other:
+                loop.run_once(0.5)          # the flooder's first turn
+                assert resolver.served == [flooder] * servers.UDP_COSTLY_PER_TURN
+            for n in range(count):
+                sender.sendto(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00query%d" % n, sock.getsockname())
+        for _turn in range(100):
+            if len(resolver.served) == 43:
+                break
+            loop.run_once(0.02)
+        quantum = servers.UDP_COSTLY_PER_TURN
+        assert resolver.served.count(flooder) == 40 and resolver.served.count(other) == 3
+        assert resolver.served[quantum:quantum + 3] == [other] * 3, resolver.served
+        assert server.sock is socks[0]
+    finally:
+        loop.close()
+        for sock in socks + senders:
             sock.close()
