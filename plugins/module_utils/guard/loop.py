@@ -15,6 +15,15 @@ decided by the pure parts (``flows``, ``decide``) and answered with a verdict.
   (from any thread): every change to a NamespaceGuard (its VMs, its removal)
   goes through it, so it never races a decision.
 
+Where native/vmsan_fastpath.c is built (kernel/fastpath.py), ``handle``
+takes the common case of a connection in C (``guard_handle``: a SYN-ACK
+copy's start record, the accept of a first segment holding a whole one-record
+ClientHello for an allowed, pinned name), on this guard's own tables, and
+``pump`` reads, handles and answers a queue socket in one call of C
+(``guard_pump``); every other message goes to ``_handle_one``, which with
+``_one`` stays the definition of what ``handle`` does (the tests run the
+same traffic through both and compare every table).
+
 A verdict for the flow goes back as ``NF_REPEAT`` with the verdict's bit in
 the packet's mark (the rest of the mark kept): the packet runs through the
 filter hook again, and the guard chain saves the bit in the connection's
@@ -43,10 +52,11 @@ from collections import namedtuple
 
 from ..kernel import conntrack_wire
 from ..kernel import nfqueue as nq
+from ..kernel.fastpath import native as _native
 from ..model import events as E
 from ..plan import name_guard as layout
 from ..resolver.core import RefusalLog
-from . import decide, flows, packet, reasons, rule
+from . import decide, flows, hostname, packet, reasons, rule
 
 log = logging.getLogger("vmsan.guard")
 
@@ -107,6 +117,13 @@ class Counters(object):
 
 
 class NamespaceGuard(object):
+    # the common case of a connection in C (native/vmsan_fastpath.c,
+    # guard_handle): set at the end of this module when it is built; None:
+    # every message through _handle_one, the definition
+    _fast = None
+    _fast_pump = None
+    accepted_per_vm = ACCEPTED_PER_VM
+
     def __init__(self, name, sock, vms, pins, clock=time.monotonic, on_refusal=None):
         self.name, self.sock, self.pins, self.clock = name, sock, pins, clock
         self.vms = {vm.guest_ip: vm for vm in vms}
@@ -121,6 +138,10 @@ class NamespaceGuard(object):
         self.accepted = collections.OrderedDict()
         self.on_refusal = on_refusal or LogRefusals(clock=clock)
         self._now = clock()
+        # the pump in C, on a real queue socket (None: receive, handle and
+        # verdicts in Python, the definition)
+        native_handles = getattr(sock, "native_handles", None)
+        self._pump_args = native_handles() if self._fast_pump is not None and native_handles else None
 
     def set_vms(self, vms):
         """The namespace's guarded VMs are now VMS (on the loop's thread).
@@ -220,7 +241,7 @@ class NamespaceGuard(object):
         accepted = self.accepted
         accepted[key] = (vm_id, verdict.code, verdict.name, let_through)
         accepted.move_to_end(key)
-        if len(accepted) > ACCEPTED_PER_VM * max(1, len(self.vms)):
+        if len(accepted) > self.accepted_per_vm * max(1, len(self.vms)):
             # forgotten: a later policy change judges that flow by its
             # address only (the CLI's cut), as for flows from before a restart
             accepted.popitem(last=False)
@@ -229,18 +250,28 @@ class NamespaceGuard(object):
     def handle(self, messages):
         """[(packet_id, verdict, mark or None)] for MESSAGES."""
         self._now = now = self.clock()
+        if self._fast is not None:
+            # the common case in C, the rest through _handle_one, in order
+            return self._fast(self, messages, now)
         out = []
         for msg in messages:
-            self.counters.messages += 1
-            try:
-                out += self._one(msg, now)
-            except Exception as exc:    # a fault refuses, and stops neither this namespace nor the others
-                self.counters.faults += 1
-                log.exception("namespace %s: cannot handle a packet (dropped): %s", self.name or "(host)", exc)
-                if msg.kind == nq.QUEUED:
-                    self.marks.pop(msg.packet_id, None)
-                    out.append((msg.packet_id, nq.NF_DROP, None))
+            out += self._handle_one(msg, now)
         return out
+
+    def _handle_one(self, msg, now):
+        """The verdicts for one message: the definition of what ``handle``
+        does with each (``_fast`` calls it for every message it does not
+        take itself)."""
+        self.counters.messages += 1
+        try:
+            return self._one(msg, now)
+        except Exception as exc:    # a fault refuses, and stops neither this namespace nor the others
+            self.counters.faults += 1
+            log.exception("namespace %s: cannot handle a packet (dropped): %s", self.name or "(host)", exc)
+            if msg.kind == nq.QUEUED:
+                self.marks.pop(msg.packet_id, None)
+                return [(msg.packet_id, nq.NF_DROP, None)]
+            return []
 
     def _one(self, msg, now):
         pkt = packet.read(msg.payload)
@@ -297,11 +328,27 @@ class NamespaceGuard(object):
     def pump(self, items=None):
         """Read what the socket has (or take ITEMS), answer it."""
         if items is None:
+            if self._pump_args is not None:
+                return self._pump_native()
             items = self.handle(self.sock.receive(timeout=0))
         if items or self.cut:
             cut, self.cut = self.cut, []
             self.sock.verdicts(items, then=cut)
         return len(items)
+
+    def _pump_native(self):
+        """``pump()`` in one call of C (native/vmsan_fastpath.c, guard_pump):
+        QueueSocket.receive(timeout=0), handle, QueueSocket.verdicts with
+        the pending cuts; its errors raised as QueueSocket raises them."""
+        fd, log_fd, buf = self._pump_args
+        count, err, where, overflows = self._fast_pump(self, fd, log_fd, buf, self.sock.queue_num)
+        if overflows:
+            self.sock.overflowed(overflows)
+        if where:
+            what = ("queue %d" % self.sock.queue_num, "log group %s" % self.sock.log_group,
+                    "queue %d: cannot send verdicts" % self.sock.queue_num)[where - 1]
+            raise nq.NfqueueError("%s: %s" % (what, os.strerror(err)), err)
+        return count
 
     def close(self):
         """Unbind the queue (the kernel drops what it still holds: fail
@@ -409,3 +456,11 @@ class GuardLoop(object):
     def close(self):
         self._epoll.close()
         os.close(self._wake)
+
+
+if _native is not None:
+    _native.configure_guard(flows._Flow, flows.ACCEPT, (rule.ACCEPT, reasons.NAME), reasons.NAME, "tcp",
+                            hostname.from_bytes, flows.STREAM_CAP, layout.MARK_MASK, layout.MARK_ACCEPTED,
+                            nq.NF_REPEAT)
+    NamespaceGuard._fast = staticmethod(_native.guard_handle)
+    NamespaceGuard._fast_pump = staticmethod(_native.guard_pump)

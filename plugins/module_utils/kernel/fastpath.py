@@ -4,14 +4,16 @@
 ``native`` is the module, or None when it is not built, is of another
 version, or ``VMSAN_FASTPATH=0`` is set (the benchmarks compare both). The
 Python functions it mirrors stay the definition and the fallback:
-``kernel.nfqueue._parse``, ``guard.packet._read`` and the common case of
-``guard.tls.read``; their users pick the C one at import when there is one.
+``kernel.nfqueue._parse`` and ``verdict_bytes``, ``guard.packet._read``, the
+common case of ``guard.tls.read``, and the common case of a guarded
+connection in ``guard.loop.NamespaceGuard.handle``; their users pick the C
+one at import when there is one.
 docs/domain-policies.md, "The guard's reading in C".
 """
 
 import os
 
-VERSION = 1
+VERSION = 2
 
 try:
     import vmsan_fastpath as native

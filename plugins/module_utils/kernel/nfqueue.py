@@ -227,6 +227,15 @@ def verdict_bytes(queue_num, packet_id, verdict, mark=None):
                               8, NFQA_MARK, socket.htonl(mark))
 
 
+def _verdicts_bytes(queue_num, items):
+    """The verdicts ITEMS ``(packet_id, verdict, mark or None)`` as one
+    blob; ``verdicts_bytes`` is this, or its C twin (kernel/fastpath.py)."""
+    return b"".join(verdict_bytes(queue_num, pid, verdict, mark) for pid, verdict, mark in items)
+
+
+verdicts_bytes = _native.verdict_bytes if _native is not None else _verdicts_bytes
+
+
 def read_datagrams(sock, buf, view, parse_one, limit, what, on_overflow=None):
     """What PARSE_ONE(VIEW, n) makes of each datagram waiting on SOCK (a
     non-blocking netfilter socket read into BUF, VIEW its memoryview), up to
@@ -283,6 +292,8 @@ class QueueSocket(object):
     def __init__(self, queue_num, log_group=None, copy_range=0xFFFF, maxlen=QUEUE_MAXLEN,
                  log_copy=128, timeout=1.0):
         self.queue_num, self.log_group = queue_num, log_group
+        # the words of an error, made once: receive runs on every wake-up
+        self._what, self._log_what = "queue %d" % queue_num, "log group %s" % log_group
         self.timeout = timeout
         self._seq = 0
         self._buf = bytearray(RECV_SIZE)
@@ -319,6 +330,16 @@ class QueueSocket(object):
     def fileno(self):
         return self.sock.fileno()
 
+    def native_handles(self):
+        """(queue fd, log group fd or -1, receive buffer): what the guard's
+        pump in C (guard/loop.py, kernel/fastpath.py) reads and writes in
+        place of ``receive`` and ``verdicts``."""
+        return self.sock.fileno(), self.log_sock.fileno() if self.log_sock is not None else -1, self._buf
+
+    def overflowed(self, count):
+        """COUNT overflows of the log socket read over (by the pump in C)."""
+        self.log_overflows += count
+
     def _configure(self, sock, subsys, msg, res_id, attrs, what):
         self._seq += 1
         configure(sock, self._buf, subsys, msg, res_id, attrs, self._seq, what)
@@ -334,7 +355,7 @@ class QueueSocket(object):
         timeout = self.timeout if timeout == -1 else timeout
         if timeout != 0 and not self._poll.poll(None if timeout is None else int(timeout * 1000)):
             return []
-        out = self._read(self.sock, limit, "queue %d" % self.queue_num)
+        out = self._read(self.sock, limit, self._what)
         if out and self.log_sock is not None:
             logged = self.logged()
             if logged:
@@ -350,7 +371,7 @@ class QueueSocket(object):
         verdicts."""
         if self.log_sock is None:
             return []
-        return self._read(self.log_sock, limit, "log group %d" % self.log_group, overflow_ok=True)
+        return self._read(self.log_sock, limit, self._log_what, overflow_ok=True)
 
     def _read(self, sock, limit, what, overflow_ok=False):
         if _native is not None:
@@ -380,8 +401,9 @@ class QueueSocket(object):
         (bytes) for the kernel to handle after them, in the same call (a
         verdict's packet has gone through the hook again when the next
         message is read)."""
-        blob = b"".join(verdict_bytes(self.queue_num, pid, verdict, mark) for pid, verdict, mark in items)
-        blob += b"".join(then)
+        blob = verdicts_bytes(self.queue_num, items)
+        if then:
+            blob += b"".join(then)
         view = memoryview(blob)
         while view:
             try:
