@@ -215,16 +215,19 @@ static PyObject *parse(PyObject *self, PyObject *args)
 }
 
 /*
- * receive(fd, buffer, limit): the messages of the datagrams waiting on the
- * non-blocking netfilter socket FD, read into BUFFER (writable), at most
- * LIMIT datagrams, as kernel/nfqueue.read_datagrams reads them with _parse
- * (error acks are not kept): (messages, errno), errno 0 when the socket had
- * no more (or LIMIT was reached), else the error that stopped the reading
- * (ENOBUFS: the socket overflowed; the caller decides). EINTR reads again.
+ * receive(fd, buffer, limit, overflow_ok=0): the messages of the datagrams
+ * waiting on the non-blocking netfilter socket FD, read into BUFFER
+ * (writable), at most LIMIT datagrams, as kernel/nfqueue.read_datagrams reads
+ * them with _parse (error acks are not kept): (messages, errno, overflows),
+ * errno 0 when the socket had no more (or LIMIT was reached), else the error
+ * that stopped the reading. ENOBUFS (the socket overflowed) stops it too,
+ * unless OVERFLOW_OK: then it is counted in OVERFLOWS and the reading goes
+ * on, as read_datagrams does with an ON_OVERFLOW. EINTR reads again.
  */
 /* The receive loop of receive(): appends to MESSAGES; 0 with *ERR set (0 or
- * the errno that stopped it), -1 with a Python exception. */
-static int receive_into(int fd, void *buf, Py_ssize_t len, int limit, PyObject *messages, int *err)
+ * the errno that stopped it), -1 with a Python exception. OVERFLOWS: NULL,
+ * or where ENOBUFS is counted and read over. */
+static int receive_into(int fd, void *buf, Py_ssize_t len, int limit, PyObject *messages, int *err, int *overflows)
 {
     int count;
     *err = 0;
@@ -233,6 +236,10 @@ static int receive_into(int fd, void *buf, Py_ssize_t len, int limit, PyObject *
         if (n < 0) {
             if (errno == EINTR) {
                 count--;
+                continue;
+            }
+            if (errno == ENOBUFS && overflows != NULL) {
+                (*overflows)++;
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -247,14 +254,16 @@ static int receive_into(int fd, void *buf, Py_ssize_t len, int limit, PyObject *
 
 static PyObject *receive(PyObject *self, PyObject *args)
 {
-    int fd, limit, err = 0;
+    int fd, limit, overflow_ok = 0, err = 0, overflows = 0;
     Py_buffer view;
     PyObject *messages, *out = NULL;
-    if (!configured(message_type, "configure_messages") || !PyArg_ParseTuple(args, "iw*i", &fd, &view, &limit))
+    if (!configured(message_type, "configure_messages")
+        || !PyArg_ParseTuple(args, "iw*i|p", &fd, &view, &limit, &overflow_ok))
         return NULL;
     messages = PyList_New(0);
-    if (messages != NULL && receive_into(fd, view.buf, view.len, limit, messages, &err) == 0)
-        out = Py_BuildValue("(Oi)", messages, err);
+    if (messages != NULL
+        && receive_into(fd, view.buf, view.len, limit, messages, &err, overflow_ok ? &overflows : NULL) == 0)
+        out = Py_BuildValue("(Oii)", messages, err, overflows);
     Py_XDECREF(messages);
     PyBuffer_Release(&view);
     return out;
@@ -939,9 +948,11 @@ static PyObject *guard_handle(PyObject *self, PyObject *args)
 static PyObject *verdict_blob(unsigned queue_num, PyObject *items);
 
 /*
- * guard_pump(guard, fd, log_fd, buffer, queue_num): guard/loop.py's
- * NamespaceGuard.pump on a kernel.nfqueue.QueueSocket (FD its queue's socket,
- * LOG_FD its log group's or -1, BUFFER its receive buffer), in one call:
+ * guard_pump(guard, fd, log_fd, buffer, queue_num, queue_limit, log_limit):
+ * guard/loop.py's NamespaceGuard.pump on a kernel.nfqueue.QueueSocket (FD its
+ * queue's socket, LOG_FD its log group's or -1, BUFFER its receive buffer, the
+ * rest its queue number and its reads' limits: QueueSocket.native_handles),
+ * in one call:
  * QueueSocket.receive(timeout=0) (the queue read, then, if it gave anything,
  * the log group's copies, first in the list), NamespaceGuard.handle (its
  * clock read, _now set), and QueueSocket.verdicts with the guard's pending
@@ -955,27 +966,23 @@ static PyObject *guard_pump(PyObject *self, PyObject *args)
     PyObject *guard, *messages = NULL, *logged = NULL, *now = NULL, *items = NULL, *out = NULL, *cut = NULL,
         *blob = NULL;
     Py_buffer view;
-    int fd, log_fd, err = 0, where = 0, overflows = 0;
+    int fd, log_fd, queue_limit, log_limit, err = 0, where = 0, overflows = 0;
     unsigned queue_num;
     Py_ssize_t count = 0;
     if (!configured(flow_type, "configure_guard") || !configured(message_type, "configure_messages")
-        || !PyArg_ParseTuple(args, "Oiiw*I", &guard, &fd, &log_fd, &view, &queue_num))
+        || !PyArg_ParseTuple(args, "Oiiw*Iii", &guard, &fd, &log_fd, &view, &queue_num, &queue_limit, &log_limit))
         return NULL;
-    if ((messages = PyList_New(0)) == NULL || receive_into(fd, view.buf, view.len, 256, messages, &err) < 0)
+    if ((messages = PyList_New(0)) == NULL
+        || receive_into(fd, view.buf, view.len, queue_limit, messages, &err, NULL) < 0)
         goto done;
     if (err) {
         where = 1;
         goto answer;
     }
     if (PyList_GET_SIZE(messages) && log_fd >= 0) {
-        if ((logged = PyList_New(0)) == NULL)
+        if ((logged = PyList_New(0)) == NULL
+            || receive_into(log_fd, view.buf, view.len, log_limit, logged, &err, &overflows) < 0)
             goto done;
-        do {
-            if (receive_into(log_fd, view.buf, view.len, 1024, logged, &err) < 0)
-                goto done;
-            if (err == ENOBUFS)
-                overflows++;
-        } while (err == ENOBUFS);
         if (err) {
             where = 2;
             goto answer;
@@ -1121,7 +1128,8 @@ static PyMethodDef methods[] = {
     {"configure_packets", configure_packets, METH_VARARGS, "configure_packets(Packet)"},
     {"parse", parse, METH_VARARGS, "parse(buffer, length=-1) -> (messages, acks), as kernel/nfqueue._parse"},
     {"receive", receive, METH_VARARGS,
-     "receive(fd, buffer, limit) -> (messages, errno), as kernel/nfqueue.read_datagrams with _parse"},
+     "receive(fd, buffer, limit, overflow_ok=False) -> (messages, errno, overflows), as "
+     "kernel/nfqueue.read_datagrams with _parse"},
     {"read_packet", read_packet, METH_VARARGS, "read_packet(data) -> Packet or None, as guard/packet._read"},
     {"configure_guard", configure_guard, METH_VARARGS,
      "configure_guard(Flow, ACCEPT, count_key, NAME, 'tcp', from_bytes, STREAM_CAP, MARK_MASK, MARK_ACCEPTED, "
@@ -1129,7 +1137,8 @@ static PyMethodDef methods[] = {
     {"guard_handle", guard_handle, METH_VARARGS,
      "guard_handle(guard, messages, now) -> verdicts, as guard/loop.NamespaceGuard.handle"},
     {"guard_pump", guard_pump, METH_VARARGS,
-     "guard_pump(guard, fd, log_fd, buffer, queue_num) -> (verdicts, errno, where, overflows), as "
+     "guard_pump(guard, fd, log_fd, buffer, queue_num, queue_limit, log_limit) -> (verdicts, errno, where, "
+     "overflows), as "
      "guard/loop.NamespaceGuard.pump on a kernel/nfqueue.QueueSocket"},
     {"verdict_bytes", verdicts_blob, METH_VARARGS,
      "verdict_bytes(queue_num, items) -> bytes, as kernel/nfqueue's join of verdict_bytes"},

@@ -340,14 +340,11 @@ class NamespaceGuard(object):
         """``pump()`` in one call of C (native/vmsan_fastpath.c, guard_pump):
         QueueSocket.receive(timeout=0), handle, QueueSocket.verdicts with
         the pending cuts; its errors raised as QueueSocket raises them."""
-        fd, log_fd, buf = self._pump_args
-        count, err, where, overflows = self._fast_pump(self, fd, log_fd, buf, self.sock.queue_num)
+        count, err, where, overflows = self._fast_pump(self, *self._pump_args)
         if overflows:
             self.sock.overflowed(overflows)
         if where:
-            what = ("queue %d" % self.sock.queue_num, "log group %s" % self.sock.log_group,
-                    "queue %d: cannot send verdicts" % self.sock.queue_num)[where - 1]
-            raise nq.NfqueueError("%s: %s" % (what, os.strerror(err)), err)
+            raise self.sock.error(where, err)
         return count
 
     def close(self):

@@ -110,6 +110,10 @@ _BE32 = struct.Struct("!I")
 RCVBUF = 8 << 20
 RECV_SIZE = 0x10000 + 512
 QUEUE_MAXLEN = 8192
+QUEUE_READ_LIMIT = 256      # datagrams of the queue read per wake-up
+LOG_READ_LIMIT = 1024       # and of its log group (the SYN-ACK copies)
+# where a QueueSocket's read or send failed (the pump in C returns the same codes)
+READ_QUEUE, READ_LOG, SEND_VERDICTS = 1, 2, 3
 
 
 class NfqueueError(VmsanError):
@@ -292,8 +296,9 @@ class QueueSocket(object):
     def __init__(self, queue_num, log_group=None, copy_range=0xFFFF, maxlen=QUEUE_MAXLEN,
                  log_copy=128, timeout=1.0):
         self.queue_num, self.log_group = queue_num, log_group
-        # the words of an error, made once: receive runs on every wake-up
-        self._what, self._log_what = "queue %d" % queue_num, "log group %s" % log_group
+        # what an error names, by READ_QUEUE, READ_LOG, SEND_VERDICTS
+        self._where = ("queue %d" % queue_num, "log group %s" % log_group,
+                       "queue %d: cannot send verdicts" % queue_num)
         self.timeout = timeout
         self._seq = 0
         self._buf = bytearray(RECV_SIZE)
@@ -331,10 +336,17 @@ class QueueSocket(object):
         return self.sock.fileno()
 
     def native_handles(self):
-        """(queue fd, log group fd or -1, receive buffer): what the guard's
-        pump in C (guard/loop.py, kernel/fastpath.py) reads and writes in
-        place of ``receive`` and ``verdicts``."""
-        return self.sock.fileno(), self.log_sock.fileno() if self.log_sock is not None else -1, self._buf
+        """(queue fd, log group fd or -1, receive buffer, queue number, the
+        two reads' limits): what the guard's pump in C (guard/loop.py,
+        kernel/fastpath.py) reads and writes in place of ``receive`` and
+        ``verdicts``."""
+        return (self.sock.fileno(), self.log_sock.fileno() if self.log_sock is not None else -1, self._buf,
+                self.queue_num, QUEUE_READ_LIMIT, LOG_READ_LIMIT)
+
+    def error(self, where, err):
+        """The NfqueueError of a read or send that failed with errno ERR
+        (WHERE: READ_QUEUE, READ_LOG or SEND_VERDICTS)."""
+        return NfqueueError("%s: %s" % (self._where[where - 1], os.strerror(err)), err)
 
     def overflowed(self, count):
         """COUNT overflows of the log socket read over (by the pump in C)."""
@@ -344,7 +356,7 @@ class QueueSocket(object):
         self._seq += 1
         configure(sock, self._buf, subsys, msg, res_id, attrs, self._seq, what)
 
-    def receive(self, limit=256, timeout=-1):
+    def receive(self, limit=QUEUE_READ_LIMIT, timeout=-1):
         """The messages waiting: waits up to TIMEOUT seconds (default the
         socket's; 0: not at all) for the first datagram of the queue, then
         takes what is already there, up to LIMIT datagrams, and the log
@@ -355,7 +367,7 @@ class QueueSocket(object):
         timeout = self.timeout if timeout == -1 else timeout
         if timeout != 0 and not self._poll.poll(None if timeout is None else int(timeout * 1000)):
             return []
-        out = self._read(self.sock, limit, self._what)
+        out = self._read(self.sock, limit, READ_QUEUE)
         if out and self.log_sock is not None:
             logged = self.logged()
             if logged:
@@ -363,7 +375,7 @@ class QueueSocket(object):
                 return logged
         return out
 
-    def logged(self, limit=1024):
+    def logged(self, limit=LOG_READ_LIMIT):
         """The log group's copies waiting now ([] without a log group). An
         overflow of the log socket (the kernel dropped copies: their flows
         will be refused, never passed) is counted in ``log_overflows`` and
@@ -371,29 +383,21 @@ class QueueSocket(object):
         verdicts."""
         if self.log_sock is None:
             return []
-        return self._read(self.log_sock, limit, self._log_what, overflow_ok=True)
+        return self._read(self.log_sock, limit, READ_LOG, overflow_ok=True)
 
-    def _read(self, sock, limit, what, overflow_ok=False):
+    def _read(self, sock, limit, where, overflow_ok=False):
         if _native is not None:
-            return self._read_native(sock, limit, what, overflow_ok)
+            # the receive loop in C (kernel/fastpath.py): the same messages and errors
+            out, err, overflows = _native.receive(sock.fileno(), self._buf, limit, overflow_ok)
+            self.log_overflows += overflows
+            if err:
+                raise self.error(where, err)
+            return out
 
         def overflowed():
             self.log_overflows += 1
-        return read_datagrams(sock, self._buf, self._view, lambda view, n: parse(view, n)[0], limit, what,
-                              overflowed if overflow_ok else None)
-
-    def _read_native(self, sock, limit, what, overflow_ok):
-        """``_read`` with the receive loop in C (kernel/fastpath.py): the
-        same messages and the same errors."""
-        fd = sock.fileno()
-        out, err = _native.receive(fd, self._buf, limit)
-        while err == errno.ENOBUFS and overflow_ok:
-            self.log_overflows += 1
-            more, err = _native.receive(fd, self._buf, limit)
-            out.extend(more)
-        if err:
-            raise NfqueueError("%s: %s" % (what, os.strerror(err)), err)
-        return out
+        return read_datagrams(sock, self._buf, self._view, lambda view, n: parse(view, n)[0], limit,
+                              self._where[where - 1], overflowed if overflow_ok else None)
 
     def verdicts(self, items, then=()):
         """Send verdicts, many per system call: ITEMS are
@@ -409,7 +413,7 @@ class QueueSocket(object):
             try:
                 sent = self.sock.send(view[:RCVBUF // 8])
             except OSError as exc:
-                raise NfqueueError("queue %d: cannot send verdicts: %s" % (self.queue_num, exc), exc.errno)
+                raise self.error(SEND_VERDICTS, exc.errno)
             view = view[sent:]
 
     def close(self):

@@ -181,16 +181,16 @@ def test_receive_reads_what_read_datagrams_reads():
         buf = bytearray(nq.RECV_SIZE)
         for data in sent:
             a.send(data)
-        got, err = fastpath.native.receive(b.fileno(), buf, 1000)
-        assert err == 0
+        got, err, overflows = fastpath.native.receive(b.fileno(), buf, 1000)
+        assert err == 0 and overflows == 0
         for data in sent:
             a.send(data)
         want = nq.read_datagrams(b, buf, memoryview(buf), lambda view, n: nq._parse(view, n)[0], 1000, "test")
         assert got == want and len(got) > len(sent)
-        assert fastpath.native.receive(b.fileno(), buf, 1000) == ([], 0)
+        assert fastpath.native.receive(b.fileno(), buf, 1000) == ([], 0, 0)
         for data in sent[:5]:
             a.send(data)
-        first, err = fastpath.native.receive(b.fileno(), buf, 2)        # LIMIT datagrams at most
+        first, err, _overflows = fastpath.native.receive(b.fileno(), buf, 2)     # LIMIT datagrams at most
         assert err == 0 and first == nq._parse(sent[0])[0] + nq._parse(sent[1])[0]
     assert fastpath.native.receive(b.fileno(), buf, 1)[1] != 0          # a closed socket: its errno
 
