@@ -321,27 +321,17 @@ class UdpServer(object):
                 log.exception("query from %s failed: %s", address[0], exc)
 
         def serve_line():
-            """SOCK's next turn at the datagrams of its line."""
+            """SOCK's next turn at the datagrams of its line (each one charged
+            to its VM's bucket when it was received, and found costly)."""
             now = clock()
             if now >= resolver.next_check:
                 resolver.maybe_check_state(now)
-            vms, handled = registry.vms_raw, 0
-            while line:
-                key, data, address = line[0]
-                state = vms.get(key)
-                if state is not None:
-                    answer = cheap(state, data, now)
-                    if answer is not COSTLY:
-                        line.popleft()
-                        if answer is not DROPPED:
-                            _udp_reply(sendto, address)(answer)
-                        continue
-                if handled == UDP_COSTLY_PER_TURN:
-                    loop.soon(serve_line)       # after the next wake-up's handlers: the others' turn first
-                    return
-                line.popleft()
-                handled += 1
-                costly(data, address, state)
+            vms = registry.vms_raw
+            for _query in range(min(len(line), UDP_COSTLY_PER_TURN)):
+                key, data, address = line.popleft()
+                costly(data, address, vms.get(key))
+            if line:
+                loop.soon(serve_line)       # after the next wake-up's handlers: the others' turn first
 
         def next_turn():
             # queued from this wake-up's handlers, soon calls run in this wake-up: one

@@ -91,7 +91,11 @@ def test_udp_queues_deal_datagrams_out_by_source_address():
 
 
 class _Bucket(object):
+    def __init__(self):
+        self.taken = 0
+
     def take(self, _now):
+        self.taken += 1
         return True
 
 
@@ -151,6 +155,8 @@ def test_a_queue_full_of_queries_to_decide_gets_one_quantum_per_turn():
         quantum = servers.UDP_COSTLY_PER_TURN
         assert resolver.served.count(flooder) == 40 and resolver.served.count(other) == 3
         assert resolver.served[quantum:quantum + 3] == [other] * 3, resolver.served
+        vms = resolver.registry.vms_raw            # each charged to its bucket once, waiting in line or not
+        assert [vms[socket.inet_aton(ip)].meter.bucket.taken for ip in (flooder, other)] == [40, 3]
         assert server.sock is socks[0]
     finally:
         loop.close()
