@@ -36,6 +36,14 @@ queries, the ratio of the uncached p99 to its quiet value, the resolver's
 peak memory and CPU, the log lines written (and how many of them name the
 attacker). Timings are printed, never asserted.
 
+``--hops``: the victim's uncached queries are also captured (sandbox/
+dns_hops: kernel timestamps of packet sockets) at its guest's eth0, its
+TAP, the host's end of its veth and the uplink; per phase, each hop's
+median and p99 and its share of the time of the slowest 5% of the queries
+(where the p99 comes from): the guest's relay in, the VM's namespace to the
+host, the resolver until it asks upstream, the upstream, the resolver until
+the answer reaches the TAP, the relay out, and the guest's own process.
+
 The sandbox runs the attacker's guest and its VMM stand-in (the relay) as
 processes on the same cores as the resolver and the victim: a flood costs
 the host a core or two outside the resolver. The resolver runs as the
@@ -59,9 +67,10 @@ import threading
 import time
 
 import common as C
-from sandbox import dns_attacks, guard, procs
+from sandbox import dns_attacks, dns_hops, guard, procs, topology
 
 from ansible_collections.vmsan.network.plugins.module_utils.kernel.ipsets import SetManager
+from ansible_collections.vmsan.network.plugins.module_utils.model import addressing
 from ansible_collections.vmsan.network.plugins.module_utils.resolver import health
 
 AUTH_DNS = "203.0.113.53"
@@ -288,6 +297,7 @@ def run(args):
             return spawn_attack(attacker, *words, nice=args.attacker_nice)
         out["nice"] = nice_of(resolver.pid)
         sampler = Sampler(resolver)
+        hopper = start_hops(sb, victim_vm, victim_guest) if args.hops else None
         victim = Victim(victim_guest, sb.home)
         victim.start()
         time.sleep(1.0)             # the watchers' first queries
@@ -328,6 +338,7 @@ def run(args):
         victim.stop()
         sampler.stop()
         procs.stop(zone)
+        out["hops"] = stop_hops(hopper) if hopper else None
         out["counters"] = counters(sb)
         out["attacker_learned"] = learned_count(sb, attacker_vm)
         out["victim_learned"] = learned_count(sb, victim_vm)
@@ -360,6 +371,60 @@ def run(args):
                          "forged_learned": forger.FORGED in learned_set(sb, victim_vm)}
         procs.stop(forged_resolver)
         report(phases, victim, sampler, out, args)
+
+
+HOP_POINTS = ("guest/out/q", "tap/in/q", "veth/in/q", "uplink/out/q", "uplink/in/r", "tap/out/r", "guest/in/r")
+HOP_NAMES = ("guest's relay in", "VM namespace to host", "resolver: query to upstream", "upstream",
+             "resolver: answer to TAP", "guest's relay out")
+
+
+def start_hops(sb, vm, guest):
+    """The capture of the victim's uncached queries at its guest's eth0, its TAP, the host's end of its veth
+    and the uplink."""
+    path = os.path.join(sb.home, "hops.json")
+    points = [("guest", guest.name, topology.GUEST_IFNAME), ("tap", vm["netns"], vm["tap"]),
+              ("veth", sb.host.name, addressing.veth_names(vm["slot"])[0]),
+              ("uplink", sb.host.name, topology.UPLINK_IFNAME)]
+    return dns_hops.start(sb.host, points, r"^u[0-9]+\.victim\.test$", path), path
+
+
+def stop_hops(hopper):
+    proc, path = hopper
+    return {"by_name": dns_hops.hops(dns_hops.stop(proc, path), HOP_POINTS)}
+
+
+def hop_spans(phase, victim, captured):
+    """[(total, {hop: seconds})] of the victim's uncached queries of PHASE that every capture point saw."""
+    spans = []
+    for i, (began, latency, _rcode) in enumerate(victim.results["uncached"]):
+        stamps = captured["by_name"].get("u%d.victim.test" % i)
+        if not (phase["start"] <= began < phase["end"]) or latency is None or stamps is None:
+            continue
+        times = [stamps[key] for key in HOP_POINTS]
+        hops = {name: end - start for name, start, end in zip(HOP_NAMES, times, times[1:])}
+        hops["probe process"] = latency - (times[-1] - times[0])
+        spans.append((latency, hops))
+    return spans
+
+
+def hop_rows(phases, victim, captured):
+    """Per phase: median/p99 of each hop, and its share of the time of the slowest 5 % of the queries (where
+    the p99 comes from)."""
+    rows = []
+    for p in phases:
+        spans = hop_spans(p, victim, captured)
+        slowest = sorted(spans, key=lambda span: span[0])[-max(1, len(spans) // 20):] if spans else []
+        cells = [p["name"], len(spans)]
+        for name in HOP_NAMES + ("probe process",):
+            values = [hops[name] for _total, hops in spans]
+            s = C.summary(values) if values else {"median": float("nan"), "p99": float("nan")}
+            tail = sum(hops[name] for _total, hops in slowest) / sum(total for total, _hops in slowest) \
+                if slowest else float("nan")
+            cells.append("%s / %s / %.0f%%" % (C.ms(s["median"]), C.ms(s["p99"]), 100 * tail))
+        totals = [total for total, _hops in spans]
+        cells.append("%s / %s" % (C.ms(C.median(totals)), C.ms(C.percentile(totals, 99))) if totals else "-")
+        rows.append(cells)
+    return rows
 
 
 def learned_set(sb, vm):
@@ -421,6 +486,13 @@ def report(phases, victim, sampler, out, args):
     C.note("forged answers: %(lookups)d lookups against a forging upstream: %(real)d got the real address, "
            "%(forged)d the forged one; %(ignored)d answers ignored; forged address learned: %(forged_learned)s"
            % forged)
+    if out["hops"]:
+        C.print_table("Where the victim's uncached query spent its time (kernel timestamps at the guest's eth0, "
+                      "its TAP, the host's end of its veth and the uplink; median / p99 in ms of each hop, and its share of the "
+                      "time of the slowest 5 % of the queries; probe process: the guest's own process, from send() to "
+                      "its wake-up)",
+                      ["phase", "n"] + list(HOP_NAMES) + ["probe process", "total"],
+                      hop_rows(phases, victim, out["hops"]))
     C.note("# load average at the end: %s" % C.load_average())
 
 
@@ -435,6 +507,9 @@ def main():
                         help="start the resolver with VMSAN_DAEMON_NICE=N (0: at the nice value it is started "
                              "with, the configuration before the daemon took the unit's priority; default: as "
                              "the product runs it)")
+    parser.add_argument("--hops", action="store_true",
+                        help="also capture the victim's uncached queries at each hop (its guest's eth0, its TAP, "
+                             "the host's end of its veth, the uplink) and print where their time went, per phase")
     parser.add_argument("--phases", default=",".join(PHASES), type=lambda text: text.split(","),
                         help="which phases, comma-separated (default: all; quiet comes first whatever is chosen)")
     args = parser.parse_args()
