@@ -390,14 +390,14 @@ def start_hops(sb, vm, guest):
 
 def stop_hops(hopper):
     proc, path = hopper
-    return {"by_name": dns_hops.hops(dns_hops.stop(proc, path), HOP_POINTS)}
+    return dns_hops.hops(dns_hops.stop(proc, path), HOP_POINTS)
 
 
 def hop_spans(phase, victim, captured):
     """[(total, {hop: seconds})] of the victim's uncached queries of PHASE that every capture point saw."""
     spans = []
     for i, (began, latency, _rcode) in enumerate(victim.results["uncached"]):
-        stamps = captured["by_name"].get("u%d.victim.test" % i)
+        stamps = captured.get("u%d.victim.test" % i)
         if not (phase["start"] <= began < phase["end"]) or latency is None or stamps is None:
             continue
         times = [stamps[key] for key in HOP_POINTS]
@@ -486,7 +486,7 @@ def report(phases, victim, sampler, out, args):
     C.note("forged answers: %(lookups)d lookups against a forging upstream: %(real)d got the real address, "
            "%(forged)d the forged one; %(ignored)d answers ignored; forged address learned: %(forged_learned)s"
            % forged)
-    if out["hops"]:
+    if out["hops"] is not None:
         C.print_table("Where the victim's uncached query spent its time (kernel timestamps at the guest's eth0, "
                       "its TAP, the host's end of its veth and the uplink; median / p99 in ms of each hop, and its share of the "
                       "time of the slowest 5 % of the queries; probe process: the guest's own process, from send() to "

@@ -4,10 +4,11 @@ frames at each capture point (a packet socket per interface, SO_TIMESTAMPNS).
     python -m sandbox.dns_hops --point guest:NETNS:eth0 --point tap:NETNS:fhvm3 \\
         --point uplink:NETNS:uplink0 --match '^u[0-9]+\\.victim\\.test$' --out hops.json
 
-Prints ``ready`` once its sockets are open; runs until SIGTERM, then writes [[point, "out"|"in", qr, qname, realtime], ...]
-and the realtime-monotonic offset. The timestamps are taken by the kernel
-when a frame passes the interface, so how late this process reads them
-changes nothing (it only has to keep up with the socket buffer). qname is
+Prints ``ready`` once its sockets are open; runs until SIGTERM, then writes
+[[point, "out"|"in", qr, qname, realtime], ...]. The timestamps are taken by
+the kernel when a frame passes the interface, so how late this process
+reads them changes nothing (it only has to keep up with the socket buffer);
+a frame without one is an error, not a time of this process's. qname is
 lowercased: the resolver randomises the case of what it asks upstream.
 """
 
@@ -21,7 +22,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 from . import procs
 from .guard import entered
@@ -63,7 +63,6 @@ def capture(points, pattern, out):
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     socks = {open_point(netns, ifname): label for label, netns, ifname in points}
     print("ready", flush=True)
-    offset = time.time() - time.monotonic()
     seen = []
     while not stopping:
         try:
@@ -81,10 +80,12 @@ def capture(points, pattern, out):
                     continue
                 stamp = next((struct.unpack("qq", cdata[:16]) for level, kind, cdata in ancillary
                               if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS), None)
-                when = stamp[0] + stamp[1] / 1e9 if stamp else time.time()
+                if stamp is None:
+                    raise RuntimeError("dns_hops: a frame on %s without its kernel timestamp" % socks[sock])
+                when = stamp[0] + stamp[1] / 1e9
                 seen.append([socks[sock], "out" if addr[2] == PACKET_OUTGOING else "in", parsed[0], parsed[1], when])
     with open(out, "w") as handle:
-        json.dump({"offset": offset, "frames": seen}, handle)
+        json.dump(seen, handle)
 
 
 def start(endpoint, points, match, out, ready_timeout=10.0):
@@ -104,11 +105,9 @@ def start(endpoint, points, match, out, ready_timeout=10.0):
 
 def stop(proc, out):
     """Stop the capture of ``start``; its frames ([point, direction, qr, qname, realtime])."""
-    proc.terminate()
-    proc.wait(timeout=30)
-    procs.stop(proc)
+    procs.stop(proc, grace=30)      # SIGTERM: it writes OUT, then exits
     with open(out) as handle:
-        return json.load(handle)["frames"]
+        return json.load(handle)
 
 
 def hops(frames, order):
